@@ -1,0 +1,89 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{UNIQUE_WORKFLOWS_MESSAGE, UNIQUE_WORKFLOWS_RULE, Workflow};
+
+/// A tenant's scheduled workflows, run as Jobs with at most `workers` at a time.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "berth.dev",
+    version = "v1alpha1",
+    kind = "Scheduler",
+    namespaced,
+    status = "SchedulerStatus",
+    shortname = "bsched",
+    category = "berth",
+    derive = "PartialEq",
+    derive = "Default",
+    printcolumn = r#"{"name":"Workers","type":"integer","jsonPath":".spec.workers"}"#,
+    printcolumn = r#"{"name":"Running","type":"integer","jsonPath":".status.running"}"#,
+    printcolumn = r#"{"name":"Queued","type":"integer","jsonPath":".status.queued"}"#,
+    printcolumn = r#"{"name":"Suspended","type":"boolean","jsonPath":".spec.suspend"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulerSpec {
+    /// Runs allowed at once across all workflows; due runs beyond it wait as suspended Jobs.
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 64").message("workers must be between 1 and 64"))]
+    pub workers: i32,
+    /// Start no new runs; queued runs stay queued.
+    #[serde(default)]
+    pub suspend: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new(UNIQUE_WORKFLOWS_RULE).message(UNIQUE_WORKFLOWS_MESSAGE))]
+    pub workflows: Vec<Workflow>,
+    /// Secret whose keys are given to every run as environment variables (the database connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_from_secret: Option<String>,
+    /// Succeeded Jobs kept per workflow.
+    #[serde(default = "default_successful_history")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("successfulJobsHistoryLimit must be between 0 and 100"))]
+    pub successful_jobs_history_limit: i32,
+    /// Failed Jobs kept per workflow.
+    #[serde(default = "default_failed_history")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("failedJobsHistoryLimit must be between 0 and 100"))]
+    pub failed_jobs_history_limit: i32,
+}
+
+fn default_successful_history() -> i32 {
+    3
+}
+fn default_failed_history() -> i32 {
+    1
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulerStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Jobs running now.
+    #[serde(default)]
+    pub running: i32,
+    /// Jobs waiting (suspended) for a free worker.
+    #[serde(default)]
+    pub queued: i32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workflows: Vec<WorkflowStatus>,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowStatus {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<String>,
+    /// Runs skipped because they were missed by more than the starting deadline.
+    #[serde(default)]
+    pub missed: i32,
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Builds the upstream control-plane binaries from source through the Go module proxy, once, into a cache
+# outside the repo. No Docker and no release downloads are needed: only `go` and the module proxy.
+#
+#   e2e/build-components.sh          # build whatever is missing, print the bin directory
+#
+# Each component gets a tiny wrapper Go module, because `go install pkg@version` refuses modules with
+# `replace` directives, and the staging replaces of k8s.io/kubernetes do not apply to dependents.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+cache=${BERTH_CACHE:-$HOME/.cache/berth}
+bin="$cache/k8s-$K8S_VERSION/bin"
+src="$cache/src"
+mkdir -p "$bin" "$src"
+export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
+
+log() { printf '[build] %s\n' "$*" >&2; }
+
+# wrapper DIR MODULE VERSION [REPLACES]: a module that requires MODULE@VERSION.
+wrapper() {
+  local dir=$1 module=$2 version=$3 replaces=${4:-}
+  mkdir -p "$dir"
+  if [ ! -f "$dir/go.mod" ] || ! grep -q "$module $version" "$dir/go.mod"; then
+    rm -f "$dir/go.mod" "$dir/go.sum"
+    {
+      echo "module berth.dev/localbuild/$(basename "$dir")"
+      echo
+      echo "go 1.25.0"
+      echo
+      echo "require $module $version"
+      [ -n "$replaces" ] && printf '\nreplace (\n%s)\n' "$replaces"
+    } >"$dir/go.mod"
+  fi
+}
+
+build_kubernetes() {
+  local want=(kube-apiserver kube-controller-manager kube-scheduler kubectl) missing=0 c
+  for c in "${want[@]}"; do [ -x "$bin/$c" ] || missing=1; done
+  [ "$missing" = 1 ] || return 0
+  local dir="$src/kubernetes-$K8S_VERSION" minor staging gomod replaces=""
+  minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  staging="v0.${K8S_VERSION#v1.}"
+  (cd /tmp && go mod download "k8s.io/kubernetes@$K8S_VERSION")
+  gomod="$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/$K8S_VERSION.mod"
+  # Every staging module k8s.io/kubernetes replaces with ./staging/... is published as k8s.io/<name> v0.X.Y.
+  while read -r mod; do
+    replaces+="	$mod => $mod $staging"$'\n'
+  done < <(awk '$2 == "=>" && $3 ~ /^\.\/staging\// {print $1}' "$gomod")
+  wrapper "$dir" k8s.io/kubernetes "$K8S_VERSION" "$replaces"
+  local date ldflags=""
+  date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
+  done
+  for c in "${want[@]}"; do
+    [ -x "$bin/$c" ] && continue
+    log "kubernetes $K8S_VERSION: $c"
+    (cd "$dir" && go get "k8s.io/kubernetes/cmd/$c@$K8S_VERSION" &&
+      go build -trimpath -ldflags "-s -w$ldflags" -o "$bin/$c" "k8s.io/kubernetes/cmd/$c")
+  done
+}
+
+# simple NAME MODULE VERSION PACKAGE [LDFLAGS]
+simple() {
+  local name=$1 module=$2 version=$3 pkg=$4 ldflags=${5:-}
+  [ -x "$bin/$name" ] && return 0
+  local dir="$src/$name-$version"
+  log "$name $version"
+  wrapper "$dir" "$module" "$version"
+  (cd "$dir" && go get "$pkg@$version" && go build -trimpath -ldflags "-s -w $ldflags" -o "$bin/$name" "$pkg")
+}
+
+build_kubernetes
+simple etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3
+simple kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok \
+  "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
+simple helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
+  "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+echo "$bin"
