@@ -1,1 +1,14 @@
+//! What every berth controller does the same way: label and own children, apply them with server-side
+//! apply under one field manager, keep conditions honest, classify errors, back off, emit events and
+//! count reconciles.
 
+pub mod apply;
+pub mod conditions;
+pub mod context;
+pub mod error;
+pub mod labels;
+pub mod metrics;
+
+pub use apply::{FIELD_MANAGER, apply, apply_status, delete_if_exists};
+pub use context::{Context, Settings};
+pub use error::{Error, Result};

@@ -1,0 +1,60 @@
+//! Server-side apply under berth's single field manager. `force` is right here: berth owns every field
+//! it sends, and SSA leaves every field it does not send to whoever owns it.
+
+use std::fmt::Debug;
+
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result, is_not_found};
+
+pub const FIELD_MANAGER: &str = "berth";
+
+/// Applies `obj` (which must carry apiVersion and kind) through `api`, scoped where `obj` lives.
+///
+/// # Errors
+/// Whatever the API server answers.
+pub async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Ok(api.patch(&obj.name_any(), &params, &Patch::Apply(obj)).await?)
+}
+
+/// Applies only the status subresource of `obj`, and only when `changed` says the truth moved.
+///
+/// # Errors
+/// Whatever the API server answers.
+pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, status: &S) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    S: Serialize,
+{
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(&obj.name_any(), &params, &Patch::Apply(&body)).await.map_err(Error::Kube)?;
+    Ok(())
+}
+
+/// Deletes `name` in the background (the garbage collector removes its dependents); a missing object is done.
+///
+/// # Errors
+/// Any API error but 404.
+pub async fn delete_if_exists<K>(api: &Api<K>, name: &str) -> Result<bool>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,153 @@
+//! What a reconcile gets besides the object: the shared client, event recorder, metrics and settings,
+//! plus per-object failure counts for exponential back-off.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result, backoff};
+use crate::metrics::{ErrorLabels, Metrics, WriteLabels};
+
+/// Operator-wide settings the Helm chart can change.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Image of the PostgreSQL server when a Database does not name one.
+    pub postgres_image: String,
+    /// Image of the pgbouncer pool.
+    pub pgbouncer_image: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            postgres_image: "postgres:17-alpine".to_owned(),
+            pgbouncer_image: "bitnami/pgbouncer:1.24.1".to_owned(),
+        }
+    }
+}
+
+pub struct Context {
+    pub client: kube::Client,
+    pub controller: &'static str,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    #[must_use]
+    pub fn new(
+        client: kube::Client,
+        controller: &'static str,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> Arc<Self> {
+        Arc::new(Self { client, controller, recorder, metrics, settings, failures: Mutex::default() })
+    }
+
+    fn wrote(&self, verb: &'static str) {
+        self.metrics.writes.get_or_create(&WriteLabels { controller: self.controller, verb }).inc();
+    }
+
+    /// Server-side apply of a child, counted as a write.
+    ///
+    /// # Errors
+    /// Whatever the API server answers.
+    pub async fn apply<K>(&self, api: &Api<K>, obj: &K) -> Result<K>
+    where
+        K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+    {
+        self.wrote("apply");
+        crate::apply::apply(api, obj).await
+    }
+
+    /// The API of a namespaced kind in `namespace`.
+    #[must_use]
+    pub fn api<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// The API of a cluster-scoped kind.
+    #[must_use]
+    pub fn cluster_api<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>,
+    {
+        Api::all(self.client.clone())
+    }
+
+    /// Applies `status` on `obj` unless it equals what the object already shows.
+    ///
+    /// # Errors
+    /// Whatever the API server answers.
+    pub async fn apply_status<K, S>(&self, api: &Api<K>, obj: &K, current: Option<&S>, status: &S) -> Result<()>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+        S: Serialize + PartialEq,
+    {
+        if current == Some(status) {
+            return Ok(());
+        }
+        self.wrote("status");
+        crate::apply::apply_status(api, obj, status).await
+    }
+
+    /// Background deletion, counted as a write when something was there.
+    ///
+    /// # Errors
+    /// Any API error but 404.
+    pub async fn delete<K>(&self, api: &Api<K>, name: &str) -> Result<bool>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug,
+    {
+        self.wrote("delete");
+        crate::apply::delete_if_exists(api, name).await
+    }
+
+    /// Publishes an Event on `reference`; a failure to record is logged, never fails the reconcile.
+    pub async fn event(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        let ev = Event { type_, reason: reason.to_owned(), note: Some(note), action: "Reconcile".to_owned(), secondary: None };
+        self.wrote("event");
+        if let Err(e) = self.recorder.publish(&ev, reference).await {
+            tracing::warn!(error = %e, reason, "could not record event");
+        }
+    }
+
+    /// Forget an object's failures after a successful reconcile.
+    pub fn succeeded<K: Resource>(&self, obj: &K) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(&key(obj));
+        }
+    }
+
+    /// The error policy every controller shares: count it, back off exponentially per object.
+    pub fn failed<K: Resource>(&self, obj: &K, error: &Error) -> Action {
+        let category = error.category();
+        self.metrics.errors.get_or_create(&ErrorLabels { controller: self.controller, category }).inc();
+        let failures = self.failures.lock().map_or(0, |mut f| {
+            let n = f.entry(key(obj)).or_insert(0);
+            *n = n.saturating_add(1);
+            *n - 1
+        });
+        let wait = backoff(error, failures);
+        tracing::warn!(error = %error, category, retry_in = ?wait, "reconcile failed");
+        Action::requeue(wait)
+    }
+}
+
+fn key<K: Resource>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
