@@ -31,7 +31,7 @@ wrapper() {
       echo "go 1.25.0"
       echo
       echo "require $module $version"
-      [ -n "$replaces" ] && printf '\nreplace (\n%s)\n' "$replaces"
+      if [ -n "$replaces" ]; then printf "\nreplace (\n%s)\n" "$replaces"; fi
     } >"$dir/go.mod"
   fi
 }

@@ -1,1 +1,53 @@
+//! The Customer controller: one cluster-scoped Customer becomes an isolated tenant namespace (Pod
+//! Security, quota, limits, network policy, admin binding) with a Database and a Scheduler inside it.
 
+pub mod build;
+pub mod names;
+mod reconcile;
+pub mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use berth_api::{Customer, Database, Scheduler};
+use berth_kit::Context;
+use berth_kit::watch::owned;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::Api;
+use kube::runtime::{Controller, controller, watcher};
+
+pub use reconcile::{Ctx, Stores};
+
+pub const NAME: &str = "customer";
+
+/// Runs until `shutdown` resolves, then lets in-flight reconciles finish.
+pub async fn run(kit: Arc<Context>, concurrency: u16, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = kit.client.clone();
+    let (namespaces, ns_stream) = owned(Api::<Namespace>::all(client.clone()));
+    let (quotas, quota_stream) = owned(Api::<ResourceQuota>::all(client.clone()));
+    let (limit_ranges, lr_stream) = owned(Api::<LimitRange>::all(client.clone()));
+    let (network_policies, np_stream) = owned(Api::<NetworkPolicy>::all(client.clone()));
+    let (role_bindings, rb_stream) = owned(Api::<RoleBinding>::all(client.clone()));
+    let (databases, db_stream) = owned(Api::<Database>::all(client.clone()));
+    let (schedulers, sched_stream) = owned(Api::<Scheduler>::all(client.clone()));
+    let stores = Stores { namespaces, quotas, limit_ranges, network_policies, role_bindings, databases, schedulers };
+    let controller = Controller::new(Api::<Customer>::all(client), watcher::Config::default().any_semantic());
+    kit.track_sync(controller.store());
+    let ctx = Arc::new(Ctx { kit, stores, customers: controller.store() });
+    controller
+        .owns_stream(ns_stream)
+        .owns_stream(quota_stream)
+        .owns_stream(lr_stream)
+        .owns_stream(np_stream)
+        .owns_stream(rb_stream)
+        .owns_stream(db_stream)
+        .owns_stream(sched_stream)
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, |c, e, ctx| ctx.kit.failed(c.as_ref(), e), ctx)
+        .for_each(|_| async {})
+        .await;
+}

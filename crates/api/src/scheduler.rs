@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{UNIQUE_WORKFLOWS_MESSAGE, UNIQUE_WORKFLOWS_RULE, Workflow};
 
 /// A tenant's scheduled workflows, run as Jobs with at most `workers` at a time.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "berth.dev",
     version = "v1alpha1",
@@ -47,6 +47,19 @@ pub struct SchedulerSpec {
     #[serde(default = "default_failed_history")]
     #[x_kube(validation = Rule::new("self >= 0 && self <= 100").message("failedJobsHistoryLimit must be between 0 and 100"))]
     pub failed_jobs_history_limit: i32,
+}
+
+impl Default for SchedulerSpec {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            suspend: false,
+            workflows: Vec::new(),
+            env_from_secret: None,
+            successful_jobs_history_limit: default_successful_history(),
+            failed_jobs_history_limit: default_failed_history(),
+        }
+    }
 }
 
 fn default_successful_history() -> i32 {

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -41,6 +42,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     failures: Mutex<HashMap<String, u32>>,
+    synced: tokio::sync::watch::Sender<bool>,
 }
 
 impl Context {
@@ -52,7 +54,27 @@ impl Context {
         metrics: Arc<Metrics>,
         settings: Settings,
     ) -> Arc<Self> {
-        Arc::new(Self { client, controller, recorder, metrics, settings, failures: Mutex::default() })
+        let synced = tokio::sync::watch::Sender::new(false);
+        Arc::new(Self { client, controller, recorder, metrics, settings, failures: Mutex::default(), synced })
+    }
+
+    /// Marks this controller's caches synced once `store` has listed for the first time.
+    pub fn track_sync<K>(self: &Arc<Self>, store: Store<K>)
+    where
+        K: Resource + Clone + Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            if store.wait_until_ready().await.is_ok() {
+                ctx.synced.send_replace(true);
+            }
+        });
+    }
+
+    /// Resolves once the controller's caches have synced (for `/readyz`).
+    pub async fn synced(&self) {
+        let _ = self.synced.subscribe().wait_for(|s| *s).await;
     }
 
     fn wrote(&self, verb: &'static str) {

@@ -8,7 +8,10 @@ pub mod context;
 pub mod error;
 pub mod labels;
 pub mod metrics;
+pub mod owner;
+pub mod watch;
 
 pub use apply::{FIELD_MANAGER, apply, apply_status, delete_if_exists};
 pub use context::{Context, Settings};
+pub use owner::owner_ref;
 pub use error::{Error, Result};

@@ -1,0 +1,371 @@
+//! The desired children of a Customer: pure functions of its spec, one per kind, no client in sight.
+
+use std::collections::BTreeMap;
+
+use berth_api::{AdminKind, Customer, Database, DatabaseSpec, PoolSpec, Scheduler, SchedulerSpec};
+use berth_kit::labels::{self, labels};
+use k8s_openapi::api::core::v1::{
+    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
+};
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::ResourceExt;
+
+use crate::names;
+
+/// Everything a Customer owns. The applier destructures it whole, so a new kind cannot be forgotten.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Children {
+    pub namespace: Namespace,
+    pub resource_quota: ResourceQuota,
+    pub limit_range: LimitRange,
+    pub network_policies: [NetworkPolicy; 2],
+    pub admins: RoleBinding,
+    /// `None` when the feature is off: an existing one is deleted.
+    pub database: Option<Database>,
+    pub scheduler: Option<Scheduler>,
+}
+
+/// Builds every child of `customer`. Fails only when the Customer has no UID yet (not from the API server).
+#[must_use]
+pub fn children(customer: &Customer) -> Option<Children> {
+    let owner = berth_kit::owner_ref(customer)?;
+    let b = Builder { customer, owner, ns: customer.namespace_name() };
+    Some(Children {
+        namespace: b.namespace(),
+        resource_quota: b.resource_quota(),
+        limit_range: b.limit_range(),
+        network_policies: b.network_policies(),
+        admins: b.admins(),
+        database: b.database(),
+        scheduler: b.scheduler(),
+    })
+}
+
+/// The tenant namespace as it is left behind under `deletionPolicy: Retain`: berth's labels, marked as
+/// retained, and no ownerReference, so the garbage collector leaves it (and its data) alone.
+#[must_use]
+pub fn retained_namespace(customer: &Customer) -> Namespace {
+    let mut ns = Builder::namespace_for(customer, None);
+    ns.metadata.labels.get_or_insert_default().insert(labels::RETAINED.to_owned(), "true".to_owned());
+    ns
+}
+
+struct Builder<'a> {
+    customer: &'a Customer,
+    owner: OwnerReference,
+    ns: String,
+}
+
+impl Builder<'_> {
+    fn meta(&self, name: &str, component: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(self.ns.clone()),
+            labels: Some(labels(&self.customer.name_any(), component)),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn namespace(&self) -> Namespace {
+        Self::namespace_for(self.customer, Some(self.owner.clone()))
+    }
+
+    fn namespace_for(customer: &Customer, owner: Option<OwnerReference>) -> Namespace {
+        let mut l = labels(&customer.name_any(), "tenant");
+        // Pod Security admission: the tenant runs nothing privileged, and hears about it when it tries.
+        for mode in ["enforce", "audit", "warn"] {
+            l.insert(format!("pod-security.kubernetes.io/{mode}"), "restricted".to_owned());
+            l.insert(format!("pod-security.kubernetes.io/{mode}-version"), "latest".to_owned());
+        }
+        Namespace {
+            metadata: ObjectMeta {
+                name: Some(customer.namespace_name()),
+                labels: Some(l),
+                owner_references: owner.map(|o| vec![o]),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        }
+    }
+
+    fn resource_quota(&self) -> ResourceQuota {
+        let q = &self.customer.spec.quota;
+        let cpu = q.cpu.clone().unwrap_or_else(|| Quantity("16".to_owned()));
+        let memory = q.memory.clone().unwrap_or_else(|| Quantity("64Gi".to_owned()));
+        let mut hard = BTreeMap::from([
+            ("requests.cpu".to_owned(), cpu.clone()),
+            ("limits.cpu".to_owned(), cpu),
+            ("requests.memory".to_owned(), memory.clone()),
+            ("limits.memory".to_owned(), memory),
+            ("pods".to_owned(), Quantity(q.pods.unwrap_or(200).to_string())),
+            ("persistentvolumeclaims".to_owned(), Quantity("20".to_owned())),
+        ]);
+        // Without an explicit limit the database volume decides the size; a default cap smaller than the
+        // requested storage would only make the PostgreSQL volume claim fail.
+        if let Some(storage) = &q.storage {
+            hard.insert("requests.storage".to_owned(), storage.clone());
+        }
+        ResourceQuota {
+            metadata: self.meta(names::RESOURCE_QUOTA, "quota"),
+            spec: Some(ResourceQuotaSpec { hard: Some(hard), ..ResourceQuotaSpec::default() }),
+            ..ResourceQuota::default()
+        }
+    }
+
+    /// Defaults for containers that state no resources, so the quota does not reject them.
+    fn limit_range(&self) -> LimitRange {
+        let q = |s: &str| Quantity(s.to_owned());
+        LimitRange {
+            metadata: self.meta(names::LIMIT_RANGE, "quota"),
+            spec: Some(LimitRangeSpec {
+                limits: vec![LimitRangeItem {
+                    type_: "Container".to_owned(),
+                    default: Some(BTreeMap::from([("cpu".to_owned(), q("500m")), ("memory".to_owned(), q("512Mi"))])),
+                    default_request: Some(BTreeMap::from([
+                        ("cpu".to_owned(), q("100m")),
+                        ("memory".to_owned(), q("128Mi")),
+                    ])),
+                    ..LimitRangeItem::default()
+                }],
+            }),
+        }
+    }
+
+    fn network_policies(&self) -> [NetworkPolicy; 2] {
+        let deny = NetworkPolicy {
+            metadata: self.meta(names::DENY_INGRESS, "network"),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(LabelSelector::default()),
+                policy_types: Some(vec!["Ingress".to_owned()]),
+                ..NetworkPolicySpec::default()
+            }),
+        };
+        let same_namespace = NetworkPolicy {
+            metadata: self.meta(names::ALLOW_SAME_NAMESPACE, "network"),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(LabelSelector::default()),
+                policy_types: Some(vec!["Ingress".to_owned()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![NetworkPolicyPeer {
+                        pod_selector: Some(LabelSelector::default()),
+                        ..NetworkPolicyPeer::default()
+                    }]),
+                    ..NetworkPolicyIngressRule::default()
+                }]),
+                ..NetworkPolicySpec::default()
+            }),
+        };
+        [deny, same_namespace]
+    }
+
+    /// Always present, possibly with no subjects: one object whose subjects follow the spec is simpler
+    /// than creating and deleting it as the admin list empties and fills.
+    fn admins(&self) -> RoleBinding {
+        let subjects = self
+            .customer
+            .spec
+            .admins
+            .iter()
+            .map(|a| Subject {
+                api_group: Some("rbac.authorization.k8s.io".to_owned()),
+                kind: match a.kind {
+                    AdminKind::User => "User",
+                    AdminKind::Group => "Group",
+                }
+                .to_owned(),
+                name: a.name.clone(),
+                namespace: None,
+            })
+            .collect();
+        RoleBinding {
+            metadata: self.meta(names::ADMINS, "rbac"),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".to_owned(),
+                kind: "ClusterRole".to_owned(),
+                name: names::ADMIN_CLUSTER_ROLE.to_owned(),
+            },
+            subjects: Some(subjects),
+        }
+    }
+
+    fn database(&self) -> Option<Database> {
+        let f = &self.customer.spec.features.database;
+        if !f.enabled {
+            return None;
+        }
+        let spec = DatabaseSpec {
+            storage: f.storage.clone()?,
+            storage_class_name: f.storage_class_name.clone(),
+            pool: f.pool.clone().unwrap_or_else(PoolSpec::default),
+            suspend: self.customer.spec.suspend,
+            deletion_policy: self.customer.spec.deletion_policy,
+            ..DatabaseSpec::default()
+        };
+        let mut db = Database::new(names::DATABASE, spec);
+        db.metadata = self.meta(names::DATABASE, "database");
+        Some(db)
+    }
+
+    fn scheduler(&self) -> Option<Scheduler> {
+        let f = &self.customer.spec.features.scheduler;
+        if !f.enabled {
+            return None;
+        }
+        let database = self.customer.spec.features.database.enabled;
+        let spec = SchedulerSpec {
+            workers: f.workers,
+            suspend: self.customer.spec.suspend,
+            workflows: f.workflows.clone(),
+            env_from_secret: database.then(|| names::DATABASE_CONNECTION_SECRET.to_owned()),
+            ..SchedulerSpec::default()
+        };
+        let mut s = Scheduler::new(names::SCHEDULER, spec);
+        s.metadata = self.meta(names::SCHEDULER, "scheduler");
+        Some(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_api::DeletionPolicy;
+
+    /// A Customer as the API server returns it: with a UID. The name is unlike any product name so a
+    /// label taken from the wrong place shows.
+    fn customer(yaml: &str) -> Customer {
+        let mut c: Customer = serde_yaml::from_str(yaml).unwrap();
+        c.metadata.uid = Some("0a1b2c3d-uid".to_owned());
+        c
+    }
+
+    const SEED: &str = "
+metadata: {name: tenant-zeta}
+spec:
+  features:
+    database: {enabled: true, storage: 256Gi}
+    scheduler: {enabled: true, workers: 4}
+    webhooks: {enabled: false}
+";
+
+    #[test]
+    fn every_child_is_owned_and_labelled() {
+        let c = children(&customer(SEED)).unwrap();
+        let Children { namespace, resource_quota, limit_range, network_policies, admins, database, scheduler } = &c;
+        let mut metas = vec![&namespace.metadata, &resource_quota.metadata, &limit_range.metadata, &admins.metadata];
+        metas.extend(network_policies.iter().map(|n| &n.metadata));
+        metas.push(&database.as_ref().unwrap().metadata);
+        metas.push(&scheduler.as_ref().unwrap().metadata);
+        for m in metas {
+            let owner = &m.owner_references.as_ref().unwrap()[0];
+            assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Customer", "tenant-zeta"));
+            assert_eq!(owner.controller, Some(true));
+            assert_eq!(owner.block_owner_deletion, Some(true));
+            let l = m.labels.as_ref().unwrap();
+            assert_eq!(l[labels::CUSTOMER], "tenant-zeta");
+            assert_eq!(l[labels::MANAGED_BY], "berth");
+        }
+        assert_eq!(resource_quota.metadata.namespace.as_deref(), Some("tenant-zeta"));
+    }
+
+    #[test]
+    fn namespace_enforces_restricted_pod_security() {
+        let ns = children(&customer(SEED)).unwrap().namespace;
+        let l = ns.metadata.labels.unwrap();
+        for mode in ["enforce", "audit", "warn"] {
+            assert_eq!(l[&format!("pod-security.kubernetes.io/{mode}")], "restricted");
+        }
+        assert_eq!(ns.metadata.namespace, None, "a Namespace is cluster-scoped");
+    }
+
+    #[test]
+    fn explicit_namespace_is_used_everywhere() {
+        let c = children(&customer("metadata: {name: zz}\nspec: {namespace: team-q}\n")).unwrap();
+        assert_eq!(c.namespace.metadata.name.as_deref(), Some("team-q"));
+        assert_eq!(c.limit_range.metadata.namespace.as_deref(), Some("team-q"));
+    }
+
+    #[test]
+    fn features_pass_down_and_switch_off() {
+        let c = children(&customer(SEED)).unwrap();
+        let db = c.database.unwrap();
+        assert_eq!(db.spec.storage.0, "256Gi");
+        assert_eq!(db.spec.pool, PoolSpec::default());
+        assert_eq!(db.spec.deletion_policy, DeletionPolicy::Retain);
+        let s = c.scheduler.unwrap();
+        assert_eq!(s.spec.workers, 4);
+        assert_eq!(s.spec.successful_jobs_history_limit, 3, "the API's defaults, not zero");
+        assert_eq!(s.spec.env_from_secret.as_deref(), Some(names::DATABASE_CONNECTION_SECRET));
+
+        let off = children(&customer("metadata: {name: zz}\nspec: {features: {scheduler: {enabled: true}}}\n")).unwrap();
+        assert!(off.database.is_none());
+        assert_eq!(off.scheduler.unwrap().spec.env_from_secret, None, "no database, no connection secret");
+    }
+
+    #[test]
+    fn suspend_and_deletion_policy_reach_the_children() {
+        let c = customer(
+            "metadata: {name: zz}\nspec: {suspend: true, deletionPolicy: Delete, features: {database: {enabled: true, storage: 1Gi}, scheduler: {enabled: true}}}\n",
+        );
+        let kids = children(&c).unwrap();
+        assert!(kids.database.as_ref().unwrap().spec.suspend);
+        assert_eq!(kids.database.unwrap().spec.deletion_policy, DeletionPolicy::Delete);
+        assert!(kids.scheduler.unwrap().spec.suspend);
+    }
+
+    #[test]
+    fn quota_follows_spec_and_defaults() {
+        let c = customer("metadata: {name: zz}\nspec: {quota: {cpu: '4', pods: 7, storage: 9Gi}}\n");
+        let hard = children(&c).unwrap().resource_quota.spec.unwrap().hard.unwrap();
+        assert_eq!(hard["requests.cpu"].0, "4");
+        assert_eq!(hard["limits.cpu"].0, "4");
+        assert_eq!(hard["pods"].0, "7");
+        assert_eq!(hard["requests.storage"].0, "9Gi");
+        assert_eq!(hard["requests.memory"].0, "64Gi");
+        let defaults = children(&customer("metadata: {name: zz}\nspec: {}\n")).unwrap();
+        assert!(!defaults.resource_quota.spec.unwrap().hard.unwrap().contains_key("requests.storage"));
+        let lr = defaults.limit_range.spec.unwrap().limits;
+        assert_eq!(lr[0].default_request.as_ref().unwrap()["cpu"].0, "100m");
+    }
+
+    #[test]
+    fn network_policies_deny_then_allow_the_namespace() {
+        let [deny, same] = children(&customer(SEED)).unwrap().network_policies;
+        let deny = deny.spec.unwrap();
+        assert_eq!(deny.pod_selector, Some(LabelSelector::default()));
+        assert!(deny.ingress.is_none(), "no ingress rule: nothing is allowed in");
+        let same = same.spec.unwrap();
+        let from = same.ingress.unwrap()[0].from.clone().unwrap();
+        assert_eq!(from[0].pod_selector, Some(LabelSelector::default()));
+        assert!(from[0].namespace_selector.is_none(), "only this namespace's pods");
+    }
+
+    #[test]
+    fn admins_bind_the_admin_cluster_role() {
+        let c = customer("metadata: {name: zz}\nspec: {admins: [{kind: Group, name: g1}, {kind: User, name: u1}]}\n");
+        let rb = children(&c).unwrap().admins;
+        assert_eq!(rb.role_ref.name, "admin");
+        let subjects = rb.subjects.unwrap();
+        assert_eq!((subjects[0].kind.as_str(), subjects[0].name.as_str()), ("Group", "g1"));
+        assert_eq!(subjects[1].kind, "User");
+    }
+
+    #[test]
+    fn retained_namespace_has_no_owner_and_says_so() {
+        let ns = retained_namespace(&customer(SEED));
+        assert_eq!(ns.metadata.owner_references, None);
+        assert_eq!(ns.metadata.labels.unwrap()[labels::RETAINED], "true");
+    }
+
+    #[test]
+    fn no_uid_no_children() {
+        let mut c = customer(SEED);
+        c.metadata.uid = None;
+        assert!(children(&c).is_none());
+    }
+}

@@ -1,0 +1,17 @@
+//! Names of the children of a Customer, in one place. Other controllers and the tests read them here.
+
+/// The Database in every tenant namespace.
+pub const DATABASE: &str = "db";
+/// The Scheduler in every tenant namespace.
+pub const SCHEDULER: &str = "workflows";
+pub const RESOURCE_QUOTA: &str = "tenant-quota";
+pub const LIMIT_RANGE: &str = "tenant-defaults";
+pub const DENY_INGRESS: &str = "default-deny-ingress";
+pub const ALLOW_SAME_NAMESPACE: &str = "allow-same-namespace";
+pub const ADMINS: &str = "tenant-admins";
+/// The built-in ClusterRole tenant admins are bound to; the chart grants `bind` on exactly this one.
+pub const ADMIN_CLUSTER_ROLE: &str = "admin";
+/// Connection Secret the Database controller writes; handed to workflow runs as environment.
+pub const DATABASE_CONNECTION_SECRET: &str = "db-connection";
+/// Held on a Customer until its data has been dealt with according to `deletionPolicy`.
+pub const FINALIZER: &str = "berth.dev/customer-retention";

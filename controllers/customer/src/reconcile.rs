@@ -1,0 +1,295 @@
+//! One reconcile of a Customer, top to bottom: load (caches and one namespace lookup) → build (pure) →
+//! apply → status. Deletion goes through the finalizer, which only decides what to orphan.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_api::{Customer, CustomerStatus, Database, DeletionPolicy, Scheduler};
+use berth_kit::error::{Error, Result};
+use berth_kit::metrics::ControllerLabel;
+use berth_kit::{Context, labels};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+
+use crate::build::{self, Children};
+use crate::names::FINALIZER;
+use crate::status::{self, Feature, NamespaceState, Observed};
+
+/// Caches of what the Customer controller owns, filled by the same watches that wake it.
+pub struct Stores {
+    pub namespaces: Store<Namespace>,
+    pub quotas: Store<ResourceQuota>,
+    pub limit_ranges: Store<LimitRange>,
+    pub network_policies: Store<NetworkPolicy>,
+    pub role_bindings: Store<RoleBinding>,
+    pub databases: Store<Database>,
+    pub schedulers: Store<Scheduler>,
+}
+
+impl Stores {
+    /// Until every cache has listed once, "not in the cache" means nothing.
+    async fn ready(&self) -> Result<()> {
+        let not_ready = |_| Error::InvalidSpec("a watch cache was dropped".to_owned());
+        self.namespaces.wait_until_ready().await.map_err(not_ready)?;
+        self.quotas.wait_until_ready().await.map_err(not_ready)?;
+        self.limit_ranges.wait_until_ready().await.map_err(not_ready)?;
+        self.network_policies.wait_until_ready().await.map_err(not_ready)?;
+        self.role_bindings.wait_until_ready().await.map_err(not_ready)?;
+        self.databases.wait_until_ready().await.map_err(not_ready)?;
+        self.schedulers.wait_until_ready().await.map_err(not_ready)?;
+        Ok(())
+    }
+}
+
+pub struct Ctx {
+    pub kit: Arc<Context>,
+    pub stores: Stores,
+    pub customers: Store<Customer>,
+}
+
+/// A converged Customer is looked at again this often even if no watch fires.
+const RESYNC: Duration = Duration::from_secs(3600);
+
+#[tracing::instrument(skip_all, fields(customer = %customer.name_any()))]
+pub async fn reconcile(customer: Arc<Customer>, ctx: Arc<Ctx>) -> Result<Action> {
+    let _timer = ctx.kit.metrics.reconcile(ctx.kit.controller);
+    let managed = i64::try_from(ctx.customers.len()).unwrap_or(i64::MAX);
+    ctx.kit.metrics.managed.get_or_create(&ControllerLabel { controller: ctx.kit.controller }).set(managed);
+    ctx.stores.ready().await?;
+    let api: Api<Customer> = ctx.kit.cluster_api();
+    let action = finalizer(&api, FINALIZER, customer.clone(), |event| async {
+        match event {
+            finalizer::Event::Apply(c) => apply(&c, &ctx).await,
+            finalizer::Event::Cleanup(c) => cleanup(&c, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
+        other => Error::InvalidSpec(other.to_string()),
+    })?;
+    ctx.kit.succeeded(customer.as_ref());
+    Ok(action)
+}
+
+/// Who holds the tenant namespace's name.
+enum Holder {
+    Nobody,
+    Us,
+    Other(String),
+}
+
+async fn namespace_holder(c: &Customer, ctx: &Ctx) -> Result<Holder> {
+    let name = c.namespace_name();
+    let uid = c.uid().unwrap_or_default();
+    let owned_by_us = |ns: &Namespace| ns.owner_references().iter().any(|o| o.uid == uid);
+    if let Some(ns) = ctx.stores.namespaces.get(&ObjectRef::new(&name)) {
+        if owned_by_us(&ns) {
+            return Ok(Holder::Us);
+        }
+    }
+    // Not in berth's cache: either it does not exist yet, or it is somebody else's.
+    let api: Api<Namespace> = ctx.kit.cluster_api();
+    Ok(match api.get_metadata_opt(&name).await? {
+        None => Holder::Nobody,
+        Some(ns) if ns.owner_references().iter().any(|o| o.uid == uid) => Holder::Us,
+        Some(ns) => {
+            let owner = ns.labels().get(labels::CUSTOMER).map_or_else(
+                || "is not managed by berth".to_owned(),
+                |other| format!("belongs to Customer {other}"),
+            );
+            Holder::Other(format!("namespace {name} already exists and {owner}; berth leaves it untouched"))
+        }
+    })
+}
+
+async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
+    let kit = &ctx.kit;
+    let Some(kids) = build::children(c) else {
+        return Err(Error::InvalidSpec("the Customer has no UID yet".to_owned()));
+    };
+    let ns_name = c.namespace_name();
+    let old = c.status.as_ref();
+    let mut seen = Observed {
+        namespace_name: ns_name.clone(),
+        namespace: NamespaceState::Active,
+        database: Feature::Blocked,
+        scheduler: Feature::Blocked,
+        suspended: c.spec.suspend,
+        generation: c.meta().generation,
+    };
+    let holder = namespace_holder(c, ctx).await?;
+    let (database, scheduler);
+    let action = match holder {
+        Holder::Other(why) => {
+            if !already_reported(old, status::NAMESPACE_READY, "NameConflict") {
+                kit.event(&c.object_ref(&()), EventType::Warning, "NameConflict", why.clone()).await;
+            }
+            seen.namespace = NamespaceState::Conflict(why);
+            // Nothing berth watches changes when that namespace goes away; look again now and then.
+            Action::requeue(Duration::from_secs(60))
+        }
+        Holder::Nobody | Holder::Us => {
+            let created = matches!(holder, Holder::Nobody);
+            let drift = if created { Vec::new() } else { drifted(c, &kids, &ctx.stores) };
+            let applied = apply_children(c, kids, ctx).await?;
+            seen.namespace = applied.namespace;
+            (database, scheduler) = (applied.database, applied.scheduler);
+            seen.database = feature(c.spec.features.database.enabled, database.as_ref());
+            seen.scheduler = feature(c.spec.features.scheduler.enabled, scheduler.as_ref());
+            let me = c.object_ref(&());
+            if created {
+                kit.event(&me, EventType::Normal, "Created", format!("created tenant namespace {ns_name}")).await;
+            }
+            if !drift.is_empty() {
+                let note = format!("put back what was changed by hand: {}", drift.join(", "));
+                kit.event(&me, EventType::Normal, "DriftRepaired", note).await;
+            }
+            if matches!(seen.namespace, NamespaceState::Active) {
+                Action::requeue(RESYNC)
+            } else {
+                Action::requeue(Duration::from_secs(5))
+            }
+        }
+    };
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let new = status::status(old, &seen, &now);
+    let api: Api<Customer> = kit.cluster_api();
+    kit.apply_status(&api, c, old, &new).await?;
+    Ok(action)
+}
+
+fn feature<K>(enabled: bool, applied: Option<&K>) -> Feature<'_, K> {
+    match (enabled, applied) {
+        (false, _) => Feature::Disabled,
+        (true, Some(k)) => Feature::Applied(k),
+        (true, None) => Feature::Blocked,
+    }
+}
+
+fn already_reported(old: Option<&CustomerStatus>, type_: &str, reason: &str) -> bool {
+    old.and_then(|s| berth_api::find_condition(&s.conditions, type_)).is_some_and(|c| c.reason == reason)
+}
+
+struct Applied {
+    namespace: NamespaceState,
+    database: Option<Database>,
+    scheduler: Option<Scheduler>,
+}
+
+/// Applies in dependency order: the namespace first (nothing else can exist without it), then the
+/// guard rails (quota, limits, network policy, RBAC) before any workload-bearing child.
+async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx) -> Result<Applied> {
+    let Children { namespace, resource_quota, limit_range, network_policies, admins, database, scheduler } = kids;
+    let kit = &ctx.kit;
+    let ns = kit.apply(&kit.cluster_api(), &namespace).await?;
+    let phase = ns.status.and_then(|s| s.phase).unwrap_or_else(|| "Active".to_owned());
+    if phase != "Active" {
+        return Ok(Applied { namespace: NamespaceState::NotActive(phase), database: None, scheduler: None });
+    }
+    let name = c.namespace_name();
+    kit.apply(&kit.api(&name), &resource_quota).await?;
+    kit.apply(&kit.api(&name), &limit_range).await?;
+    for np in &network_policies {
+        kit.apply(&kit.api(&name), np).await?;
+    }
+    kit.apply(&kit.api(&name), &admins).await?;
+    let database = sync_optional(kit, &ctx.stores.databases, &name, crate::names::DATABASE, database).await?;
+    let scheduler = sync_optional(kit, &ctx.stores.schedulers, &name, crate::names::SCHEDULER, scheduler).await?;
+    Ok(Applied { namespace: NamespaceState::Active, database, scheduler })
+}
+
+/// Applies a feature's child when it is wanted, deletes it when it is not and still exists.
+async fn sync_optional<K>(
+    kit: &Context,
+    store: &Store<K>,
+    ns: &str,
+    name: &str,
+    desired: Option<K>,
+) -> Result<Option<K>>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = kit.api(ns);
+    match desired {
+        Some(obj) => Ok(Some(kit.apply(&api, &obj).await?)),
+        None => {
+            if store.get(&ObjectRef::new(name).within(ns)).is_some() {
+                kit.delete(&api, name).await?;
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Children that existed at the last converged generation and are now gone or changed by someone else.
+fn drifted(c: &Customer, kids: &Children, stores: &Stores) -> Vec<String> {
+    let converged = c.status.as_ref().and_then(|s| s.observed_generation) == c.meta().generation;
+    if !converged {
+        return Vec::new();
+    }
+    let ns = c.namespace_name();
+    let mut out = Vec::new();
+    let mut check = |kind: &str, name: String, found: Option<bool>| match found {
+        None => out.push(format!("{kind}/{name} (deleted)")),
+        Some(false) => out.push(format!("{kind}/{name} (changed)")),
+        Some(true) => {}
+    };
+    // Quota quantities come back canonicalised by the API server, so only its existence is compared.
+    let q = &kids.resource_quota;
+    check("ResourceQuota", q.name_any(), cached(&stores.quotas, &ns, q, |_, _| true));
+    let lr = &kids.limit_range;
+    check("LimitRange", lr.name_any(), cached(&stores.limit_ranges, &ns, lr, |a, b| a.spec == b.spec));
+    for np in &kids.network_policies {
+        check("NetworkPolicy", np.name_any(), cached(&stores.network_policies, &ns, np, |a, b| a.spec == b.spec));
+    }
+    let rb = &kids.admins;
+    let same_binding = |a: &RoleBinding, b: &RoleBinding| {
+        a.role_ref == b.role_ref && a.subjects.as_deref().unwrap_or_default() == b.subjects.as_deref().unwrap_or_default()
+    };
+    check("RoleBinding", rb.name_any(), cached(&stores.role_bindings, &ns, rb, same_binding));
+    if let Some(db) = &kids.database {
+        check("Database", db.name_any(), cached(&stores.databases, &ns, db, |a, b| a.spec == b.spec));
+    }
+    if let Some(s) = &kids.scheduler {
+        check("Scheduler", s.name_any(), cached(&stores.schedulers, &ns, s, |a, b| a.spec == b.spec));
+    }
+    out
+}
+
+/// `None` when `desired` is missing from the cache, else whether the cached copy matches it.
+fn cached<K>(store: &Store<K>, ns: &str, desired: &K, same: impl Fn(&K, &K) -> bool) -> Option<bool>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    store.get(&ObjectRef::new(&desired.name_any()).within(ns)).map(|have| same(&have, desired))
+}
+
+/// The Customer is going away. Under `Retain` the namespace is released from the Customer first, so
+/// garbage collection cannot reach it or anything in it; under `Delete` there is nothing to do but let
+/// garbage collection work.
+async fn cleanup(c: &Customer, ctx: &Ctx) -> Result<Action> {
+    if c.spec.deletion_policy == DeletionPolicy::Delete {
+        return Ok(Action::await_change());
+    }
+    if let Holder::Us = namespace_holder(c, ctx).await? {
+        let kit = &ctx.kit;
+        kit.apply(&kit.cluster_api(), &build::retained_namespace(c)).await?;
+        let note = format!("namespace {} is kept (deletionPolicy: Retain)", c.namespace_name());
+        kit.event(&c.object_ref(&()), EventType::Normal, "Retained", note).await;
+    }
+    Ok(Action::await_change())
+}
