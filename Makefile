@@ -1,0 +1,49 @@
+# berth — `make` lists the targets. The two a new user needs: `make demo` and `make test`.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: help demo test lint fmt unit e2e crds cluster cluster-down operator chart-check bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+demo: ## Start the local cluster, install berth, run it, apply the example Customer and show the result
+	e2e/demo.sh
+
+test: lint unit e2e ## Everything CI runs: format, clippy, unit tests, CRD drift, e2e on a real control plane
+
+lint: ## cargo fmt --check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+unit: ## Unit tests, CRD drift test, real pgbouncer/PostgreSQL test (no cluster needed)
+	$(CARGO) test --workspace --locked --exclude berth-e2e
+	$(CARGO) test -p berth-e2e --locked --lib --test pool_real
+
+e2e: ## e2e tests: on $$KUBECONFIG if set, else on a local control plane started (and stopped) for the run
+	e2e/run.sh
+
+crds: ## Regenerate crds/ from the Rust types
+	$(CARGO) run -q -p berth-api --bin crdgen
+	cp crds/*.yaml charts/berth/crds/ 2>/dev/null || true
+
+cluster: ## Start the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)
+	e2e/cluster.sh up
+
+cluster-down: ## Stop the demo operator and the local control plane, and delete its state
+	-[ -f .cluster/berth.pid ] && kill -TERM "$$(cat .cluster/berth.pid)" 2>/dev/null; true
+	e2e/cluster.sh down
+
+operator: ## Build the berth binary
+	$(CARGO) build -p berth-operator --locked
+
+bench: ## Scale benchmark: berth vs the API server's own floor (N=200; N=1000 for the full run)
+	e2e/bench.sh
+
+clean: cluster-down ## Stop the cluster and remove build output
+	$(CARGO) clean
