@@ -12,6 +12,9 @@
 # Environment:
 #   BERTH_CLUSTER_DIR     state directory (default: <repo>/.cluster)
 #   BERTH_APISERVER_PORT  kube-apiserver secure port on 127.0.0.1 (default 16443)
+#   BERTH_ETCD_PORT, BERTH_ETCD_PEER_PORT, BERTH_KCM_PORT, BERTH_SCHEDULER_PORT
+#                         the other loopback ports (defaults 23790, 23800, 16257, 16259); all of them must differ
+#                         to run a second cluster next to the first one (with another BERTH_CLUSTER_DIR)
 #   BERTH_NODES           number of fake nodes kwok-node-0..N-1 (default 3)
 #   BERTH_UP_TIMEOUT      seconds each readiness wait may take (default 120)
 #   BERTH_CACHE           build cache of e2e/build-components.sh (default ~/.cache/berth)
@@ -28,10 +31,10 @@ nodes=${BERTH_NODES:-3}
 timeout=${BERTH_UP_TIMEOUT:-120}
 bin="${BERTH_CACHE:-$HOME/.cache/berth}/k8s-$K8S_VERSION/bin"
 # Non-default ports, so that a developer's own etcd or cluster on the usual ports does not collide.
-etcd_port=23790
-etcd_peer_port=23800
-kcm_port=16257
-scheduler_port=16259
+etcd_port=${BERTH_ETCD_PORT:-23790}
+etcd_peer_port=${BERTH_ETCD_PEER_PORT:-23800}
+kcm_port=${BERTH_KCM_PORT:-16257}
+scheduler_port=${BERTH_SCHEDULER_PORT:-16259}
 service_cidr=10.0.0.0/24
 pod_cidr=10.244.0.0/16
 
@@ -52,13 +55,21 @@ kubectl() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 
 # ------------------------------------------------------------------------------------------------ processes
 
+# alive PID: the process exists and is not a zombie (the components outlive `up`, so their parent is init,
+# which may take a while to reap them).
+alive() {
+  local stat
+  stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  case "$stat" in *Z*) return 1 ;; esac
+}
+
 # pid_of NAME: prints the PID of the running component NAME, or fails. A PID file alone is not trusted: the PID
 # must be alive and still run our binary (PIDs are reused).
 pid_of() {
   local name=$1 pid args
   [ -f "$pids/$name.pid" ] || return 1
   pid=$(<"$pids/$name.pid")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  [ -n "$pid" ] && alive "$pid" || return 1
   args=$(ps -p "$pid" -o args= 2>/dev/null) || return 1
   case "$args" in
     "$bin/$name" | "$bin/$name "*) echo "$pid" ;;
@@ -95,10 +106,10 @@ stop() {
   fi
   kill -TERM "$pid" 2>/dev/null || true
   for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
+    alive "$pid" || break
     sleep 0.2
   done
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$pid"; then
     log "$name (pid $pid) ignored SIGTERM, sending SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
   fi
@@ -138,36 +149,50 @@ fail_logs() {
 
 b64() { base64 <"$1" | tr -d '\n'; }
 
-# cert NAME SUBJECT EXTENSIONS: a key and a certificate signed by the local CA (kept if they already exist).
+# ECDSA P-256 everywhere: generating RSA keys costs seconds on a busy machine, EC keys milliseconds.
+newkey() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+
+# cert NAME SUBJECT EXTENSIONS [CA]: a key and a certificate signed by CA (default: ca), kept if they exist.
 cert() {
-  local name=$1 subject=$2 ext=$3
+  local name=$1 subject=$2 ext=$3 ca=${4:-ca}
   [ -s "$pki/$name.crt" ] && return 0
   printf '%b\n' "$ext" >"$pki/$name.ext"
-  openssl req -new -newkey rsa:2048 -nodes -keyout "$pki/$name.key" -subj "$subject" -out "$pki/$name.csr" 2>/dev/null
-  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -days 3650 \
+  newkey "$pki/$name.key"
+  openssl req -new -key "$pki/$name.key" -subj "$subject" -out "$pki/$name.csr" 2>/dev/null
+  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/$ca.crt" -CAkey "$pki/$ca.key" -CAcreateserial -days 3650 \
     -sha256 -extfile "$pki/$name.ext" -out "$pki/$name.crt" 2>/dev/null
   rm -f "$pki/$name.csr" "$pki/$name.ext"
 }
 
 certificates() {
-  local client='basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth'
+  local client='basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth'
   if [ ! -s "$pki/ca.crt" ]; then
     log "generating certificates in $pki"
-    openssl req -x509 -new -newkey rsa:2048 -nodes -days 3650 -sha256 -subj "/CN=berth-local-ca" \
+    newkey "$pki/ca.key"
+    openssl req -x509 -new -key "$pki/ca.key" -days 3650 -sha256 -subj "/CN=berth-local-ca" \
       -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
-      -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
+      -out "$pki/ca.crt" 2>/dev/null
   fi
   cert kube-apiserver "/CN=kube-apiserver" \
-    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth
 subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,\
 DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   cert admin "/O=system:masters/CN=berth-admin" "$client"
   cert kube-controller-manager "/CN=system:kube-controller-manager" "$client"
   cert kube-scheduler "/CN=system:kube-scheduler" "$client"
   cert kwok "/O=system:masters/CN=kwok-controller" "$client"
+  # The front proxy (request-header authentication) has its own CA: a certificate from the cluster CA must not
+  # be able to assert arbitrary X-Remote-User headers.
+  if [ ! -s "$pki/front-proxy-ca.crt" ]; then
+    newkey "$pki/front-proxy-ca.key"
+    openssl req -x509 -new -key "$pki/front-proxy-ca.key" -days 3650 -sha256 -subj "/CN=berth-local-front-proxy-ca" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+      -out "$pki/front-proxy-ca.crt" 2>/dev/null
+  fi
+  cert front-proxy-client "/CN=front-proxy-client" "$client" front-proxy-ca
   if [ ! -s "$pki/service-account.key" ]; then
-    openssl genrsa -out "$pki/service-account.key" 2048 2>/dev/null
-    openssl rsa -in "$pki/service-account.key" -pubout -out "$pki/service-account.pub" 2>/dev/null
+    newkey "$pki/service-account.key"
+    openssl pkey -in "$pki/service-account.key" -pubout -out "$pki/service-account.pub" 2>/dev/null
   fi
   chmod 600 "$pki"/*.key
 }
@@ -218,7 +243,12 @@ metadata:
     kubernetes.io/os: linux
     kubernetes.io/arch: amd64
     node-role.kubernetes.io/agent: ""
+spec:
+  podCIDR: 10.244.$i.0/24
+  podCIDRs: [10.244.$i.0/24]
 status:
+  addresses:
+  - {type: InternalIP, address: 10.240.0.$((i + 1))}
   capacity: {cpu: "32", memory: 256Gi, pods: "110", ephemeral-storage: 1Ti}
   allocatable: {cpu: "32", memory: 256Gi, pods: "110", ephemeral-storage: 1Ti}
 EOF
@@ -261,9 +291,14 @@ up() {
 
   start kube-apiserver "$api_port" \
     --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address=127.0.0.1 --secure-port="$api_port" --advertise-address=127.0.0.1 \
+    --bind-address=127.0.0.1 --secure-port="$api_port" \
+    --advertise-address=127.0.0.1 --endpoint-reconciler-type=none \
     --tls-cert-file="$pki/kube-apiserver.crt" --tls-private-key-file="$pki/kube-apiserver.key" \
     --client-ca-file="$pki/ca.crt" \
+    --requestheader-client-ca-file="$pki/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$pki/front-proxy-client.crt" --proxy-client-key-file="$pki/front-proxy-client.key" \
     --authorization-mode=Node,RBAC \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$pki/service-account.pub" \
@@ -293,7 +328,7 @@ up() {
   start kwok - \
     --kubeconfig="$state/kwok.kubeconfig" --config="$here/kwok/stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --cidr="$pod_cidr"
+    --node-lease-duration-seconds=40 --cidr="$pod_cidr"
 
   kubectl apply -f "$here/kwok/storageclass.yaml" >/dev/null
   node_manifests | kubectl apply -f - >/dev/null
