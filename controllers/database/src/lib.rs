@@ -1,1 +1,96 @@
+//! The Database controller: a tenant's PostgreSQL (StatefulSet with its volume) behind a pgbouncer pool
+//! (Deployment, Service named like the Database, PodDisruptionBudget), with credentials generated once
+//! and a connection Secret for apps. See `reconcile` for the pipeline and `names` for every child.
+//!
+//! The renderers in [`pgbouncer`] and the script in [`postgres`] are public so the real-component test
+//! (`e2e/tests/pool_real.rs`) runs exactly what the operator ships.
 
+mod build;
+pub mod credentials;
+pub mod names;
+pub mod pgbouncer;
+pub mod postgres;
+mod reconcile;
+mod status;
+mod validate;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use berth_api::Database;
+use berth_kit::Context;
+use berth_kit::watch::{Synced, listed, owned};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::Api;
+use kube::runtime::{Controller, controller, watcher};
+
+use crate::reconcile::Ctx;
+
+pub use credentials::Credentials;
+pub use pgbouncer::{Endpoints, PoolConfig, config_hash, render_ini, render_userlist};
+
+/// The controller's name: `--controllers database`, metric and event labels.
+pub const NAME: &str = "database";
+
+/// Runs the Database controller until `shutdown` resolves, then lets in-flight reconciles finish.
+///
+/// Children are watched through kit's label-selected caches (`app.kubernetes.io/managed-by=berth`),
+/// so the operator never caches the cluster's other Secrets and ConfigMaps.
+///
+/// RBAC it needs (the chart's ClusterRole): `databases` list/watch, `databases/status` patch,
+/// `databases/finalizers` update (for `blockOwnerDeletion`); `secrets` get/list/watch/create/patch;
+/// `configmaps`, `services`, `statefulsets`, `deployments`, `poddisruptionbudgets`
+/// list/watch/create/patch; `events` create.
+pub async fn run(
+    kit: Arc<Context>,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = kit.client.clone();
+    let (_, secret_stream) = owned(Api::<Secret>::all(client.clone()));
+    let (_, config_map_stream) = owned(Api::<ConfigMap>::all(client.clone()));
+    let (servers, server_stream) = owned(Api::<StatefulSet>::all(client.clone()));
+    let (pools, pool_stream) = owned(Api::<Deployment>::all(client.clone()));
+    let (_, service_stream) = owned(Api::<Service>::all(client.clone()));
+    let (_, budget_stream) = owned(Api::<PodDisruptionBudget>::all(client.clone()));
+    let controller = Controller::new(
+        Api::<Database>::all(client),
+        watcher::Config::default().any_semantic(),
+    );
+    kit.track_sync(controller.store());
+    let synced = Synced::new(vec![listed(&servers), listed(&pools)]);
+    let ctx = Arc::new(Ctx {
+        kit,
+        databases: controller.store(),
+        servers,
+        pools,
+        synced,
+    });
+    controller
+        .owns_stream(secret_stream)
+        .owns_stream(config_map_stream)
+        .owns_stream(server_stream)
+        .owns_stream(pool_stream)
+        .owns_stream(service_stream)
+        .owns_stream(budget_stream)
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(
+            reconcile::reconcile,
+            |db, e, ctx| ctx.kit.failed(db.as_ref(), e),
+            ctx,
+        )
+        .for_each(|result| async move {
+            // Reconcile failures are counted and logged by the error policy; anything else (a queue
+            // error, an object gone from the cache) would otherwise go unseen.
+            if let Err(e) = result
+                && !matches!(e, controller::Error::ReconcilerFailed(..))
+            {
+                tracing::warn!(error = %e, controller = NAME, "controller stream error");
+            }
+        })
+        .await;
+}

@@ -39,7 +39,9 @@ where
         "status": status,
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(&obj.name_any(), &params, &Patch::Apply(&body)).await.map_err(Error::Kube)?;
+    api.patch_status(&obj.name_any(), &params, &Patch::Apply(&body))
+        .await
+        .map_err(Error::Kube)?;
     Ok(())
 }
 
@@ -51,7 +53,10 @@ pub async fn delete_if_exists<K>(api: &Api<K>, name: &str) -> Result<bool>
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
-    let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
     match api.delete(name, &params).await {
         Ok(_) => Ok(true),
         Err(e) if is_not_found(&e) => Ok(false),

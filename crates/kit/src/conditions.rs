@@ -17,13 +17,23 @@ pub struct Verdict {
 impl Verdict {
     #[must_use]
     pub fn new(type_: &'static str, ok: bool, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { type_, ok, reason: reason.into(), message: message.into() }
+        Self {
+            type_,
+            ok,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 }
 
 /// Turns verdicts into conditions, keeping each previous `lastTransitionTime` unless the status flipped.
 #[must_use]
-pub fn conditions(old: &[Condition], verdicts: &[Verdict], generation: Option<i64>, now: &Time) -> Vec<Condition> {
+pub fn conditions(
+    old: &[Condition],
+    verdicts: &[Verdict],
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
     verdicts
         .iter()
         .map(|v| {
@@ -48,7 +58,12 @@ pub fn conditions(old: &[Condition], verdicts: &[Verdict], generation: Option<i6
 #[must_use]
 pub fn ready(parts: &[Verdict]) -> Verdict {
     match parts.iter().find(|v| !v.ok) {
-        Some(v) => Verdict::new(READY, false, v.reason.clone(), format!("{}: {}", v.type_, v.message)),
+        Some(v) => Verdict::new(
+            READY,
+            false,
+            v.reason.clone(),
+            format!("{}: {}", v.type_, v.message),
+        ),
         None => Verdict::new(READY, true, "Ready", "all parts are ready"),
     }
 }

@@ -55,7 +55,15 @@ impl Context {
         settings: Settings,
     ) -> Arc<Self> {
         let synced = tokio::sync::watch::Sender::new(false);
-        Arc::new(Self { client, controller, recorder, metrics, settings, failures: Mutex::default(), synced })
+        Arc::new(Self {
+            client,
+            controller,
+            recorder,
+            metrics,
+            settings,
+            failures: Mutex::default(),
+            synced,
+        })
     }
 
     /// Marks this controller's caches synced once `store` has listed for the first time.
@@ -77,8 +85,15 @@ impl Context {
         let _ = self.synced.subscribe().wait_for(|s| *s).await;
     }
 
-    fn wrote(&self, verb: &'static str) {
-        self.metrics.writes.get_or_create(&WriteLabels { controller: self.controller, verb }).inc();
+    /// Counts a write made outside the helpers below (create-only, merge patches).
+    pub fn count_write(&self, verb: &'static str) {
+        self.metrics
+            .writes
+            .get_or_create(&WriteLabels {
+                controller: self.controller,
+                verb,
+            })
+            .inc();
     }
 
     /// Server-side apply of a child, counted as a write.
@@ -89,7 +104,7 @@ impl Context {
     where
         K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
     {
-        self.wrote("apply");
+        self.count_write("apply");
         crate::apply::apply(api, obj).await
     }
 
@@ -115,7 +130,13 @@ impl Context {
     ///
     /// # Errors
     /// Whatever the API server answers.
-    pub async fn apply_status<K, S>(&self, api: &Api<K>, obj: &K, current: Option<&S>, status: &S) -> Result<()>
+    pub async fn apply_status<K, S>(
+        &self,
+        api: &Api<K>,
+        obj: &K,
+        current: Option<&S>,
+        status: &S,
+    ) -> Result<()>
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
         S: Serialize + PartialEq,
@@ -123,7 +144,7 @@ impl Context {
         if current == Some(status) {
             return Ok(());
         }
-        self.wrote("status");
+        self.count_write("status");
         crate::apply::apply_status(api, obj, status).await
     }
 
@@ -135,14 +156,20 @@ impl Context {
     where
         K: Resource + Clone + DeserializeOwned + Debug,
     {
-        self.wrote("delete");
+        self.count_write("delete");
         crate::apply::delete_if_exists(api, name).await
     }
 
     /// Publishes an Event on `reference`; a failure to record is logged, never fails the reconcile.
     pub async fn event(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
-        let ev = Event { type_, reason: reason.to_owned(), note: Some(note), action: "Reconcile".to_owned(), secondary: None };
-        self.wrote("event");
+        let ev = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        self.count_write("event");
         if let Err(e) = self.recorder.publish(&ev, reference).await {
             tracing::warn!(error = %e, reason, "could not record event");
         }
@@ -158,7 +185,13 @@ impl Context {
     /// The error policy every controller shares: count it, back off exponentially per object.
     pub fn failed<K: Resource>(&self, obj: &K, error: &Error) -> Action {
         let category = error.category();
-        self.metrics.errors.get_or_create(&ErrorLabels { controller: self.controller, category }).inc();
+        self.metrics
+            .errors
+            .get_or_create(&ErrorLabels {
+                controller: self.controller,
+                category,
+            })
+            .inc();
         let failures = self.failures.lock().map_or(0, |mut f| {
             let n = f.entry(key(obj)).or_insert(0);
             *n = n.saturating_add(1);

@@ -32,7 +32,10 @@ pub fn labels(customer: &str, component: &str) -> BTreeMap<String, String> {
 /// (a Database or Scheduler created by hand still gets labelled children).
 #[must_use]
 pub fn customer_of(labels: &BTreeMap<String, String>, namespace: &str) -> String {
-    labels.get(CUSTOMER).cloned().unwrap_or_else(|| namespace.to_owned())
+    labels
+        .get(CUSTOMER)
+        .cloned()
+        .unwrap_or_else(|| namespace.to_owned())
 }
 
 #[cfg(test)]

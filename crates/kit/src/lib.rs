@@ -13,5 +13,5 @@ pub mod watch;
 
 pub use apply::{FIELD_MANAGER, apply, apply_status, delete_if_exists};
 pub use context::{Context, Settings};
-pub use owner::owner_ref;
 pub use error::{Error, Result};
+pub use owner::owner_ref;

@@ -68,14 +68,42 @@ impl Metrics {
     pub fn register(self, registry: &mut Registry) -> Arc<Self> {
         let r = registry.sub_registry_with_prefix("berth");
         r.register("reconciles", "Reconciles started", self.reconciles.clone());
-        r.register("reconcile_errors", "Reconciles that failed, by error category", self.errors.clone());
-        r.register("reconcile_duration_seconds", "Time a reconcile took", self.duration.clone());
-        r.register("reconciles_in_flight", "Reconciles running now", self.in_flight.clone());
-        r.register("managed_objects", "Objects of the controller's kind in its cache", self.managed.clone());
-        r.register("api_writes", "Writes to the API server, by verb", self.writes.clone());
-        r.register("leader", "1 while this process holds the leader Lease", self.leader.clone());
+        r.register(
+            "reconcile_errors",
+            "Reconciles that failed, by error category",
+            self.errors.clone(),
+        );
+        r.register(
+            "reconcile_duration_seconds",
+            "Time a reconcile took",
+            self.duration.clone(),
+        );
+        r.register(
+            "reconciles_in_flight",
+            "Reconciles running now",
+            self.in_flight.clone(),
+        );
+        r.register(
+            "managed_objects",
+            "Objects of the controller's kind in its cache",
+            self.managed.clone(),
+        );
+        r.register(
+            "api_writes",
+            "Writes to the API server, by verb",
+            self.writes.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this process holds the leader Lease",
+            self.leader.clone(),
+        );
         r.register("build_info", "Version of the running binary", self.build.clone());
-        self.build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        self.build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
         Arc::new(self)
     }
 
@@ -85,7 +113,11 @@ impl Metrics {
         let label = ControllerLabel { controller };
         self.reconciles.get_or_create(&label).inc();
         self.in_flight.get_or_create(&label).inc();
-        ReconcileTimer { metrics: self.clone(), label, start: Instant::now() }
+        ReconcileTimer {
+            metrics: self.clone(),
+            label,
+            start: Instant::now(),
+        }
     }
 }
 
@@ -98,7 +130,10 @@ pub struct ReconcileTimer {
 impl Drop for ReconcileTimer {
     fn drop(&mut self) {
         self.metrics.in_flight.get_or_create(&self.label).dec();
-        self.metrics.duration.get_or_create(&self.label).observe(self.start.elapsed().as_secs_f64());
+        self.metrics
+            .duration
+            .get_or_create(&self.label)
+            .observe(self.start.elapsed().as_secs_f64());
     }
 }
 
@@ -115,8 +150,17 @@ mod tests {
         let _running = m.reconcile("customer");
         let mut out = String::new();
         encode(&mut out, &registry).unwrap();
-        assert!(out.contains("berth_reconciles_total{controller=\"customer\"} 2"), "{out}");
-        assert!(out.contains("berth_reconciles_in_flight{controller=\"customer\"} 1"), "{out}");
-        assert!(out.contains("berth_reconcile_duration_seconds_count{controller=\"customer\"} 1"), "{out}");
+        assert!(
+            out.contains("berth_reconciles_total{controller=\"customer\"} 2"),
+            "{out}"
+        );
+        assert!(
+            out.contains("berth_reconciles_in_flight{controller=\"customer\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("berth_reconcile_duration_seconds_count{controller=\"customer\"} 1"),
+            "{out}"
+        );
     }
 }

@@ -15,17 +15,69 @@ use crate::labels::managed_selector;
 
 /// A store of every `K` berth manages, and the stream that fills it (pass it to `Controller::owns_stream`).
 /// managedFields are dropped on the way in: they are most of an object's bytes and no controller reads them.
-pub fn owned<K>(api: Api<K>) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+pub fn owned<K>(
+    api: Api<K>,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone,
 {
     let (store, writer) = reflector::store();
-    let config = watcher::Config::default().labels(&managed_selector()).any_semantic();
+    let config = watcher::Config::default()
+        .labels(&managed_selector())
+        .any_semantic();
     let stream = watcher(api, config)
         .default_backoff()
         .modify(|o: &mut K| o.managed_fields_mut().clear())
         .reflect(writer)
         .touched_objects();
     (store, stream)
+}
+
+/// "Every cache has listed once", shared by all reconciles of a controller. A store's own readiness
+/// future wakes only one of several concurrent waiters, so parallel reconciles wait on this instead.
+#[derive(Clone)]
+pub struct Synced(tokio::sync::watch::Receiver<bool>);
+
+impl Synced {
+    /// Starts one task that waits for every store in `stores`.
+    #[must_use]
+    pub fn new(stores: Vec<futures::future::BoxFuture<'static, bool>>) -> Self {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            for store in stores {
+                if !store.await {
+                    return;
+                }
+            }
+            tx.send_replace(true);
+        });
+        Self(rx)
+    }
+
+    /// Resolves once every store has listed.
+    ///
+    /// # Errors
+    /// When a store's writer went away before it was ready (the controller is shutting down).
+    pub async fn wait(&self) -> crate::Result<()> {
+        let mut rx = self.0.clone();
+        rx.wait_for(|s| *s)
+            .await
+            .map(drop)
+            .map_err(|_| crate::Error::Conflict("watch caches stopped".to_owned()))
+    }
+}
+
+/// A store's readiness, boxed for [`Synced::new`].
+#[must_use]
+pub fn listed<K>(store: &Store<K>) -> futures::future::BoxFuture<'static, bool>
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
+    let store = store.clone();
+    Box::pin(async move { store.wait_until_ready().await.is_ok() })
 }

@@ -1,0 +1,254 @@
+//! The pgbouncer pool.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, Container, ContainerPort, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SecretVolumeSource, TCPSocketAction, TopologySpreadConstraint, Volume,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::stateful_set::{empty_dir, mount};
+use super::{Inputs, POOL_UID, container_security, pod_security};
+use crate::names;
+
+/// `hash` is [`crate::pgbouncer::config_hash`] of the files the pods mount: a new hash rolls them.
+pub(super) fn pool(inputs: &Inputs<'_>, hash: &str) -> Deployment {
+    let replicas = inputs.replicas(inputs.db.spec.pool.replicas);
+    Deployment {
+        metadata: inputs.meta(names::pool(inputs.name), names::POOL_COMPONENT),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: inputs.label_selector(names::POOL_COMPONENT),
+            // A new pod must be ready before an old one goes: the pool never loses capacity in a rollout.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(inputs.labels(names::POOL_COMPONENT)),
+                    annotations: Some(BTreeMap::from([(
+                        names::CONFIG_HASH_ANNOTATION.to_owned(),
+                        hash.to_owned(),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod(inputs)),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+fn pod(inputs: &Inputs<'_>) -> PodSpec {
+    let tcp = Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::Int(i32::from(names::PORT)),
+            ..TCPSocketAction::default()
+        }),
+        ..Probe::default()
+    };
+    let container = Container {
+        name: "pgbouncer".to_owned(),
+        image: Some(inputs.settings.pgbouncer_image.clone()),
+        // The image's own entrypoint (which would write a config from environment variables) is bypassed:
+        // pgbouncer reads exactly the rendered file.
+        command: Some(vec![
+            "pgbouncer".to_owned(),
+            format!("{}/{}", names::POOL_CONFIG_DIR, names::INI_KEY),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("pgbouncer".to_owned()),
+            container_port: i32::from(names::PORT),
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(Probe {
+            period_seconds: Some(5),
+            failure_threshold: Some(2),
+            ..tcp.clone()
+        }),
+        liveness_probe: Some(Probe {
+            initial_delay_seconds: Some(10),
+            period_seconds: Some(10),
+            failure_threshold: Some(6),
+            ..tcp
+        }),
+        resources: Some(resources()),
+        security_context: Some(container_security()),
+        volume_mounts: Some(vec![
+            mount("config", names::POOL_CONFIG_DIR, true),
+            mount("auth", names::POOL_AUTH_DIR, true),
+            mount("tmp", "/tmp", false),
+        ]),
+        ..Container::default()
+    };
+    PodSpec {
+        containers: vec![container],
+        security_context: Some(pod_security(POOL_UID)),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        // Spread over nodes so a node drain or failure leaves the pool reachable; `ScheduleAnyway`
+        // still lets a one-node cluster run every replica.
+        topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "kubernetes.io/hostname".to_owned(),
+            when_unsatisfiable: "ScheduleAnyway".to_owned(),
+            label_selector: Some(inputs.label_selector(names::POOL_COMPONENT)),
+            match_label_keys: Some(vec!["pod-template-hash".to_owned()]),
+            ..TopologySpreadConstraint::default()
+        }]),
+        volumes: Some(vec![
+            Volume {
+                name: "config".to_owned(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: names::pool(inputs.name),
+                    default_mode: Some(0o444),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            Volume {
+                name: "auth".to_owned(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(names::pool_auth(inputs.name)),
+                    // Readable by the pod's group (fsGroup) only.
+                    default_mode: Some(0o440),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            empty_dir("tmp"),
+        ]),
+        ..PodSpec::default()
+    }
+}
+
+fn resources() -> ResourceRequirements {
+    let q = |s: &str| Quantity(s.to_owned());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), q("50m")),
+            ("memory".to_owned(), q("32Mi")),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_owned(), q("128Mi"))])),
+        ..ResourceRequirements::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{build, database};
+    use super::*;
+
+    fn hash_of(yaml: &str) -> String {
+        let d = build(&database(yaml)).pool;
+        d.spec.unwrap().template.metadata.unwrap().annotations.unwrap()[names::CONFIG_HASH_ANNOTATION].clone()
+    }
+
+    #[test]
+    fn config_hash_follows_the_rendered_config_only() {
+        let base = hash_of("storage: 1Gi\npool:\n  defaultPoolSize: 20\n");
+        assert_eq!(base.len(), 16);
+        assert_ne!(
+            base,
+            hash_of("storage: 1Gi\npool:\n  defaultPoolSize: 21\n"),
+            "pool size is in the ini"
+        );
+        assert_ne!(base, hash_of("storage: 1Gi\npool:\n  mode: session\n"));
+        for unrelated in [
+            "storage: 1Gi\npool:\n  replicas: 5\n",
+            "storage: 9Gi\n",
+            "storage: 1Gi\nsuspend: true\n",
+            "storage: 1Gi\ndeletionPolicy: Delete\n",
+            "storage: 1Gi\nimage: pg:16\n",
+        ] {
+            assert_eq!(base, hash_of(unrelated), "{unrelated}");
+        }
+    }
+
+    #[test]
+    fn replicas_rollout_and_spread() {
+        let d = build(&database("storage: 1Gi\npool:\n  replicas: 3\n"))
+            .pool
+            .spec
+            .unwrap();
+        assert_eq!(d.replicas, Some(3));
+        let ru = d.strategy.unwrap().rolling_update.unwrap();
+        assert_eq!(
+            (ru.max_unavailable, ru.max_surge),
+            (Some(IntOrString::Int(0)), Some(IntOrString::Int(1)))
+        );
+        let pod = d.template.spec.unwrap();
+        let spread = &pod.topology_spread_constraints.unwrap()[0];
+        assert_eq!(spread.topology_key, "kubernetes.io/hostname");
+        assert_eq!(
+            spread.label_selector.as_ref().unwrap().match_labels,
+            Some(d.selector.match_labels.unwrap())
+        );
+    }
+
+    #[test]
+    fn suspend_scales_the_pool_to_zero() {
+        let d = build(&database("storage: 1Gi\nsuspend: true\npool:\n  replicas: 3\n"))
+            .pool
+            .spec
+            .unwrap();
+        assert_eq!(d.replicas, Some(0));
+    }
+
+    #[test]
+    fn pgbouncer_runs_the_mounted_ini_behind_tcp_probes() {
+        let pod = build(&database("storage: 1Gi\n"))
+            .pool
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(
+            c.command.clone().unwrap(),
+            ["pgbouncer", "/etc/pgbouncer/config/pgbouncer.ini"]
+        );
+        for p in [
+            c.readiness_probe.as_ref().unwrap(),
+            c.liveness_probe.as_ref().unwrap(),
+        ] {
+            assert_eq!(p.tcp_socket.as_ref().unwrap().port, IntOrString::Int(5432));
+        }
+        let vols = pod.volumes.unwrap();
+        let cm = vols
+            .iter()
+            .find(|v| v.name == "config")
+            .unwrap()
+            .config_map
+            .clone()
+            .unwrap();
+        assert_eq!(cm.name, "ledger-pgbouncer");
+        let sec = vols
+            .iter()
+            .find(|v| v.name == "auth")
+            .unwrap()
+            .secret
+            .clone()
+            .unwrap();
+        assert_eq!(sec.secret_name.as_deref(), Some("ledger-pgbouncer-auth"));
+        let p = pod.security_context.unwrap();
+        assert_eq!((p.run_as_non_root, p.run_as_user), (Some(true), Some(POOL_UID)));
+        let s = c.security_context.clone().unwrap();
+        assert_eq!(
+            (s.allow_privilege_escalation, s.read_only_root_filesystem),
+            (Some(false), Some(true))
+        );
+        assert!(c.resources.as_ref().unwrap().requests.is_some());
+    }
+}

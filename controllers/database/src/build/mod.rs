@@ -1,0 +1,284 @@
+//! Desired state: pure functions from a Database (plus its credentials and the operator's settings) to
+//! the objects it owns. No client in sight; everything here is unit-tested.
+
+mod config_map;
+mod deployment;
+mod pdb;
+mod secret;
+mod service;
+mod stateful_set;
+
+use std::collections::BTreeMap;
+
+use berth_api::Database;
+use berth_kit::Settings;
+use berth_kit::labels::{COMPONENT, INSTANCE, MANAGED_BY, labels};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, PersistentVolumeClaim, PodSecurityContext, SeccompProfile, Secret,
+    SecurityContext, Service,
+};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+
+use crate::credentials::Credentials;
+use crate::pgbouncer::{Endpoints, PoolConfig, config_hash, render_ini, render_userlist};
+
+/// User and group of the `postgres` account in the alpine PostgreSQL image.
+pub(crate) const POSTGRES_UID: i64 = 70;
+/// User and group the pgbouncer image runs as (the default image's non-root account).
+pub(crate) const POOL_UID: i64 = 1001;
+
+/// What the builders read.
+pub(crate) struct Inputs<'a> {
+    pub db: &'a Database,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub customer: &'a str,
+    /// The Database as controller owner (`controller: true`, `blockOwnerDeletion: true`).
+    pub owner: &'a OwnerReference,
+    pub credentials: &'a Credentials,
+    pub settings: &'a Settings,
+    /// `volumeClaimTemplates` of the StatefulSet as it exists, if it does. They are immutable, so they
+    /// are sent back unchanged rather than rebuilt (a changed `storage` would otherwise fail every apply).
+    pub existing_claims: Option<&'a [PersistentVolumeClaim]>,
+}
+
+/// Every object a Database owns. The applier destructures it without `..`, so a new child cannot be
+/// built and then forgotten.
+#[derive(Clone, Debug)]
+pub(crate) struct Children {
+    pub credentials: Secret,
+    pub server_init: ConfigMap,
+    pub pool_config: ConfigMap,
+    pub pool_auth: Secret,
+    pub connection: Secret,
+    pub server: StatefulSet,
+    pub pool: Deployment,
+    pub server_service: Service,
+    pub pool_service: Service,
+    pub pool_budget: PodDisruptionBudget,
+}
+
+/// The whole desired state of one Database.
+pub(crate) fn children(inputs: &Inputs<'_>) -> Children {
+    let pool_config = PoolConfig::new(
+        &inputs.db.spec.pool,
+        inputs.credentials,
+        Endpoints::in_cluster(inputs.name, inputs.namespace),
+    );
+    let ini = render_ini(&pool_config);
+    let userlist = render_userlist(inputs.credentials);
+    let hash = config_hash(&ini, &userlist);
+    Children {
+        credentials: secret::credentials(inputs),
+        server_init: config_map::server_init(inputs),
+        pool_config: config_map::pool_config(inputs, ini),
+        pool_auth: secret::pool_auth(inputs, userlist),
+        connection: secret::connection(inputs),
+        server: stateful_set::server(inputs),
+        pool: deployment::pool(inputs, &hash),
+        server_service: service::server(inputs),
+        pool_service: service::pool(inputs),
+        pool_budget: pdb::pool(inputs),
+    }
+}
+
+impl Inputs<'_> {
+    /// Labels of a child and of its pods: berth's labels plus the Database it belongs to.
+    fn labels(&self, component: &str) -> BTreeMap<String, String> {
+        let mut l = labels(self.customer, component);
+        l.insert(INSTANCE.to_owned(), self.name.to_owned());
+        l
+    }
+
+    /// Metadata of a child owned (as controller) by the Database.
+    fn meta(&self, name: String, component: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.to_owned()),
+            labels: Some(self.labels(component)),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..ObjectMeta::default()
+        }
+    }
+
+    /// Selects the pods of one component of this Database. Only labels that never change, since a
+    /// workload's selector is immutable.
+    fn selector(&self, component: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (MANAGED_BY.to_owned(), berth_kit::labels::BERTH.to_owned()),
+            (INSTANCE.to_owned(), self.name.to_owned()),
+            (COMPONENT.to_owned(), component.to_owned()),
+        ])
+    }
+
+    fn label_selector(&self, component: &str) -> LabelSelector {
+        LabelSelector {
+            match_labels: Some(self.selector(component)),
+            ..LabelSelector::default()
+        }
+    }
+
+    fn replicas(&self, wanted: i32) -> i32 {
+        if self.db.spec.suspend { 0 } else { wanted }
+    }
+}
+
+/// Pod-level part of the `restricted` Pod Security Standard, as `uid`.
+fn pod_security(uid: i64) -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        fs_group: Some(uid),
+        fs_group_change_policy: Some("OnRootMismatch".to_owned()),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// Container-level part of the `restricted` Pod Security Standard, with a read-only root filesystem.
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Capabilities::default()
+        }),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        ..SecurityContext::default()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use berth_api::{DatabaseSpec, DeletionPolicy, PoolSpec};
+
+    /// A Database whose names are unlike the product's defaults, so a swapped label shows.
+    pub(crate) fn database(yaml_spec: &str) -> Database {
+        let spec: DatabaseSpec = serde_yaml::from_str(yaml_spec).unwrap();
+        let mut db = Database::new("ledger", spec);
+        db.metadata.namespace = Some("tenant-zz".into());
+        db.metadata.uid = Some("0d5b1c7e-uid".into());
+        db.metadata.generation = Some(4);
+        db
+    }
+
+    pub(crate) fn credentials() -> Credentials {
+        Credentials {
+            superuser: "postgres".into(),
+            superuser_password: "S".repeat(32),
+            database: "ledger".into(),
+            app_user: "app".into(),
+            app_password: "A".repeat(32),
+        }
+    }
+
+    pub(crate) fn build_with(db: &Database, claims: Option<&[PersistentVolumeClaim]>) -> Children {
+        let owner = berth_kit::owner_ref(db).unwrap();
+        let settings = Settings::default();
+        let creds = credentials();
+        children(&Inputs {
+            db,
+            namespace: "tenant-zz",
+            name: "ledger",
+            customer: "acme-corp",
+            owner: &owner,
+            credentials: &creds,
+            settings: &settings,
+            existing_claims: claims,
+        })
+    }
+
+    pub(crate) fn build(db: &Database) -> Children {
+        build_with(db, None)
+    }
+
+    /// (field, kind, metadata) of every child.
+    fn all_metas(c: &Children) -> Vec<(&'static str, &'static str, &ObjectMeta)> {
+        let Children {
+            credentials,
+            server_init,
+            pool_config,
+            pool_auth,
+            connection,
+            server,
+            pool,
+            server_service,
+            pool_service,
+            pool_budget,
+        } = c;
+        vec![
+            ("credentials", "Secret", &credentials.metadata),
+            ("server_init", "ConfigMap", &server_init.metadata),
+            ("pool_config", "ConfigMap", &pool_config.metadata),
+            ("pool_auth", "Secret", &pool_auth.metadata),
+            ("connection", "Secret", &connection.metadata),
+            ("server", "StatefulSet", &server.metadata),
+            ("pool", "Deployment", &pool.metadata),
+            ("server_service", "Service", &server_service.metadata),
+            ("pool_service", "Service", &pool_service.metadata),
+            ("pool_budget", "PodDisruptionBudget", &pool_budget.metadata),
+        ]
+    }
+
+    const SPEC: &str = "storage: 5Gi\nstorageClassName: fast-ssd\n";
+
+    #[test]
+    fn every_child_is_labelled_namespaced_and_named_once() {
+        let c = build(&database(SPEC));
+        let mut seen = std::collections::BTreeSet::new();
+        for (what, kind, meta) in all_metas(&c) {
+            let l = meta.labels.as_ref().unwrap();
+            assert_eq!(l["app.kubernetes.io/managed-by"], "berth", "{what}");
+            assert_eq!(l["berth.dev/customer"], "acme-corp", "{what}");
+            assert_eq!(l["app.kubernetes.io/instance"], "ledger", "{what}");
+            assert!(
+                ["database", "pool"].contains(&l["app.kubernetes.io/component"].as_str()),
+                "{what}"
+            );
+            assert_eq!(meta.namespace.as_deref(), Some("tenant-zz"), "{what}");
+            assert!(
+                seen.insert((kind, meta.name.clone().unwrap())),
+                "{what}: two {kind}s of one name"
+            );
+        }
+    }
+
+    #[test]
+    fn every_child_but_retained_credentials_is_controlled_by_the_database() {
+        for policy in ["Retain", "Delete"] {
+            let c = build(&database(&format!("{SPEC}deletionPolicy: {policy}\n")));
+            for (what, _, meta) in all_metas(&c) {
+                let refs = meta.owner_references.clone().unwrap_or_default();
+                if what == "credentials" && policy == "Retain" {
+                    assert!(refs.is_empty(), "retained credentials must outlive the Database");
+                    continue;
+                }
+                assert_eq!(refs.len(), 1, "{what}");
+                let r = &refs[0];
+                assert_eq!(
+                    (r.kind.as_str(), r.name.as_str(), r.uid.as_str()),
+                    ("Database", "ledger", "0d5b1c7e-uid")
+                );
+                assert_eq!(
+                    (r.controller, r.block_owner_deletion),
+                    (Some(true), Some(true)),
+                    "{what}"
+                );
+            }
+        }
+        assert_eq!(database(SPEC).spec.deletion_policy, DeletionPolicy::Retain);
+    }
+
+    #[test]
+    fn pool_settings_default_from_the_api() {
+        assert_eq!(database(SPEC).spec.pool, PoolSpec::default());
+    }
+}

@@ -1,0 +1,252 @@
+//! pgbouncer's two files, `pgbouncer.ini` and `userlist.txt`, rendered by pure functions.
+//!
+//! The operator and the real-component test (`e2e/tests/pool_real.rs`) call the same renderers. The
+//! only values a test may change are gathered in [`Endpoints`] — where pgbouncer listens, where it finds
+//! PostgreSQL, and the path of its userlist — so what runs on loopback is the cluster's configuration
+//! with addresses swapped, not a second configuration.
+
+use berth_api::{PoolMode, PoolSpec};
+use sha2::{Digest, Sha256};
+
+use crate::credentials::Credentials;
+use crate::names;
+
+/// The addresses and paths that differ between a pod and a test on loopback; nothing else does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    /// pgbouncer's `listen_addr`.
+    pub listen_addr: String,
+    /// pgbouncer's `listen_port`.
+    pub listen_port: u16,
+    /// Host of PostgreSQL in the `[databases]` entry.
+    pub server_host: String,
+    /// Port of PostgreSQL in the `[databases]` entry.
+    pub server_port: u16,
+    /// pgbouncer's `auth_file`: where `userlist.txt` is found.
+    pub auth_file: String,
+}
+
+impl Endpoints {
+    /// In a pool pod: every address on port 5432, PostgreSQL behind its headless Service, the userlist
+    /// where the Deployment mounts it.
+    #[must_use]
+    pub fn in_cluster(database: &str, namespace: &str) -> Self {
+        Self {
+            listen_addr: "*".to_owned(),
+            listen_port: names::PORT,
+            server_host: names::service_host(&names::server(database), namespace),
+            server_port: names::PORT,
+            auth_file: format!("{}/{}", names::POOL_AUTH_DIR, names::USERLIST_KEY),
+        }
+    }
+
+    /// On this machine: pgbouncer and PostgreSQL on 127.0.0.1, the userlist at `auth_file`.
+    #[must_use]
+    pub fn loopback(listen_port: u16, server_port: u16, auth_file: impl Into<String>) -> Self {
+        Self {
+            listen_addr: "127.0.0.1".to_owned(),
+            listen_port,
+            server_host: "127.0.0.1".to_owned(),
+            server_port,
+            auth_file: auth_file.into(),
+        }
+    }
+}
+
+/// Everything `pgbouncer.ini` says. Only [`Endpoints`] is public to change; the rest follows from the
+/// Database's spec and credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    database: String,
+    mode: PoolMode,
+    default_pool_size: i32,
+    max_client_conn: i32,
+    admin_user: String,
+    pub endpoints: Endpoints,
+}
+
+impl PoolConfig {
+    /// The pool configuration of a Database: its pool settings, its database, and its superuser as
+    /// pgbouncer's admin (the only role allowed on the `pgbouncer` admin console, for `SHOW`/`RELOAD`).
+    #[must_use]
+    pub fn new(pool: &PoolSpec, credentials: &Credentials, endpoints: Endpoints) -> Self {
+        Self {
+            database: credentials.database.clone(),
+            mode: pool.mode,
+            default_pool_size: pool.default_pool_size,
+            max_client_conn: pool.max_client_connections,
+            admin_user: credentials.superuser.clone(),
+            endpoints,
+        }
+    }
+
+    /// The same configuration with other endpoints (see [`Endpoints::loopback`]).
+    #[must_use]
+    pub fn with_endpoints(self, endpoints: Endpoints) -> Self {
+        Self { endpoints, ..self }
+    }
+}
+
+/// `pgbouncer.ini`.
+///
+/// SCRAM everywhere: clients authenticate to pgbouncer with `scram-sha-256` against the userlist, and
+/// pgbouncer logs in to PostgreSQL the same way with the password it finds there. No unix socket, log
+/// file or pid file is written, so the container's root filesystem stays read-only.
+#[must_use]
+pub fn render_ini(cfg: &PoolConfig) -> String {
+    let e = &cfg.endpoints;
+    format!(
+        "\
+;; Rendered by berth; changes are overwritten.
+[databases]
+{db} = host={host} port={port} dbname={db}
+
+[pgbouncer]
+listen_addr = {listen_addr}
+listen_port = {listen_port}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = {auth_file}
+admin_users = {admin}
+pool_mode = {mode}
+default_pool_size = {pool_size}
+max_client_conn = {max_client}
+ignore_startup_parameters = extra_float_digits
+",
+        db = cfg.database,
+        host = e.server_host,
+        port = e.server_port,
+        listen_addr = e.listen_addr,
+        listen_port = e.listen_port,
+        auth_file = e.auth_file,
+        admin = cfg.admin_user,
+        mode = cfg.mode.as_str(),
+        pool_size = cfg.default_pool_size,
+        max_client = cfg.max_client_conn,
+    )
+}
+
+/// `userlist.txt`: the app role and the superuser with their passwords in plain text, which pgbouncer
+/// needs to log in to PostgreSQL with SCRAM on the client's behalf. It lives in a Secret.
+#[must_use]
+pub fn render_userlist(credentials: &Credentials) -> String {
+    [
+        (&credentials.app_user, &credentials.app_password),
+        (&credentials.superuser, &credentials.superuser_password),
+    ]
+    .into_iter()
+    .map(|(user, password)| format!("{} {}\n", quote(user), quote(password)))
+    .collect()
+}
+
+/// pgbouncer's quoting: in double quotes, a double quote doubled.
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The first 16 hex digits of SHA-256 over both files: put on the pod template, it rolls the pool
+/// whenever what pgbouncer reads changes, and only then.
+#[must_use]
+pub fn config_hash(ini: &str, userlist: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(ini.as_bytes());
+    h.update([0]);
+    h.update(userlist.as_bytes());
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds() -> Credentials {
+        Credentials {
+            superuser: "su".into(),
+            superuser_password: "Sup3r".into(),
+            database: "shop".into(),
+            app_user: "web".into(),
+            app_password: "W3b\"pw".into(),
+        }
+    }
+
+    fn pool(mode: PoolMode, size: i32, max: i32) -> PoolSpec {
+        PoolSpec {
+            mode,
+            default_pool_size: size,
+            max_client_connections: max,
+            replicas: 3,
+        }
+    }
+
+    fn ini_lines(ini: &str) -> std::collections::BTreeMap<&str, &str> {
+        ini.lines().filter_map(|l| l.split_once(" = ")).collect()
+    }
+
+    #[test]
+    fn ini_carries_pool_settings_and_cluster_endpoints() {
+        let cfg = PoolConfig::new(
+            &pool(PoolMode::Statement, 7, 70),
+            &creds(),
+            Endpoints::in_cluster("shop-db", "t-1"),
+        );
+        let ini = render_ini(&cfg);
+        let kv = ini_lines(&ini);
+        assert_eq!(kv["shop"], "host=shop-db-postgres.t-1.svc port=5432 dbname=shop");
+        assert_eq!(kv["listen_addr"], "*");
+        assert_eq!(kv["listen_port"], "5432");
+        assert_eq!(kv["auth_type"], "scram-sha-256");
+        assert_eq!(kv["auth_file"], "/etc/pgbouncer/auth/userlist.txt");
+        assert_eq!(kv["admin_users"], "su");
+        assert_eq!(kv["pool_mode"], "statement");
+        assert_eq!(kv["default_pool_size"], "7");
+        assert_eq!(kv["max_client_conn"], "70");
+        assert!(
+            ini.contains("\nunix_socket_dir =\n"),
+            "no socket on a read-only root filesystem"
+        );
+        assert!(ini.find("[databases]") < ini.find("[pgbouncer]"));
+    }
+
+    #[test]
+    fn loopback_changes_only_addresses_ports_and_paths() {
+        let cluster = PoolConfig::new(
+            &pool(PoolMode::Transaction, 2, 5),
+            &creds(),
+            Endpoints::in_cluster("d", "n"),
+        );
+        let local = cluster
+            .clone()
+            .with_endpoints(Endpoints::loopback(6432, 5433, "/tmp/x/userlist.txt"));
+        let (a, b) = (render_ini(&cluster), render_ini(&local));
+        let changed: Vec<&str> = ini_lines(&a)
+            .into_iter()
+            .filter(|(k, v)| ini_lines(&b).get(k) != Some(v))
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(changed, ["auth_file", "listen_addr", "listen_port", "shop"]);
+        assert_eq!(a.lines().count(), b.lines().count());
+        assert_eq!(ini_lines(&b)["shop"], "host=127.0.0.1 port=5433 dbname=shop");
+    }
+
+    #[test]
+    fn userlist_quotes_both_roles() {
+        assert_eq!(
+            render_userlist(&creds()),
+            "\"web\" \"W3b\"\"pw\"\n\"su\" \"Sup3r\"\n"
+        );
+    }
+
+    #[test]
+    fn hash_is_short_hex_and_follows_content() {
+        let h = config_hash("a", "b");
+        assert_eq!(h.len(), 16);
+        assert!(h.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(h, config_hash("a", "b"));
+        assert_ne!(h, config_hash("a", "c"));
+        assert_ne!(
+            config_hash("ab", ""),
+            config_hash("a", "b"),
+            "the files are hashed apart"
+        );
+    }
+}

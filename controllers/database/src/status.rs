@@ -1,0 +1,257 @@
+//! Status as a pure function of the Database and what was observed of its workloads. No clock but the
+//! one passed in, which kit's `conditions` only uses when a condition flips, so an unchanged world
+//! gives an identical status and no write.
+
+use berth_api::{Database, DatabaseStatus};
+use berth_kit::conditions::{Verdict, conditions, ready};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use crate::names;
+
+pub(crate) const SERVER_READY: &str = "ServerReady";
+pub(crate) const POOL_READY: &str = "PoolReady";
+const SUSPENDED: &str = "Suspended";
+
+/// What the cluster shows of the two workloads (`None`: not there yet).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Observed {
+    /// Ready replicas of the StatefulSet.
+    pub server_ready: Option<i32>,
+    pub pool: Option<PoolObserved>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PoolObserved {
+    pub wanted: i32,
+    pub available: i32,
+    /// The Deployment's `Available` condition is `True`.
+    pub available_condition: bool,
+}
+
+impl Observed {
+    pub(crate) fn from(server: Option<&StatefulSet>, pool: Option<&Deployment>) -> Self {
+        Self {
+            server_ready: server.map(|s| s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0)),
+            pool: pool.map(|d| {
+                let status = d.status.clone().unwrap_or_default();
+                PoolObserved {
+                    wanted: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                    available: status.available_replicas.unwrap_or(0),
+                    available_condition: status
+                        .conditions
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Available" && c.status == "True"),
+                }
+            }),
+        }
+    }
+}
+
+/// `ServerReady` and `PoolReady`, in that order.
+pub(crate) fn verdicts(db: &Database, observed: &Observed) -> [Verdict; 2] {
+    if db.spec.suspend {
+        let why = "spec.suspend is true: scaled to zero, volume and credentials kept";
+        return [
+            Verdict::new(SERVER_READY, false, SUSPENDED, why),
+            Verdict::new(POOL_READY, false, SUSPENDED, why),
+        ];
+    }
+    let server = match observed.server_ready {
+        None => Verdict::new(SERVER_READY, false, "Creating", "StatefulSet not created yet"),
+        Some(n) if n >= 1 => Verdict::new(SERVER_READY, true, "Running", "PostgreSQL accepts connections"),
+        Some(_) => Verdict::new(SERVER_READY, false, "Starting", "PostgreSQL is not ready yet"),
+    };
+    let pool = match &observed.pool {
+        None => Verdict::new(POOL_READY, false, "Creating", "Deployment not created yet"),
+        Some(p) => {
+            let message = format!("{}/{} pgbouncer pods available", p.available, p.wanted);
+            if p.available >= 1 && p.available_condition {
+                Verdict::new(POOL_READY, true, "Available", message)
+            } else {
+                Verdict::new(POOL_READY, false, "Progressing", message)
+            }
+        }
+    };
+    [server, pool]
+}
+
+/// The status of a Database whose children were applied.
+pub(crate) fn status(db: &Database, namespace: &str, observed: &Observed, now: &Time) -> DatabaseStatus {
+    let [server, pool] = verdicts(db, observed);
+    let all = [ready(&[server.clone(), pool.clone()]), server, pool];
+    let name = db.name_any();
+    DatabaseStatus {
+        observed_generation: db.metadata.generation,
+        conditions: conditions(old(db), &all, db.metadata.generation, now),
+        endpoint: Some(format!(
+            "{}:{}",
+            names::service_host(&names::pool_service(&name), namespace),
+            names::PORT
+        )),
+        connection_secret: Some(names::connection(&name)),
+        ready_replicas: Some(observed.pool.as_ref().map_or(0, |p| p.available)),
+    }
+}
+
+/// The status of a Database berth cannot act on (`reason` is the error's category): every condition
+/// says why, the rest of the status is kept as it was.
+pub(crate) fn blocked(db: &Database, reason: &str, message: &str, now: &Time) -> DatabaseStatus {
+    let all = [
+        Verdict::new(berth_kit::conditions::READY, false, reason, message),
+        Verdict::new(SERVER_READY, false, reason, message),
+        Verdict::new(POOL_READY, false, reason, message),
+    ];
+    DatabaseStatus {
+        observed_generation: db.metadata.generation,
+        conditions: conditions(old(db), &all, db.metadata.generation, now),
+        ..db.status.clone().unwrap_or_default()
+    }
+}
+
+fn old(db: &Database) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+    db.status.as_ref().map_or(&[], |s| s.conditions.as_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::tests::database;
+    use berth_api::{condition_status, find_condition};
+    use k8s_openapi::api::apps::v1::{
+        DeploymentCondition, DeploymentSpec, DeploymentStatus, StatefulSetStatus,
+    };
+
+    fn at(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    fn sts(ready: Option<i32>) -> StatefulSet {
+        StatefulSet {
+            status: Some(StatefulSetStatus {
+                ready_replicas: ready,
+                replicas: 1,
+                ..StatefulSetStatus::default()
+            }),
+            ..StatefulSet::default()
+        }
+    }
+
+    fn deploy(wanted: i32, available: i32, condition: &str) -> Deployment {
+        Deployment {
+            spec: Some(DeploymentSpec {
+                replicas: Some(wanted),
+                ..DeploymentSpec::default()
+            }),
+            status: Some(DeploymentStatus {
+                available_replicas: Some(available),
+                conditions: Some(vec![DeploymentCondition {
+                    type_: "Available".into(),
+                    status: condition.into(),
+                    ..DeploymentCondition::default()
+                }]),
+                ..DeploymentStatus::default()
+            }),
+            ..Deployment::default()
+        }
+    }
+
+    #[test]
+    fn ready_when_server_and_pool_are() {
+        let db = database("storage: 1Gi\n");
+        let seen = Observed::from(Some(&sts(Some(1))), Some(&deploy(2, 2, "True")));
+        let s = status(&db, "tenant-zz", &seen, &at(10));
+        assert_eq!(condition_status(&s.conditions, "Ready"), Some(true));
+        assert_eq!(condition_status(&s.conditions, SERVER_READY), Some(true));
+        assert_eq!(condition_status(&s.conditions, POOL_READY), Some(true));
+        assert_eq!(s.endpoint.as_deref(), Some("ledger.tenant-zz.svc:5432"));
+        assert_eq!(s.connection_secret.as_deref(), Some("ledger-connection"));
+        assert_eq!(s.ready_replicas, Some(2));
+        assert_eq!(s.observed_generation, Some(4));
+        assert!(s.conditions.iter().all(|c| c.observed_generation == Some(4)));
+    }
+
+    #[test]
+    fn not_ready_names_the_part_that_is_not() {
+        let db = database("storage: 1Gi\n");
+        let s = status(
+            &db,
+            "n",
+            &Observed::from(Some(&sts(None)), Some(&deploy(2, 1, "True"))),
+            &at(1),
+        );
+        let r = find_condition(&s.conditions, "Ready").unwrap();
+        assert_eq!((r.status.as_str(), r.reason.as_str()), ("False", "Starting"));
+        assert_eq!(condition_status(&s.conditions, POOL_READY), Some(true));
+
+        let s = status(
+            &db,
+            "n",
+            &Observed::from(Some(&sts(Some(1))), Some(&deploy(2, 0, "False"))),
+            &at(1),
+        );
+        let pool = find_condition(&s.conditions, POOL_READY).unwrap();
+        assert_eq!(
+            (pool.reason.as_str(), pool.message.as_str()),
+            ("Progressing", "0/2 pgbouncer pods available")
+        );
+
+        let s = status(&db, "n", &Observed::default(), &at(1));
+        assert_eq!(
+            find_condition(&s.conditions, SERVER_READY).unwrap().reason,
+            "Creating"
+        );
+        assert_eq!(s.ready_replicas, Some(0));
+    }
+
+    #[test]
+    fn suspended_says_so() {
+        let db = database("storage: 1Gi\nsuspend: true\n");
+        let s = status(
+            &db,
+            "n",
+            &Observed::from(Some(&sts(Some(0))), Some(&deploy(0, 0, "True"))),
+            &at(1),
+        );
+        for t in ["Ready", SERVER_READY, POOL_READY] {
+            let c = find_condition(&s.conditions, t).unwrap();
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                ("False", "Suspended"),
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unchanged_world_gives_an_identical_status() {
+        let mut db = database("storage: 1Gi\n");
+        let seen = Observed::from(Some(&sts(Some(1))), Some(&deploy(2, 2, "True")));
+        let first = status(&db, "n", &seen, &at(100));
+        db.status = Some(first.clone());
+        assert_eq!(
+            status(&db, "n", &seen, &at(999)),
+            first,
+            "no flip, no new time, no write"
+        );
+    }
+
+    #[test]
+    fn blocked_reports_the_reason_everywhere_and_keeps_the_rest() {
+        let mut db = database("storage: 1Gi\n");
+        db.status = Some(DatabaseStatus {
+            endpoint: Some("kept".into()),
+            ..DatabaseStatus::default()
+        });
+        let s = blocked(&db, "InvalidSpec", "bad name", &at(5));
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.status == "False" && c.reason == "InvalidSpec" && c.message == "bad name")
+        );
+        assert_eq!(s.conditions.len(), 3);
+        assert_eq!(s.endpoint.as_deref(), Some("kept"));
+    }
+}
