@@ -1,1 +1,63 @@
+//! The scheduler controller: a tenant's cron workflows run as Jobs owned by their Scheduler, at most
+//! `spec.workers` at once across all workflows; runs beyond that wait as suspended Jobs (the queue lives in
+//! the cluster, never only in memory). The rules are in [`plan`]; the Job in [`job`].
+//!
+//! Needs (chart RBAC): schedulers get/list/watch, schedulers/status patch, schedulers/finalizers update
+//! (blockOwnerDeletion on the runs); jobs get/list/watch/create/patch/delete; events create.
 
+pub mod act;
+pub mod job;
+pub mod plan;
+mod reconcile;
+pub mod schedule;
+pub mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use berth_api::Scheduler;
+use berth_kit::Context;
+use berth_kit::labels::managed_selector;
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::Api;
+use kube::runtime::controller::{Config, Controller, Error as ControllerError};
+use kube::runtime::watcher;
+
+pub use reconcile::reconcile;
+
+/// The controller's name: `--controllers scheduler`, metric and event labels.
+pub const NAME: &str = "scheduler";
+
+/// Runs the Scheduler controller until `shutdown` resolves (then lets running reconciles finish), with at
+/// most `concurrency` Schedulers reconciled at once.
+///
+/// Jobs are watched by berth's `managed-by` label only (the operator never caches other Jobs); a finished,
+/// started or deleted run wakes its Scheduler, and each Scheduler also wakes at its next due time.
+pub async fn run(
+    ctx: Arc<Context>,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let controller = Controller::new(Api::<Scheduler>::all(client.clone()), watcher::Config::default());
+    ctx.track_sync(controller.store());
+    controller
+        .owns(
+            Api::<Job>::all(client),
+            watcher::Config::default().labels(&managed_selector()),
+        )
+        .with_config(Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, |obj, err, ctx| ctx.failed(obj.as_ref(), err), ctx)
+        .for_each(|result| async move {
+            // Reconcile failures are counted and logged by the error policy; anything else (a watch that
+            // cannot list, a queue error) would otherwise go unseen.
+            if let Err(e) = result
+                && !matches!(e, ControllerError::ReconcilerFailed(..))
+            {
+                tracing::warn!(error = %e, controller = NAME, "controller stream error");
+            }
+        })
+        .await;
+}

@@ -1,0 +1,113 @@
+//! One reconcile of a Scheduler: load (its Jobs) → plan (pure) → act → status → requeue at the next due time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_api::Scheduler;
+use berth_kit::{Context, Error, Result};
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+
+use crate::plan::{Input, Run, plan};
+use crate::{act, job, status};
+
+/// The shortest requeue, so a wake-up a little before the due time (clocks differ) cannot spin.
+const MIN_REQUEUE: Duration = Duration::from_secs(1);
+
+/// Reconciles one Scheduler.
+///
+/// # Errors
+/// API errors; the kit's error policy backs off and retries.
+#[tracing::instrument(skip_all, fields(namespace, name))]
+pub async fn reconcile(scheduler: Arc<Scheduler>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(ctx.controller);
+    let name = scheduler.name_any();
+    let namespace = scheduler
+        .namespace()
+        .ok_or_else(|| Error::InvalidSpec(format!("Scheduler {name} has no namespace")))?;
+    let span = tracing::Span::current();
+    span.record("namespace", namespace.as_str());
+    span.record("name", name.as_str());
+    if scheduler.meta().deletion_timestamp.is_some() {
+        // The garbage collector removes the runs.
+        return Ok(Action::await_change());
+    }
+    let owner = berth_kit::owner_ref(scheduler.as_ref())
+        .ok_or_else(|| Error::InvalidSpec(format!("Scheduler {name} has no uid yet")))?;
+
+    // Load: a fresh, label-selected list, so the queue is never judged on a cache that missed a create.
+    let jobs: Api<Job> = ctx.api(&namespace);
+    let runs = load(&jobs, &name, &owner.uid).await?;
+
+    // Plan.
+    let now = Timestamp::now();
+    let old = scheduler.status.as_ref();
+    let planned = plan(&Input {
+        now,
+        spec: &scheduler.spec,
+        created: scheduler.meta().creation_timestamp.as_ref().map(|t| t.0),
+        observed: old.is_some_and(|s| s.observed_generation.is_some()),
+        previous: old.map(|s| s.workflows.as_slice()).unwrap_or_default(),
+        runs: &runs,
+    });
+
+    // Act.
+    act::act(&ctx, &scheduler, &jobs, &planned, &owner).await?;
+
+    // Status.
+    let new = status::status(
+        old,
+        scheduler.meta().generation,
+        &planned,
+        scheduler.spec.suspend,
+        now,
+    );
+    ctx.apply_status(&ctx.api::<Scheduler>(&namespace), scheduler.as_ref(), old, &new)
+        .await?;
+    ctx.succeeded(scheduler.as_ref());
+
+    Ok(requeue(planned.next_wakeup, now))
+}
+
+/// The Scheduler's runs: Jobs carrying its labels and controlled by it (its uid, so a Scheduler
+/// recreated under the same name does not adopt its predecessor's runs).
+async fn load(jobs: &Api<Job>, scheduler: &str, uid: &str) -> Result<Vec<Run>> {
+    let list = jobs
+        .list(&ListParams::default().labels(&job::selector(scheduler)))
+        .await?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|j| {
+            j.owner_references()
+                .iter()
+                .any(|o| o.uid == uid && o.controller == Some(true))
+        })
+        .filter_map(job::view)
+        .collect())
+}
+
+/// Wake up at the next due time; with none, only a change does.
+fn requeue(next: Option<Timestamp>, now: Timestamp) -> Action {
+    match next {
+        Some(at) => Action::requeue(at.duration_since(now).unsigned_abs().max(MIN_REQUEUE)),
+        None => Action::await_change(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requeue_waits_until_the_next_due_time() {
+        let now: Timestamp = "2025-01-01T10:04:30Z".parse().unwrap();
+        let due: Timestamp = "2025-01-01T10:05:00Z".parse().unwrap();
+        assert_eq!(requeue(Some(due), now), Action::requeue(Duration::from_secs(30)));
+        assert_eq!(requeue(Some(now), now), Action::requeue(MIN_REQUEUE));
+        assert_eq!(requeue(None, now), Action::await_change());
+    }
+}

@@ -1,0 +1,178 @@
+//! The Scheduler's status, made from the plan: identical when nothing changed, so the kit writes nothing.
+//!
+//! Conditions:
+//! - `SchedulesValid`: every workflow's schedule and time zone parse (reason `Valid`), else `False` with
+//!   reason `InvalidSchedule` and each bad workflow's error in the message.
+//! - `Ready`: `False`/`InvalidSchedule` when a schedule is invalid (the other workflows still run);
+//!   `True`/`Suspended` while `spec.suspend` is set (the controller is operating, deliberately idle: not an
+//!   error, so not `False`); otherwise `True`/`Ready`.
+
+use berth_api::{SchedulerStatus, WorkflowStatus};
+use berth_kit::conditions::{READY, Verdict, conditions, ready};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::plan::Plan;
+
+pub const SCHEDULES_VALID: &str = "SchedulesValid";
+pub const INVALID_SCHEDULE: &str = "InvalidSchedule";
+pub const SUSPENDED: &str = "Suspended";
+
+/// The `SchedulesValid` verdict of a plan.
+#[must_use]
+pub fn schedules_verdict(plan: &Plan) -> Verdict {
+    let errors: Vec<String> = plan
+        .workflows
+        .iter()
+        .filter_map(|w| w.invalid.as_ref().map(|e| format!("workflow {}: {e}", w.name)))
+        .collect();
+    if errors.is_empty() {
+        Verdict::new(
+            SCHEDULES_VALID,
+            true,
+            "Valid",
+            "every schedule and time zone is valid",
+        )
+    } else {
+        Verdict::new(SCHEDULES_VALID, false, INVALID_SCHEDULE, errors.join("; "))
+    }
+}
+
+/// The status after `plan` is carried out. `now` only stamps conditions that flip.
+#[must_use]
+pub fn status(
+    old: Option<&SchedulerStatus>,
+    generation: Option<i64>,
+    plan: &Plan,
+    suspended: bool,
+    now: Timestamp,
+) -> SchedulerStatus {
+    let schedules = schedules_verdict(plan);
+    let readiness = if schedules.ok && suspended {
+        Verdict::new(
+            READY,
+            true,
+            SUSPENDED,
+            "suspended: no new runs start and queued runs stay queued",
+        )
+    } else {
+        ready(std::slice::from_ref(&schedules))
+    };
+    // Whole seconds, as the API server stores them, so a re-read status compares equal.
+    let now = Time(Timestamp::from_second(now.as_second()).unwrap_or(now));
+    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    SchedulerStatus {
+        observed_generation: generation,
+        conditions: conditions(old_conditions, &[schedules, readiness], generation, &now),
+        running: plan.running,
+        queued: plan.queued,
+        workflows: plan
+            .workflows
+            .iter()
+            .map(|w| WorkflowStatus {
+                name: w.name.clone(),
+                last_schedule_time: w.last_schedule.map(Time),
+                last_successful_time: w.last_successful.map(Time),
+                last_run: w.last_run.clone(),
+                missed: w.missed,
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_api::condition_status;
+
+    use super::*;
+    use crate::plan::WorkflowPlan;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn a_plan(invalid: Option<&str>) -> Plan {
+        Plan {
+            running: 2,
+            queued: 1,
+            workflows: vec![WorkflowPlan {
+                name: "etl".into(),
+                last_schedule: Some(ts("2025-01-01T10:00:00Z")),
+                last_run: Some("etl-28928760".into()),
+                missed: 3,
+                invalid: invalid.map(str::to_owned),
+                ..WorkflowPlan::default()
+            }],
+            ..Plan::default()
+        }
+    }
+
+    #[test]
+    fn counts_and_workflows_come_from_the_plan() {
+        let s = status(None, Some(4), &a_plan(None), false, ts("2025-01-01T10:00:05.5Z"));
+        assert_eq!((s.running, s.queued, s.observed_generation), (2, 1, Some(4)));
+        let w = &s.workflows[0];
+        assert_eq!(w.last_schedule_time, Some(Time(ts("2025-01-01T10:00:00Z"))));
+        assert_eq!((w.last_run.as_deref(), w.missed), (Some("etl-28928760"), 3));
+        assert_eq!(condition_status(&s.conditions, READY), Some(true));
+        assert_eq!(
+            s.conditions[0].last_transition_time,
+            Time(ts("2025-01-01T10:00:05Z")),
+            "whole seconds"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_world_gives_an_identical_status() {
+        let first = status(None, Some(1), &a_plan(None), false, ts("2025-01-01T10:00:00Z"));
+        let again = status(
+            Some(&first),
+            Some(1),
+            &a_plan(None),
+            false,
+            ts("2025-01-01T11:00:00Z"),
+        );
+        assert_eq!(first, again);
+    }
+
+    #[test]
+    fn an_invalid_schedule_makes_ready_false_with_the_message() {
+        let s = status(
+            None,
+            Some(1),
+            &a_plan(Some("unknown time zone \"Mars/Base\"")),
+            false,
+            ts("2025-01-01T10:00:00Z"),
+        );
+        let ready = s.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", INVALID_SCHEDULE)
+        );
+        assert!(
+            ready
+                .message
+                .contains("workflow etl: unknown time zone \"Mars/Base\""),
+            "{}",
+            ready.message
+        );
+    }
+
+    #[test]
+    fn suspended_is_ready_with_its_own_reason_unless_a_schedule_is_invalid() {
+        let s = status(None, Some(1), &a_plan(None), true, ts("2025-01-01T10:00:00Z"));
+        let ready = s.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", SUSPENDED)
+        );
+        let s = status(
+            None,
+            Some(1),
+            &a_plan(Some("bad")),
+            true,
+            ts("2025-01-01T10:00:00Z"),
+        );
+        assert_eq!(condition_status(&s.conditions, READY), Some(false));
+    }
+}
