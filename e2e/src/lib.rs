@@ -2,7 +2,8 @@
 //! plane of `e2e/cluster.sh`), throwaway namespaces, condition waits that dump state on failure, and the
 //! berth operator run as a real process.
 
-#![allow(clippy::missing_panics_doc, clippy::missing_errors_doc)]
+// Test support: failing loudly with the state of the cluster is its job.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 pub mod operator;
 
@@ -48,17 +49,28 @@ pub async fn client() -> Client {
 
 /// A client that authenticates as the given kubeconfig says.
 pub async fn client_from(path: &std::path::Path) -> Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path)
-        .unwrap_or_else(|e| panic!("no kubeconfig at {}: start the local cluster with `make cluster` or set KUBECONFIG ({e})", path.display()));
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig is unusable");
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap_or_else(|e| {
+        panic!(
+            "no kubeconfig at {}: start the local cluster with `make cluster` or set KUBECONFIG ({e})",
+            path.display()
+        )
+    });
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig is unusable");
     Client::try_from(config).expect("client")
 }
 
 /// Writes a kubeconfig that authenticates as ServiceAccount `ns/sa` with a token from the TokenRequest
 /// API (valid for `hours`), pointing at the same API server as the admin kubeconfig.
-pub async fn service_account_kubeconfig(client: &Client, ns: &str, sa: &str, hours: i64, path: &std::path::Path) {
+pub async fn service_account_kubeconfig(
+    client: &Client,
+    ns: &str,
+    sa: &str,
+    hours: i64,
+    path: &std::path::Path,
+) {
     let url = format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token");
     let body = serde_json::to_vec(&serde_json::json!({
         "apiVersion": "authentication.k8s.io/v1",
@@ -66,13 +78,20 @@ pub async fn service_account_kubeconfig(client: &Client, ns: &str, sa: &str, hou
         "spec": {"expirationSeconds": hours * 3600},
     }))
     .expect("json");
-    let request = http::Request::post(url).header("Content-Type", "application/json").body(body).expect("request");
+    let request = http::Request::post(url)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .expect("request");
     let answer: serde_json::Value = client.request(request).await.expect("TokenRequest");
-    let token = answer["status"]["token"].as_str().expect("token in TokenRequest status").to_owned();
+    let token = answer["status"]["token"]
+        .as_str()
+        .expect("token in TokenRequest status")
+        .to_owned();
     let mut config = kube::config::Kubeconfig::read_from(kubeconfig()).expect("admin kubeconfig");
     let user = format!("{ns}-{sa}");
     config.auth_infos = vec![
-        serde_json::from_value(serde_json::json!({"name": user, "user": {"token": token}})).expect("auth info"),
+        serde_json::from_value(serde_json::json!({"name": user, "user": {"token": token}}))
+            .expect("auth info"),
     ];
     for ctx in config.contexts.iter_mut().filter_map(|c| c.context.as_mut()) {
         ctx.user = Some(user.clone());
@@ -84,9 +103,16 @@ pub async fn service_account_kubeconfig(client: &Client, ns: &str, sa: &str, hou
 #[must_use]
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     let pid = std::process::id();
-    format!("{prefix}-{:x}{:x}{}", pid % 4096, nanos % 65536, N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{:x}{:x}{}",
+        pid % 4096,
+        nanos % 65536,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A namespace for one test, deleted by [`TestNamespace::delete`].
@@ -106,8 +132,14 @@ impl TestNamespace {
             },
             ..Namespace::default()
         };
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
-        Self { name, client: client.clone() }
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        Self {
+            name,
+            client: client.clone(),
+        }
     }
 
     #[must_use]
@@ -119,12 +151,20 @@ impl TestNamespace {
     }
 
     pub async fn delete(self) {
-        let _ = Api::<Namespace>::all(self.client).delete(&self.name, &DeleteParams::default()).await;
+        let _ = Api::<Namespace>::all(self.client)
+            .delete(&self.name, &DeleteParams::default())
+            .await;
     }
 }
 
 /// Waits until `ready` holds for the object `name`, or fails after `timeout` with the object's YAML.
-pub async fn wait_for<K>(api: &Api<K>, name: &str, timeout: Duration, what: &str, ready: impl Fn(&K) -> bool) -> K
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    ready: impl Fn(&K) -> bool,
+) -> K
 where
     K: Resource + Clone + DeserializeOwned + Serialize + Debug + Send + Sync + 'static,
 {
@@ -133,8 +173,13 @@ where
         Ok(Ok(Some(obj))) => obj,
         outcome => {
             let now = api.get_opt(name).await.ok().flatten();
-            let dump = now.map_or_else(|| "<absent>".to_owned(), |o| serde_yaml::to_string(&o).unwrap_or_default());
-            panic!("timed out after {timeout:?} waiting for {what} of {name} ({outcome:?}); it is now:\n{dump}");
+            let dump = now.map_or_else(
+                || "<absent>".to_owned(),
+                |o| serde_yaml::to_string(&o).unwrap_or_default(),
+            );
+            panic!(
+                "timed out after {timeout:?} waiting for {what} of {name} ({outcome:?}); it is now:\n{dump}"
+            );
         }
     }
 }
@@ -148,7 +193,11 @@ where
         Some(o) => o.uid().unwrap_or_default(),
         None => return,
     };
-    let gone = tokio::time::timeout(timeout, await_condition(api.clone(), name, conditions::is_deleted(&uid))).await;
+    let gone = tokio::time::timeout(
+        timeout,
+        await_condition(api.clone(), name, conditions::is_deleted(&uid)),
+    )
+    .await;
     assert!(matches!(gone, Ok(Ok(_))), "{name} still exists after {timeout:?}");
 }
 
@@ -163,7 +212,10 @@ where
         if let Some(t) = check().await {
             return t;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -174,11 +226,20 @@ pub async fn setup() -> Client {
     let client = client().await;
     install_crds(&client).await.expect("install CRDs");
     let ns = Namespace {
-        metadata: ObjectMeta { name: Some(operator::LEASE_NAMESPACE.to_owned()), ..ObjectMeta::default() },
+        metadata: ObjectMeta {
+            name: Some(operator::LEASE_NAMESPACE.to_owned()),
+            ..ObjectMeta::default()
+        },
         ..Namespace::default()
     };
     let api = Api::<Namespace>::all(client.clone());
-    api.patch(operator::LEASE_NAMESPACE, &PatchParams::apply("berth-e2e"), &Patch::Apply(&ns)).await.expect("namespace");
+    api.patch(
+        operator::LEASE_NAMESPACE,
+        &PatchParams::apply("berth-e2e"),
+        &Patch::Apply(&ns),
+    )
+    .await
+    .expect("namespace");
     let _ = operator::shared();
     client
 }
@@ -189,9 +250,13 @@ pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for (_, crd) in berth_api::crds() {
         let name = crd.name_any();
-        api.patch(&name, &PatchParams::apply("berth-e2e").force(), &Patch::Apply(&crd))
-            .await
-            .with_context(|| format!("applying CRD {name}"))?;
+        api.patch(
+            &name,
+            &PatchParams::apply("berth-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .with_context(|| format!("applying CRD {name}"))?;
         let established = await_condition(api.clone(), &name, conditions::is_crd_established());
         match tokio::time::timeout(Duration::from_secs(30), established).await {
             Ok(Ok(_)) => {}
@@ -207,7 +272,12 @@ where
     K: Resource + Clone + DeserializeOwned + Serialize + Debug,
 {
     let obj: K = serde_yaml::from_str(yaml).expect("test YAML parses");
-    api.patch(&obj.name_any(), &PatchParams::apply("berth-e2e").force(), &Patch::Apply(&obj)).await
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::apply("berth-e2e").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
 }
 
 /// The message of an API server refusal, for asserting what a user would read.
@@ -222,7 +292,12 @@ pub fn refusal<T: Debug>(r: Result<T, kube::Error>) -> String {
 /// Path of a binary the project builds with Go into the cache (kubectl, helm, …).
 #[must_use]
 pub fn tool(name: &str) -> PathBuf {
-    let out = std::process::Command::new(repo().join("e2e/cluster.sh")).arg("bin").output();
-    let dir = out.ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let out = std::process::Command::new(repo().join("e2e/cluster.sh"))
+        .arg("bin")
+        .output();
+    let dir = out
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
     dir.map_or_else(|| PathBuf::from(name), |d| PathBuf::from(d).join(name))
 }

@@ -38,7 +38,10 @@ pub fn shared() -> Option<&'static Operator> {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 fn binary() -> PathBuf {
@@ -54,21 +57,45 @@ impl Operator {
         let log = logs.join(format!("{name}-{}-{port}.log", std::process::id()));
         let out = File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
-        let kubeconfig = std::env::var_os("BERTH_E2E_OPERATOR_KUBECONFIG").map_or_else(kubeconfig, PathBuf::from);
+        let kubeconfig =
+            std::env::var_os("BERTH_E2E_OPERATOR_KUBECONFIG").map_or_else(kubeconfig, PathBuf::from);
         let bin = binary();
-        assert!(bin.exists(), "{} is missing: run `cargo build -p berth-operator` first", bin.display());
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo build -p berth-operator` first",
+            bin.display()
+        );
         let child = Command::new(bin)
-            .args(["--http-addr", &format!("127.0.0.1:{port}"), "--lease-namespace", LEASE_NAMESPACE])
-            .args(["--identity", &format!("{name}-{port}"), "--lease-seconds", "6", "--stop-on-stdin-eof"])
+            .args([
+                "--http-addr",
+                &format!("127.0.0.1:{port}"),
+                "--lease-namespace",
+                LEASE_NAMESPACE,
+            ])
+            .args([
+                "--identity",
+                &format!("{name}-{port}"),
+                "--lease-seconds",
+                "6",
+                "--stop-on-stdin-eof",
+            ])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", std::env::var("BERTH_E2E_LOG").unwrap_or_else(|_| "info,kube=warn".to_owned()))
+            .env(
+                "RUST_LOG",
+                std::env::var("BERTH_E2E_LOG").unwrap_or_else(|_| "info,kube=warn".to_owned()),
+            )
             .stdin(Stdio::piped())
             .stdout(out)
             .stderr(err)
             .spawn()
             .expect("start berth");
-        Self { name: name.to_owned(), port, child: Mutex::new(child), log }
+        Self {
+            name: name.to_owned(),
+            port,
+            child: Mutex::new(child),
+            log,
+        }
     }
 
     #[must_use]
@@ -78,7 +105,9 @@ impl Operator {
 
     /// Sends a signal (`TERM`, `KILL`) to the process.
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status();
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status();
         assert!(status.is_ok_and(|s| s.success()), "kill -{sig} {}", self.pid());
     }
 
@@ -105,7 +134,10 @@ impl Operator {
         let mut response = String::new();
         stream.read_to_string(&mut response).ok()?;
         let code = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         Some((code, body))
     }
 
@@ -157,7 +189,10 @@ mod tests {
     #[test]
     fn sums_matching_series_only() {
         let body = "# HELP x\nberth_reconciles_total{controller=\"customer\"} 3\nberth_reconciles_total{controller=\"database\"} 4\nberth_leader 1\n";
-        assert!((sum_metric(body, "berth_reconciles_total", &[("controller", "customer")]) - 3.0).abs() < f64::EPSILON);
+        assert!(
+            (sum_metric(body, "berth_reconciles_total", &[("controller", "customer")]) - 3.0).abs()
+                < f64::EPSILON
+        );
         assert!((sum_metric(body, "berth_reconciles_total", &[]) - 7.0).abs() < f64::EPSILON);
         assert!((sum_metric(body, "berth_leader", &[]) - 1.0).abs() < f64::EPSILON);
         assert!(sum_metric(body, "berth_missing", &[]).abs() < f64::EPSILON);

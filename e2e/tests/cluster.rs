@@ -1,6 +1,8 @@
 //! The local control plane is a real cluster: its controllers, scheduler, garbage collector and RBAC
 //! behave as upstream Kubernetes does. Every later test relies on these facts.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::time::Duration;
 
 use berth_e2e::{TestNamespace, client, wait_for, wait_gone};
@@ -54,9 +56,10 @@ async fn job_completes() {
     let api: Api<Job> = ns.api();
     api.create(&PostParams::default(), &job).await.unwrap();
     let complete = |j: &Job| {
-        j.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
-            cs.iter().any(|c| c.type_ == "Complete" && c.status == "True")
-        })
+        j.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Complete" && c.status == "True"))
     };
     wait_for(&api, "once", MINUTE, "Complete", complete).await;
     ns.delete().await;
@@ -67,7 +70,13 @@ async fn garbage_collector_removes_dependents_of_a_deleted_owner() {
     let c = client().await;
     let ns = TestNamespace::new(&c, "smoke-gc").await;
     let cms: Api<ConfigMap> = ns.api();
-    let owner = cms.create(&PostParams::default(), &from_json(json!({"metadata": {"name": "owner"}}))).await.unwrap();
+    let owner = cms
+        .create(
+            &PostParams::default(),
+            &from_json(json!({"metadata": {"name": "owner"}})),
+        )
+        .await
+        .unwrap();
     let secrets: Api<Secret> = ns.api();
     let mut dependent: Secret = from_json(json!({"metadata": {"name": "dependent"}}));
     dependent.metadata.owner_references = Some(vec![owner.controller_owner_ref(&()).unwrap()]);
@@ -81,28 +90,53 @@ async fn garbage_collector_removes_dependents_of_a_deleted_owner() {
 async fn rbac_refuses_what_a_role_does_not_grant() {
     let c = client().await;
     let ns = TestNamespace::new(&c, "smoke-rbac").await;
-    let sa: ServiceAccount =
-        ns.api().create(&PostParams::default(), &from_json(json!({"metadata": {"name": "narrow"}}))).await.unwrap();
+    let sa: ServiceAccount = ns
+        .api()
+        .create(
+            &PostParams::default(),
+            &from_json(json!({"metadata": {"name": "narrow"}})),
+        )
+        .await
+        .unwrap();
     let role: Role = from_json(json!({
         "metadata": {"name": "read-configmaps"},
         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]
     }));
-    ns.api::<Role>().create(&PostParams::default(), &role).await.unwrap();
+    ns.api::<Role>()
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
     let binding: RoleBinding = from_json(json!({
         "metadata": {"name": "narrow"},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-configmaps"},
         "subjects": [{"kind": "ServiceAccount", "name": "narrow", "namespace": ns.name}]
     }));
-    ns.api::<RoleBinding>().create(&PostParams::default(), &binding).await.unwrap();
+    ns.api::<RoleBinding>()
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
 
     let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", ns.name));
     berth_e2e::service_account_kubeconfig(&c, &ns.name, &sa.name_any(), 1, &kubeconfig).await;
     let narrow = berth_e2e::client_from(&kubeconfig).await;
     let allowed: Api<ConfigMap> = Api::namespaced(narrow.clone(), &ns.name);
-    berth_e2e::eventually(MINUTE, "the RoleBinding to take effect", || async { allowed.list(&Default::default()).await.ok() }).await;
-    let refused = Api::<Secret>::namespaced(narrow.clone(), &ns.name).list(&Default::default()).await;
-    assert!(matches!(refused, Err(kube::Error::Api(ref s)) if s.code == 403), "{refused:?}");
-    let elsewhere = Api::<ConfigMap>::namespaced(narrow, "default").list(&Default::default()).await;
-    assert!(matches!(elsewhere, Err(kube::Error::Api(ref s)) if s.code == 403), "{elsewhere:?}");
+    berth_e2e::eventually(MINUTE, "the RoleBinding to take effect", || async {
+        allowed.list(&Default::default()).await.ok()
+    })
+    .await;
+    let refused = Api::<Secret>::namespaced(narrow.clone(), &ns.name)
+        .list(&Default::default())
+        .await;
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref s)) if s.code == 403),
+        "{refused:?}"
+    );
+    let elsewhere = Api::<ConfigMap>::namespaced(narrow, "default")
+        .list(&Default::default())
+        .await;
+    assert!(
+        matches!(elsewhere, Err(kube::Error::Api(ref s)) if s.code == 403),
+        "{elsewhere:?}"
+    );
     ns.delete().await;
 }

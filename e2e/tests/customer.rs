@@ -1,6 +1,8 @@
 //! The Customer controller on a real cluster: fan-out, ownership, drift repair, deletion policies,
 //! name clashes and quiet steady state. One shared operator process serves all tests of this file.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -18,7 +20,11 @@ const READY_WITHIN: Duration = Duration::from_secs(180);
 const SHORT: Duration = Duration::from_secs(60);
 
 fn ready(c: &Customer) -> bool {
-    let conds = c.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let conds = c
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     berth_api::condition_status(conds, "Ready") == Some(true)
         && c.status.as_ref().and_then(|s| s.observed_generation) == c.meta().generation
 }
@@ -37,7 +43,9 @@ async fn create(c: &Client, yaml: &str) -> Customer {
 
 fn owned_by(meta: &kube::api::ObjectMeta, owner: &Customer) -> bool {
     meta.owner_references.iter().flatten().any(|o| {
-        Some(&o.uid) == owner.metadata.uid.as_ref() && o.controller == Some(true) && o.block_owner_deletion == Some(true)
+        Some(&o.uid) == owner.metadata.uid.as_ref()
+            && o.controller == Some(true)
+            && o.block_owner_deletion == Some(true)
     })
 }
 
@@ -46,7 +54,10 @@ async fn events_of(c: &Client, customer: &str, reason: &str) -> Vec<Event> {
     let all = events.list(&ListParams::default()).await.unwrap();
     all.items
         .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(customer) && e.reason.as_deref() == Some(reason))
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(customer)
+                && e.reason.as_deref() == Some(reason)
+        })
         .collect()
 }
 
@@ -57,9 +68,16 @@ async fn seed_example_fans_out_to_an_owned_isolated_tenant() {
     let customer = create(&c, &seed(&name, "Delete")).await;
     let status = customer.status.clone().unwrap();
     assert_eq!(status.namespace.as_deref(), Some(name.as_str()));
-    assert_eq!(status.summary.as_deref(), Some("namespace ready, database ready, scheduler ready"));
+    assert_eq!(
+        status.summary.as_deref(),
+        Some("namespace ready, database ready, scheduler ready")
+    );
     for t in ["Ready", "NamespaceReady", "DatabaseReady", "SchedulerReady"] {
-        assert_eq!(berth_api::condition_status(&status.conditions, t), Some(true), "{t}");
+        assert_eq!(
+            berth_api::condition_status(&status.conditions, t),
+            Some(true),
+            "{t}"
+        );
     }
 
     let ns = Api::<Namespace>::all(c.clone()).get(&name).await.unwrap();
@@ -68,25 +86,49 @@ async fn seed_example_fans_out_to_an_owned_isolated_tenant() {
     assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
     assert_eq!(labels["berth.dev/customer"], name);
 
-    let quota = Api::<ResourceQuota>::namespaced(c.clone(), &name).get(names::RESOURCE_QUOTA).await.unwrap();
+    let quota = Api::<ResourceQuota>::namespaced(c.clone(), &name)
+        .get(names::RESOURCE_QUOTA)
+        .await
+        .unwrap();
     assert!(owned_by(&quota.metadata, &customer));
-    let limits = Api::<LimitRange>::namespaced(c.clone(), &name).get(names::LIMIT_RANGE).await.unwrap();
+    let limits = Api::<LimitRange>::namespaced(c.clone(), &name)
+        .get(names::LIMIT_RANGE)
+        .await
+        .unwrap();
     assert!(owned_by(&limits.metadata, &customer));
     for np in [names::DENY_INGRESS, names::ALLOW_SAME_NAMESPACE] {
-        let np = Api::<NetworkPolicy>::namespaced(c.clone(), &name).get(np).await.unwrap();
+        let np = Api::<NetworkPolicy>::namespaced(c.clone(), &name)
+            .get(np)
+            .await
+            .unwrap();
         assert!(owned_by(&np.metadata, &customer));
     }
-    let rb = Api::<RoleBinding>::namespaced(c.clone(), &name).get(names::ADMINS).await.unwrap();
+    let rb = Api::<RoleBinding>::namespaced(c.clone(), &name)
+        .get(names::ADMINS)
+        .await
+        .unwrap();
     assert!(owned_by(&rb.metadata, &customer));
-    let db = Api::<Database>::namespaced(c.clone(), &name).get(names::DATABASE).await.unwrap();
+    let db = Api::<Database>::namespaced(c.clone(), &name)
+        .get(names::DATABASE)
+        .await
+        .unwrap();
     assert!(owned_by(&db.metadata, &customer));
     assert_eq!(db.spec.storage.0, "256Gi");
-    let sched = Api::<Scheduler>::namespaced(c.clone(), &name).get(names::SCHEDULER).await.unwrap();
+    let sched = Api::<Scheduler>::namespaced(c.clone(), &name)
+        .get(names::SCHEDULER)
+        .await
+        .unwrap();
     assert!(owned_by(&sched.metadata, &customer));
     assert_eq!(sched.spec.workers, 4);
-    assert!(!events_of(&c, &name, "Created").await.is_empty(), "a Created event on the Customer");
+    assert!(
+        !events_of(&c, &name, "Created").await.is_empty(),
+        "a Created event on the Customer"
+    );
 
-    Api::<Customer>::all(c.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
+    Api::<Customer>::all(c.clone())
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
     wait_gone(&Api::<Namespace>::all(c.clone()), &name, READY_WITHIN).await;
 }
 
@@ -97,37 +139,68 @@ async fn hand_made_changes_are_put_back() {
     create(&c, &seed(&name, "Delete")).await;
     let quotas: Api<ResourceQuota> = Api::namespaced(c.clone(), &name);
     let old_quota = quotas.get(names::RESOURCE_QUOTA).await.unwrap();
-    quotas.delete(names::RESOURCE_QUOTA, &DeleteParams::default()).await.unwrap();
-    wait_for(&quotas, names::RESOURCE_QUOTA, SHORT, "re-creation", |q| q.uid() != old_quota.uid()).await;
+    quotas
+        .delete(names::RESOURCE_QUOTA, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(&quotas, names::RESOURCE_QUOTA, SHORT, "re-creation", |q| {
+        q.uid() != old_quota.uid()
+    })
+    .await;
 
     let policies: Api<NetworkPolicy> = Api::namespaced(c.clone(), &name);
     let opened = serde_json::json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "spec": {"ingress": [{"from": [{"namespaceSelector": {}}]}]}
     });
-    policies.patch(names::DENY_INGRESS, &PatchParams::apply("someone-else").force(), &Patch::Apply(&opened)).await.unwrap();
+    policies
+        .patch(
+            names::DENY_INGRESS,
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(&opened),
+        )
+        .await
+        .unwrap();
     wait_for(&policies, names::DENY_INGRESS, SHORT, "repair", |np| {
-        np.spec.as_ref().is_some_and(|s| s.ingress.as_ref().is_none_or(Vec::is_empty))
+        np.spec
+            .as_ref()
+            .is_some_and(|s| s.ingress.as_ref().is_none_or(Vec::is_empty))
     })
     .await;
 
     let dbs: Api<Database> = Api::namespaced(c.clone(), &name);
     let old_db = dbs.get(names::DATABASE).await.unwrap();
-    dbs.delete(names::DATABASE, &DeleteParams::default()).await.unwrap();
-    wait_for(&dbs, names::DATABASE, SHORT, "re-creation", |d| d.uid() != old_db.uid()).await;
-    eventually(SHORT, "a DriftRepaired event", || async { events_of(&c, &name, "DriftRepaired").await.pop() }).await;
+    dbs.delete(names::DATABASE, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(&dbs, names::DATABASE, SHORT, "re-creation", |d| {
+        d.uid() != old_db.uid()
+    })
+    .await;
+    eventually(SHORT, "a DriftRepaired event", || async {
+        events_of(&c, &name, "DriftRepaired").await.pop()
+    })
+    .await;
 
-    Api::<Customer>::all(c.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
+    Api::<Customer>::all(c.clone())
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn retain_keeps_the_namespace_and_its_data() {
     let c = setup().await;
     let name = unique("retain");
-    let yaml = format!("apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {name}}}\nspec: {{deletionPolicy: Retain}}\n");
+    let yaml = format!(
+        "apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {name}}}\nspec: {{deletionPolicy: Retain}}\n"
+    );
     create(&c, &yaml).await;
     let secrets: Api<Secret> = Api::namespaced(c.clone(), &name);
-    let data: Secret = serde_json::from_value(serde_json::json!({"metadata": {"name": "tenant-data"}, "stringData": {"k": "v"}})).unwrap();
+    let data: Secret = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "tenant-data"}, "stringData": {"k": "v"}}),
+    )
+    .unwrap();
     secrets.create(&PostParams::default(), &data).await.unwrap();
 
     let customers: Api<Customer> = Api::all(c.clone());
@@ -137,22 +210,37 @@ async fn retain_keeps_the_namespace_and_its_data() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let ns = Api::<Namespace>::all(c.clone()).get(&name).await.unwrap();
     assert!(ns.owner_references().is_empty(), "{:?}", ns.owner_references());
-    assert_eq!(ns.labels().get("berth.dev/retained").map(String::as_str), Some("true"));
+    assert_eq!(
+        ns.labels().get("berth.dev/retained").map(String::as_str),
+        Some("true")
+    );
     assert_eq!(ns.status.and_then(|s| s.phase).as_deref(), Some("Active"));
-    assert!(secrets.get_opt("tenant-data").await.unwrap().is_some(), "the tenant's Secret survives");
-    Api::<Namespace>::all(c.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
+    assert!(
+        secrets.get_opt("tenant-data").await.unwrap().is_some(),
+        "the tenant's Secret survives"
+    );
+    Api::<Namespace>::all(c.clone())
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn delete_removes_the_namespace_through_garbage_collection() {
     let c = setup().await;
     let name = unique("delete");
-    let yaml = format!("apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {name}}}\nspec: {{deletionPolicy: Delete}}\n");
+    let yaml = format!(
+        "apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {name}}}\nspec: {{deletionPolicy: Delete}}\n"
+    );
     create(&c, &yaml).await;
     let secrets: Api<Secret> = Api::namespaced(c.clone(), &name);
-    let data: Secret = serde_json::from_value(serde_json::json!({"metadata": {"name": "tenant-data"}})).unwrap();
+    let data: Secret =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "tenant-data"}})).unwrap();
     secrets.create(&PostParams::default(), &data).await.unwrap();
-    Api::<Customer>::all(c.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
+    Api::<Customer>::all(c.clone())
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
     wait_gone(&Api::<Namespace>::all(c.clone()), &name, READY_WITHIN).await;
 }
 
@@ -161,31 +249,57 @@ async fn someone_elses_namespace_is_left_alone() {
     let c = setup().await;
     let name = unique("clash");
     let namespaces: Api<Namespace> = Api::all(c.clone());
-    let theirs: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": {"team": "other"}}})).unwrap();
+    let theirs: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": {"team": "other"}}}))
+            .unwrap();
     namespaces.create(&PostParams::default(), &theirs).await.unwrap();
     let customers: Api<Customer> = Api::all(c.clone());
-    let yaml = format!("apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {name}}}\nspec: {{deletionPolicy: Delete}}\n");
+    let yaml = format!(
+        "apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {name}}}\nspec: {{deletionPolicy: Delete}}\n"
+    );
     apply_yaml(&customers, &yaml).await.unwrap();
     let refused = wait_for(&customers, &name, SHORT, "a NameConflict condition", |cu| {
-        let conds = cu.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-        berth_api::find_condition(conds, "Ready").is_some_and(|r| r.status == "False" && r.reason == "NameConflict")
+        let conds = cu
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        berth_api::find_condition(conds, "Ready")
+            .is_some_and(|r| r.status == "False" && r.reason == "NameConflict")
     })
     .await;
-    let ready = berth_api::find_condition(&refused.status.unwrap().conditions, "Ready").cloned().unwrap();
-    assert!(ready.message.contains("not managed by berth"), "{}", ready.message);
+    let ready = berth_api::find_condition(&refused.status.unwrap().conditions, "Ready")
+        .cloned()
+        .unwrap();
+    assert!(
+        ready.message.contains("not managed by berth"),
+        "{}",
+        ready.message
+    );
     assert!(!events_of(&c, &name, "NameConflict").await.is_empty());
     let ns = namespaces.get(&name).await.unwrap();
     assert!(ns.owner_references().is_empty());
-    let expected: BTreeMap<String, String> = [("team", "other"), ("kubernetes.io/metadata.name", name.as_str())]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+    let expected: BTreeMap<String, String> =
+        [("team", "other"), ("kubernetes.io/metadata.name", name.as_str())]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
     assert_eq!(ns.labels(), &expected, "berth added nothing");
-    assert!(Api::<ResourceQuota>::namespaced(c.clone(), &name).list(&ListParams::default()).await.unwrap().items.is_empty());
+    assert!(
+        Api::<ResourceQuota>::namespaced(c.clone(), &name)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 
     customers.delete(&name, &DeleteParams::default()).await.unwrap();
     wait_gone(&customers, &name, SHORT).await;
-    assert!(namespaces.get_opt(&name).await.unwrap().is_some(), "deleting the Customer did not delete their namespace");
+    assert!(
+        namespaces.get_opt(&name).await.unwrap().is_some(),
+        "deleting the Customer did not delete their namespace"
+    );
     namespaces.delete(&name, &DeleteParams::default()).await.unwrap();
 }
 
@@ -199,13 +313,32 @@ async fn versions(c: &Client, customer: &str) -> BTreeMap<String, String> {
         K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
         for o in api.list(&ListParams::default()).await.unwrap().items {
-            out.insert(format!("{}/{}", K::kind(&()), o.name_any()), o.resource_version().unwrap_or_default());
+            out.insert(
+                format!("{}/{}", K::kind(&()), o.name_any()),
+                o.resource_version().unwrap_or_default(),
+            );
         }
     }
     let mut out = BTreeMap::new();
     let ns = customer;
-    out.insert("Customer".into(), Api::<Customer>::all(c.clone()).get(customer).await.unwrap().resource_version().unwrap());
-    out.insert("Namespace".into(), Api::<Namespace>::all(c.clone()).get(ns).await.unwrap().resource_version().unwrap());
+    out.insert(
+        "Customer".into(),
+        Api::<Customer>::all(c.clone())
+            .get(customer)
+            .await
+            .unwrap()
+            .resource_version()
+            .unwrap(),
+    );
+    out.insert(
+        "Namespace".into(),
+        Api::<Namespace>::all(c.clone())
+            .get(ns)
+            .await
+            .unwrap()
+            .resource_version()
+            .unwrap(),
+    );
     add(&mut out, Api::<ResourceQuota>::namespaced(c.clone(), ns)).await;
     add(&mut out, Api::<LimitRange>::namespaced(c.clone(), ns)).await;
     add(&mut out, Api::<NetworkPolicy>::namespaced(c.clone(), ns)).await;
@@ -235,12 +368,18 @@ async fn converged_tenant_sees_no_writes_for_30_seconds() {
         if now == before {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the tenant never settled: {before:?} -> {now:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tenant never settled: {before:?} -> {now:?}"
+        );
         before = now;
     }
     tokio::time::sleep(Duration::from_secs(30)).await;
     let after = versions(&c, &name).await;
     let changed: Vec<&String> = after.keys().filter(|k| before.get(*k) != after.get(*k)).collect();
     assert!(changed.is_empty(), "written in steady state: {changed:?}");
-    Api::<Customer>::all(c.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
+    Api::<Customer>::all(c.clone())
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use berth_api::{AdminKind, Customer, Database, DatabaseSpec, PoolSpec, Scheduler, SchedulerSpec};
+use berth_api::{AdminKind, Customer, Database, DatabaseSpec, Scheduler, SchedulerSpec};
 use berth_kit::labels::{self, labels};
 use k8s_openapi::api::core::v1::{
     LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
@@ -34,7 +34,11 @@ pub struct Children {
 #[must_use]
 pub fn children(customer: &Customer) -> Option<Children> {
     let owner = berth_kit::owner_ref(customer)?;
-    let b = Builder { customer, owner, ns: customer.namespace_name() };
+    let b = Builder {
+        customer,
+        owner,
+        ns: customer.namespace_name(),
+    };
     Some(Children {
         namespace: b.namespace(),
         resource_quota: b.resource_quota(),
@@ -51,7 +55,10 @@ pub fn children(customer: &Customer) -> Option<Children> {
 #[must_use]
 pub fn retained_namespace(customer: &Customer) -> Namespace {
     let mut ns = Builder::namespace_for(customer, None);
-    ns.metadata.labels.get_or_insert_default().insert(labels::RETAINED.to_owned(), "true".to_owned());
+    ns.metadata
+        .labels
+        .get_or_insert_default()
+        .insert(labels::RETAINED.to_owned(), "true".to_owned());
     ns
 }
 
@@ -80,8 +87,14 @@ impl Builder<'_> {
         let mut l = labels(&customer.name_any(), "tenant");
         // Pod Security admission: the tenant runs nothing privileged, and hears about it when it tries.
         for mode in ["enforce", "audit", "warn"] {
-            l.insert(format!("pod-security.kubernetes.io/{mode}"), "restricted".to_owned());
-            l.insert(format!("pod-security.kubernetes.io/{mode}-version"), "latest".to_owned());
+            l.insert(
+                format!("pod-security.kubernetes.io/{mode}"),
+                "restricted".to_owned(),
+            );
+            l.insert(
+                format!("pod-security.kubernetes.io/{mode}-version"),
+                "latest".to_owned(),
+            );
         }
         Namespace {
             metadata: ObjectMeta {
@@ -113,7 +126,10 @@ impl Builder<'_> {
         }
         ResourceQuota {
             metadata: self.meta(names::RESOURCE_QUOTA, "quota"),
-            spec: Some(ResourceQuotaSpec { hard: Some(hard), ..ResourceQuotaSpec::default() }),
+            spec: Some(ResourceQuotaSpec {
+                hard: Some(hard),
+                ..ResourceQuotaSpec::default()
+            }),
             ..ResourceQuota::default()
         }
     }
@@ -126,7 +142,10 @@ impl Builder<'_> {
             spec: Some(LimitRangeSpec {
                 limits: vec![LimitRangeItem {
                     type_: "Container".to_owned(),
-                    default: Some(BTreeMap::from([("cpu".to_owned(), q("500m")), ("memory".to_owned(), q("512Mi"))])),
+                    default: Some(BTreeMap::from([
+                        ("cpu".to_owned(), q("500m")),
+                        ("memory".to_owned(), q("512Mi")),
+                    ])),
                     default_request: Some(BTreeMap::from([
                         ("cpu".to_owned(), q("100m")),
                         ("memory".to_owned(), q("128Mi")),
@@ -202,7 +221,7 @@ impl Builder<'_> {
         let spec = DatabaseSpec {
             storage: f.storage.clone()?,
             storage_class_name: f.storage_class_name.clone(),
-            pool: f.pool.clone().unwrap_or_else(PoolSpec::default),
+            pool: f.pool.clone().unwrap_or_default(),
             suspend: self.customer.spec.suspend,
             deletion_policy: self.customer.spec.deletion_policy,
             ..DatabaseSpec::default()
@@ -234,7 +253,7 @@ impl Builder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_api::DeletionPolicy;
+    use berth_api::{DeletionPolicy, PoolSpec};
 
     /// A Customer as the API server returns it: with a UID. The name is unlike any product name so a
     /// label taken from the wrong place shows.
@@ -256,14 +275,30 @@ spec:
     #[test]
     fn every_child_is_owned_and_labelled() {
         let c = children(&customer(SEED)).unwrap();
-        let Children { namespace, resource_quota, limit_range, network_policies, admins, database, scheduler } = &c;
-        let mut metas = vec![&namespace.metadata, &resource_quota.metadata, &limit_range.metadata, &admins.metadata];
+        let Children {
+            namespace,
+            resource_quota,
+            limit_range,
+            network_policies,
+            admins,
+            database,
+            scheduler,
+        } = &c;
+        let mut metas = vec![
+            &namespace.metadata,
+            &resource_quota.metadata,
+            &limit_range.metadata,
+            &admins.metadata,
+        ];
         metas.extend(network_policies.iter().map(|n| &n.metadata));
         metas.push(&database.as_ref().unwrap().metadata);
         metas.push(&scheduler.as_ref().unwrap().metadata);
         for m in metas {
             let owner = &m.owner_references.as_ref().unwrap()[0];
-            assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Customer", "tenant-zeta"));
+            assert_eq!(
+                (owner.kind.as_str(), owner.name.as_str()),
+                ("Customer", "tenant-zeta")
+            );
             assert_eq!(owner.controller, Some(true));
             assert_eq!(owner.block_owner_deletion, Some(true));
             let l = m.labels.as_ref().unwrap();
@@ -299,12 +334,25 @@ spec:
         assert_eq!(db.spec.deletion_policy, DeletionPolicy::Retain);
         let s = c.scheduler.unwrap();
         assert_eq!(s.spec.workers, 4);
-        assert_eq!(s.spec.successful_jobs_history_limit, 3, "the API's defaults, not zero");
-        assert_eq!(s.spec.env_from_secret.as_deref(), Some(names::DATABASE_CONNECTION_SECRET));
+        assert_eq!(
+            s.spec.successful_jobs_history_limit, 3,
+            "the API's defaults, not zero"
+        );
+        assert_eq!(
+            s.spec.env_from_secret.as_deref(),
+            Some(names::DATABASE_CONNECTION_SECRET)
+        );
 
-        let off = children(&customer("metadata: {name: zz}\nspec: {features: {scheduler: {enabled: true}}}\n")).unwrap();
+        let off = children(&customer(
+            "metadata: {name: zz}\nspec: {features: {scheduler: {enabled: true}}}\n",
+        ))
+        .unwrap();
         assert!(off.database.is_none());
-        assert_eq!(off.scheduler.unwrap().spec.env_from_secret, None, "no database, no connection secret");
+        assert_eq!(
+            off.scheduler.unwrap().spec.env_from_secret,
+            None,
+            "no database, no connection secret"
+        );
     }
 
     #[test]
@@ -314,7 +362,10 @@ spec:
         );
         let kids = children(&c).unwrap();
         assert!(kids.database.as_ref().unwrap().spec.suspend);
-        assert_eq!(kids.database.unwrap().spec.deletion_policy, DeletionPolicy::Delete);
+        assert_eq!(
+            kids.database.unwrap().spec.deletion_policy,
+            DeletionPolicy::Delete
+        );
         assert!(kids.scheduler.unwrap().spec.suspend);
     }
 
@@ -328,7 +379,15 @@ spec:
         assert_eq!(hard["requests.storage"].0, "9Gi");
         assert_eq!(hard["requests.memory"].0, "64Gi");
         let defaults = children(&customer("metadata: {name: zz}\nspec: {}\n")).unwrap();
-        assert!(!defaults.resource_quota.spec.unwrap().hard.unwrap().contains_key("requests.storage"));
+        assert!(
+            !defaults
+                .resource_quota
+                .spec
+                .unwrap()
+                .hard
+                .unwrap()
+                .contains_key("requests.storage")
+        );
         let lr = defaults.limit_range.spec.unwrap().limits;
         assert_eq!(lr[0].default_request.as_ref().unwrap()["cpu"].0, "100m");
     }
@@ -347,11 +406,16 @@ spec:
 
     #[test]
     fn admins_bind_the_admin_cluster_role() {
-        let c = customer("metadata: {name: zz}\nspec: {admins: [{kind: Group, name: g1}, {kind: User, name: u1}]}\n");
+        let c = customer(
+            "metadata: {name: zz}\nspec: {admins: [{kind: Group, name: g1}, {kind: User, name: u1}]}\n",
+        );
         let rb = children(&c).unwrap().admins;
         assert_eq!(rb.role_ref.name, "admin");
         let subjects = rb.subjects.unwrap();
-        assert_eq!((subjects[0].kind.as_str(), subjects[0].name.as_str()), ("Group", "g1"));
+        assert_eq!(
+            (subjects[0].kind.as_str(), subjects[0].name.as_str()),
+            ("Group", "g1")
+        );
         assert_eq!(subjects[1].kind, "User");
     }
 

@@ -16,15 +16,35 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::ResourceExt;
 use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, controller, watcher};
 
 pub use reconcile::{Ctx, Stores};
 
 pub const NAME: &str = "customer";
 
+/// The Customer that controls a namespaced child. `owns` would key it by the child's namespace, and a
+/// cluster-scoped Customer keyed two ways could be reconciled twice at once.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the signature Controller::watches_stream asks for"
+)]
+fn owner<K: ResourceExt>(child: K) -> Option<ObjectRef<Customer>> {
+    child
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "Customer" && o.api_version == "berth.dev/v1alpha1")
+        .map(|o| ObjectRef::new(&o.name))
+}
+
 /// Runs until `shutdown` resolves, then lets in-flight reconciles finish.
-pub async fn run(kit: Arc<Context>, concurrency: u16, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    kit: Arc<Context>,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = kit.client.clone();
     let (namespaces, ns_stream) = owned(Api::<Namespace>::all(client.clone()));
     let (quotas, quota_stream) = owned(Api::<ResourceQuota>::all(client.clone()));
@@ -33,21 +53,42 @@ pub async fn run(kit: Arc<Context>, concurrency: u16, shutdown: impl Future<Outp
     let (role_bindings, rb_stream) = owned(Api::<RoleBinding>::all(client.clone()));
     let (databases, db_stream) = owned(Api::<Database>::all(client.clone()));
     let (schedulers, sched_stream) = owned(Api::<Scheduler>::all(client.clone()));
-    let stores = Stores { namespaces, quotas, limit_ranges, network_policies, role_bindings, databases, schedulers };
-    let controller = Controller::new(Api::<Customer>::all(client), watcher::Config::default().any_semantic());
+    let stores = Stores {
+        namespaces,
+        quotas,
+        limit_ranges,
+        network_policies,
+        role_bindings,
+        databases,
+        schedulers,
+    };
+    let controller = Controller::new(
+        Api::<Customer>::all(client),
+        watcher::Config::default().any_semantic(),
+    );
     kit.track_sync(controller.store());
-    let ctx = Arc::new(Ctx { kit, stores, customers: controller.store() });
+    let synced = stores.synced();
+    let ctx = Arc::new(Ctx {
+        kit,
+        stores,
+        synced,
+        customers: controller.store(),
+    });
     controller
         .owns_stream(ns_stream)
-        .owns_stream(quota_stream)
-        .owns_stream(lr_stream)
-        .owns_stream(np_stream)
-        .owns_stream(rb_stream)
-        .owns_stream(db_stream)
-        .owns_stream(sched_stream)
+        .watches_stream(quota_stream, owner)
+        .watches_stream(lr_stream, owner)
+        .watches_stream(np_stream, owner)
+        .watches_stream(rb_stream, owner)
+        .watches_stream(db_stream, owner)
+        .watches_stream(sched_stream, owner)
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, |c, e, ctx| ctx.kit.failed(c.as_ref(), e), ctx)
+        .run(
+            reconcile::reconcile,
+            |c, e, ctx| ctx.kit.failed(c.as_ref(), e),
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
 }

@@ -7,12 +7,13 @@ use std::time::Duration;
 use berth_api::{Customer, CustomerStatus, Database, DeletionPolicy, Scheduler};
 use berth_kit::error::{Error, Result};
 use berth_kit::metrics::ControllerLabel;
+use berth_kit::watch::{Synced, listed};
 use berth_kit::{Context, labels};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
@@ -36,22 +37,24 @@ pub struct Stores {
 
 impl Stores {
     /// Until every cache has listed once, "not in the cache" means nothing.
-    async fn ready(&self) -> Result<()> {
-        let not_ready = |_| Error::InvalidSpec("a watch cache was dropped".to_owned());
-        self.namespaces.wait_until_ready().await.map_err(not_ready)?;
-        self.quotas.wait_until_ready().await.map_err(not_ready)?;
-        self.limit_ranges.wait_until_ready().await.map_err(not_ready)?;
-        self.network_policies.wait_until_ready().await.map_err(not_ready)?;
-        self.role_bindings.wait_until_ready().await.map_err(not_ready)?;
-        self.databases.wait_until_ready().await.map_err(not_ready)?;
-        self.schedulers.wait_until_ready().await.map_err(not_ready)?;
-        Ok(())
+    #[must_use]
+    pub fn synced(&self) -> Synced {
+        Synced::new(vec![
+            listed(&self.namespaces),
+            listed(&self.quotas),
+            listed(&self.limit_ranges),
+            listed(&self.network_policies),
+            listed(&self.role_bindings),
+            listed(&self.databases),
+            listed(&self.schedulers),
+        ])
     }
 }
 
 pub struct Ctx {
     pub kit: Arc<Context>,
     pub stores: Stores,
+    pub synced: Synced,
     pub customers: Store<Customer>,
 }
 
@@ -62,8 +65,14 @@ const RESYNC: Duration = Duration::from_secs(3600);
 pub async fn reconcile(customer: Arc<Customer>, ctx: Arc<Ctx>) -> Result<Action> {
     let _timer = ctx.kit.metrics.reconcile(ctx.kit.controller);
     let managed = i64::try_from(ctx.customers.len()).unwrap_or(i64::MAX);
-    ctx.kit.metrics.managed.get_or_create(&ControllerLabel { controller: ctx.kit.controller }).set(managed);
-    ctx.stores.ready().await?;
+    ctx.kit
+        .metrics
+        .managed
+        .get_or_create(&ControllerLabel {
+            controller: ctx.kit.controller,
+        })
+        .set(managed);
+    ctx.synced.wait().await?;
     let api: Api<Customer> = ctx.kit.cluster_api();
     let action = finalizer(&api, FINALIZER, customer.clone(), |event| async {
         match event {
@@ -92,10 +101,13 @@ async fn namespace_holder(c: &Customer, ctx: &Ctx) -> Result<Holder> {
     let name = c.namespace_name();
     let uid = c.uid().unwrap_or_default();
     let owned_by_us = |ns: &Namespace| ns.owner_references().iter().any(|o| o.uid == uid);
-    if let Some(ns) = ctx.stores.namespaces.get(&ObjectRef::new(&name)) {
-        if owned_by_us(&ns) {
-            return Ok(Holder::Us);
-        }
+    if ctx
+        .stores
+        .namespaces
+        .get(&ObjectRef::new(&name))
+        .is_some_and(|ns| owned_by_us(&ns))
+    {
+        return Ok(Holder::Us);
     }
     // Not in berth's cache: either it does not exist yet, or it is somebody else's.
     let api: Api<Namespace> = ctx.kit.cluster_api();
@@ -107,7 +119,9 @@ async fn namespace_holder(c: &Customer, ctx: &Ctx) -> Result<Holder> {
                 || "is not managed by berth".to_owned(),
                 |other| format!("belongs to Customer {other}"),
             );
-            Holder::Other(format!("namespace {name} already exists and {owner}; berth leaves it untouched"))
+            Holder::Other(format!(
+                "namespace {name} already exists and {owner}; berth leaves it untouched"
+            ))
         }
     })
 }
@@ -132,7 +146,13 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
     let action = match holder {
         Holder::Other(why) => {
             if !already_reported(old, status::NAMESPACE_READY, "NameConflict") {
-                kit.event(&c.object_ref(&()), EventType::Warning, "NameConflict", why.clone()).await;
+                kit.event(
+                    &c.object_ref(&()),
+                    EventType::Warning,
+                    "NameConflict",
+                    why.clone(),
+                )
+                .await;
             }
             seen.namespace = NamespaceState::Conflict(why);
             // Nothing berth watches changes when that namespace goes away; look again now and then.
@@ -140,7 +160,11 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
         }
         Holder::Nobody | Holder::Us => {
             let created = matches!(holder, Holder::Nobody);
-            let drift = if created { Vec::new() } else { drifted(c, &kids, &ctx.stores) };
+            let drift = if created {
+                Vec::new()
+            } else {
+                drifted(c, &kids, &ctx.stores)
+            };
             let applied = apply_children(c, kids, ctx).await?;
             seen.namespace = applied.namespace;
             (database, scheduler) = (applied.database, applied.scheduler);
@@ -148,9 +172,16 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
             seen.scheduler = feature(c.spec.features.scheduler.enabled, scheduler.as_ref());
             let me = c.object_ref(&());
             if created {
-                kit.event(&me, EventType::Normal, "Created", format!("created tenant namespace {ns_name}")).await;
+                kit.event(
+                    &me,
+                    EventType::Normal,
+                    "Created",
+                    format!("created tenant namespace {ns_name}"),
+                )
+                .await;
             }
             if !drift.is_empty() {
+                tracing::info!(?drift, "repaired drift");
                 let note = format!("put back what was changed by hand: {}", drift.join(", "));
                 kit.event(&me, EventType::Normal, "DriftRepaired", note).await;
             }
@@ -177,7 +208,8 @@ fn feature<K>(enabled: bool, applied: Option<&K>) -> Feature<'_, K> {
 }
 
 fn already_reported(old: Option<&CustomerStatus>, type_: &str, reason: &str) -> bool {
-    old.and_then(|s| berth_api::find_condition(&s.conditions, type_)).is_some_and(|c| c.reason == reason)
+    old.and_then(|s| berth_api::find_condition(&s.conditions, type_))
+        .is_some_and(|c| c.reason == reason)
 }
 
 struct Applied {
@@ -189,23 +221,94 @@ struct Applied {
 /// Applies in dependency order: the namespace first (nothing else can exist without it), then the
 /// guard rails (quota, limits, network policy, RBAC) before any workload-bearing child.
 async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx) -> Result<Applied> {
-    let Children { namespace, resource_quota, limit_range, network_policies, admins, database, scheduler } = kids;
+    let Children {
+        namespace,
+        resource_quota,
+        limit_range,
+        network_policies,
+        admins,
+        database,
+        scheduler,
+    } = kids;
     let kit = &ctx.kit;
     let ns = kit.apply(&kit.cluster_api(), &namespace).await?;
-    let phase = ns.status.and_then(|s| s.phase).unwrap_or_else(|| "Active".to_owned());
+    let phase = ns
+        .status
+        .and_then(|s| s.phase)
+        .unwrap_or_else(|| "Active".to_owned());
     if phase != "Active" {
-        return Ok(Applied { namespace: NamespaceState::NotActive(phase), database: None, scheduler: None });
+        return Ok(Applied {
+            namespace: NamespaceState::NotActive(phase),
+            database: None,
+            scheduler: None,
+        });
     }
     let name = c.namespace_name();
     kit.apply(&kit.api(&name), &resource_quota).await?;
     kit.apply(&kit.api(&name), &limit_range).await?;
     for np in &network_policies {
+        remove_foreign_rules(kit, &ctx.stores.network_policies, np).await?;
         kit.apply(&kit.api(&name), np).await?;
     }
     kit.apply(&kit.api(&name), &admins).await?;
-    let database = sync_optional(kit, &ctx.stores.databases, &name, crate::names::DATABASE, database).await?;
-    let scheduler = sync_optional(kit, &ctx.stores.schedulers, &name, crate::names::SCHEDULER, scheduler).await?;
-    Ok(Applied { namespace: NamespaceState::Active, database, scheduler })
+    let database = sync_optional(
+        kit,
+        &ctx.stores.databases,
+        &name,
+        crate::names::DATABASE,
+        database,
+    )
+    .await?;
+    let scheduler = sync_optional(
+        kit,
+        &ctx.stores.schedulers,
+        &name,
+        crate::names::SCHEDULER,
+        scheduler,
+    )
+    .await?;
+    Ok(Applied {
+        namespace: NamespaceState::Active,
+        database,
+        scheduler,
+    })
+}
+
+/// A rule someone added by hand to a policy berth keeps rule-free (default-deny) is not berth's field, so
+/// server-side apply would leave it; and berth cannot own "no rules" (the API server drops an empty list,
+/// which would make every apply a write). So such rules are removed explicitly, only when present.
+async fn remove_foreign_rules(
+    kit: &Context,
+    cache: &Store<NetworkPolicy>,
+    desired: &NetworkPolicy,
+) -> Result<()> {
+    let wants_rules = desired
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress.as_ref())
+        .is_some_and(|r| !r.is_empty());
+    let ns = desired.namespace().unwrap_or_default();
+    let Some(have) = cache.get(&ObjectRef::new(&desired.name_any()).within(&ns)) else {
+        return Ok(());
+    };
+    let has_rules = have
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress.as_ref())
+        .is_some_and(|r| !r.is_empty());
+    if wants_rules || !has_rules {
+        return Ok(());
+    }
+    let remove = serde_json::json!({"spec": {"ingress": null}});
+    let api: Api<NetworkPolicy> = kit.api(&ns);
+    kit.count_write("patch");
+    api.patch(
+        &desired.name_any(),
+        &PatchParams::apply(berth_kit::FIELD_MANAGER),
+        &Patch::Merge(&remove),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Applies a feature's child when it is wanted, deletes it when it is not and still exists.
@@ -238,6 +341,7 @@ where
 /// Children that existed at the last converged generation and are now gone or changed by someone else.
 fn drifted(c: &Customer, kids: &Children, stores: &Stores) -> Vec<String> {
     let converged = c.status.as_ref().and_then(|s| s.observed_generation) == c.meta().generation;
+    tracing::debug!(converged, "checking children for drift");
     if !converged {
         return Vec::new();
     }
@@ -250,22 +354,47 @@ fn drifted(c: &Customer, kids: &Children, stores: &Stores) -> Vec<String> {
     };
     // Quota quantities come back canonicalised by the API server, so only its existence is compared.
     let q = &kids.resource_quota;
-    check("ResourceQuota", q.name_any(), cached(&stores.quotas, &ns, q, |_, _| true));
+    check(
+        "ResourceQuota",
+        q.name_any(),
+        cached(&stores.quotas, &ns, q, |_, _| true),
+    );
     let lr = &kids.limit_range;
-    check("LimitRange", lr.name_any(), cached(&stores.limit_ranges, &ns, lr, |a, b| a.spec == b.spec));
+    check(
+        "LimitRange",
+        lr.name_any(),
+        cached(&stores.limit_ranges, &ns, lr, |a, b| a.spec == b.spec),
+    );
     for np in &kids.network_policies {
-        check("NetworkPolicy", np.name_any(), cached(&stores.network_policies, &ns, np, |a, b| a.spec == b.spec));
+        check(
+            "NetworkPolicy",
+            np.name_any(),
+            cached(&stores.network_policies, &ns, np, |a, b| a.spec == b.spec),
+        );
     }
     let rb = &kids.admins;
     let same_binding = |a: &RoleBinding, b: &RoleBinding| {
-        a.role_ref == b.role_ref && a.subjects.as_deref().unwrap_or_default() == b.subjects.as_deref().unwrap_or_default()
+        a.role_ref == b.role_ref
+            && a.subjects.as_deref().unwrap_or_default() == b.subjects.as_deref().unwrap_or_default()
     };
-    check("RoleBinding", rb.name_any(), cached(&stores.role_bindings, &ns, rb, same_binding));
+    check(
+        "RoleBinding",
+        rb.name_any(),
+        cached(&stores.role_bindings, &ns, rb, same_binding),
+    );
     if let Some(db) = &kids.database {
-        check("Database", db.name_any(), cached(&stores.databases, &ns, db, |a, b| a.spec == b.spec));
+        check(
+            "Database",
+            db.name_any(),
+            cached(&stores.databases, &ns, db, |a, b| a.spec == b.spec),
+        );
     }
     if let Some(s) = &kids.scheduler {
-        check("Scheduler", s.name_any(), cached(&stores.schedulers, &ns, s, |a, b| a.spec == b.spec));
+        check(
+            "Scheduler",
+            s.name_any(),
+            cached(&stores.schedulers, &ns, s, |a, b| a.spec == b.spec),
+        );
     }
     out
 }
@@ -275,7 +404,9 @@ fn cached<K>(store: &Store<K>, ns: &str, desired: &K, same: impl Fn(&K, &K) -> b
 where
     K: Resource<DynamicType = ()> + Clone,
 {
-    store.get(&ObjectRef::new(&desired.name_any()).within(ns)).map(|have| same(&have, desired))
+    store
+        .get(&ObjectRef::new(&desired.name_any()).within(ns))
+        .map(|have| same(&have, desired))
 }
 
 /// The Customer is going away. Under `Retain` the namespace is released from the Customer first, so
@@ -287,9 +418,14 @@ async fn cleanup(c: &Customer, ctx: &Ctx) -> Result<Action> {
     }
     if let Holder::Us = namespace_holder(c, ctx).await? {
         let kit = &ctx.kit;
-        kit.apply(&kit.cluster_api(), &build::retained_namespace(c)).await?;
-        let note = format!("namespace {} is kept (deletionPolicy: Retain)", c.namespace_name());
-        kit.event(&c.object_ref(&()), EventType::Normal, "Retained", note).await;
+        kit.apply(&kit.cluster_api(), &build::retained_namespace(c))
+            .await?;
+        let note = format!(
+            "namespace {} is kept (deletionPolicy: Retain)",
+            c.namespace_name()
+        );
+        kit.event(&c.object_ref(&()), EventType::Normal, "Retained", note)
+            .await;
     }
     Ok(Action::await_change())
 }

@@ -40,14 +40,36 @@ pub struct Observed<'a> {
 #[must_use]
 pub fn status(old: Option<&CustomerStatus>, seen: &Observed<'_>, now: &Time) -> CustomerStatus {
     let ns = match &seen.namespace {
-        NamespaceState::Active => Verdict::new(NAMESPACE_READY, true, "Active", "namespace is active and isolated"),
-        NamespaceState::NotActive(phase) => {
-            Verdict::new(NAMESPACE_READY, false, "NotActive", format!("namespace is {phase}"))
-        }
+        NamespaceState::Active => Verdict::new(
+            NAMESPACE_READY,
+            true,
+            "Active",
+            "namespace is active and isolated",
+        ),
+        NamespaceState::NotActive(phase) => Verdict::new(
+            NAMESPACE_READY,
+            false,
+            "NotActive",
+            format!("namespace is {phase}"),
+        ),
         NamespaceState::Conflict(why) => Verdict::new(NAMESPACE_READY, false, "NameConflict", why.clone()),
     };
-    let db = child(DATABASE_READY, &seen.database, |d| (d.metadata.generation, d.status.as_ref().map(|s| (s.observed_generation, s.conditions.as_slice()))));
-    let sched = child(SCHEDULER_READY, &seen.scheduler, |s| (s.metadata.generation, s.status.as_ref().map(|s| (s.observed_generation, s.conditions.as_slice()))));
+    let db = child(DATABASE_READY, &seen.database, |d| {
+        (
+            d.metadata.generation,
+            d.status
+                .as_ref()
+                .map(|s| (s.observed_generation, s.conditions.as_slice())),
+        )
+    });
+    let sched = child(SCHEDULER_READY, &seen.scheduler, |s| {
+        (
+            s.metadata.generation,
+            s.status
+                .as_ref()
+                .map(|s| (s.observed_generation, s.conditions.as_slice())),
+        )
+    });
     let parts = [ns, db, sched];
     let mut all = vec![ready(&parts)];
     all.extend(parts);
@@ -66,7 +88,14 @@ type ChildView<'a> = (Option<i64>, Option<(Option<i64>, &'a [Condition])>);
 fn child<'a, K>(type_: &'static str, f: &Feature<'a, K>, view: impl Fn(&'a K) -> ChildView<'a>) -> Verdict {
     let k = match f {
         Feature::Disabled => return Verdict::new(type_, true, "Disabled", "feature is not enabled"),
-        Feature::Blocked => return Verdict::new(type_, false, "NamespaceNotReady", "waiting for the tenant namespace"),
+        Feature::Blocked => {
+            return Verdict::new(
+                type_,
+                false,
+                "NamespaceNotReady",
+                "waiting for the tenant namespace",
+            );
+        }
         Feature::Applied(k) => *k,
     };
     match view(k) {
@@ -76,7 +105,12 @@ fn child<'a, K>(type_: &'static str, f: &Feature<'a, K>, view: impl Fn(&'a K) ->
                 None => Verdict::new(type_, false, "Pending", "no Ready condition reported yet"),
             }
         }
-        _ => Verdict::new(type_, false, "Pending", "its controller has not observed the latest spec yet"),
+        _ => Verdict::new(
+            type_,
+            false,
+            "Pending",
+            "its controller has not observed the latest spec yet",
+        ),
     }
 }
 
@@ -85,7 +119,13 @@ fn summary(all: &[Verdict], suspended: bool) -> String {
         .iter()
         .map(|v| {
             let what = v.type_.trim_end_matches("Ready").to_lowercase();
-            let state = if v.reason == "Disabled" { "off" } else if v.ok { "ready" } else { "not ready" };
+            let state = if v.reason == "Disabled" {
+                "off"
+            } else if v.ok {
+                "ready"
+            } else {
+                "not ready"
+            };
             format!("{what} {state}")
         })
         .collect();
@@ -120,7 +160,11 @@ mod tests {
         d.metadata.generation = Some(2);
         d.status = Some(DatabaseStatus {
             observed_generation: Some(observed),
-            conditions: vec![cond("Ready", ready, if ready { "Ready" } else { "ServerStarting" })],
+            conditions: vec![cond(
+                "Ready",
+                ready,
+                if ready { "Ready" } else { "ServerStarting" },
+            )],
             ..DatabaseStatus::default()
         });
         d
@@ -151,10 +195,17 @@ mod tests {
             conditions: vec![cond("Ready", true, "Scheduling")],
             ..SchedulerStatus::default()
         });
-        let s = status(None, &observed(Feature::Applied(&db), Feature::Applied(&sched)), &at(10));
+        let s = status(
+            None,
+            &observed(Feature::Applied(&db), Feature::Applied(&sched)),
+            &at(10),
+        );
         assert_eq!(get(&s, "Ready").status, "True");
         assert_eq!(get(&s, SCHEDULER_READY).reason, "Scheduling");
-        assert_eq!(s.summary.as_deref(), Some("namespace ready, database ready, scheduler ready"));
+        assert_eq!(
+            s.summary.as_deref(),
+            Some("namespace ready, database ready, scheduler ready")
+        );
         assert_eq!(s.observed_generation, Some(5));
         assert_eq!(s.namespace.as_deref(), Some("ns-q"));
     }
@@ -190,7 +241,11 @@ mod tests {
     fn unchanged_world_gives_identical_status() {
         let db = database(true, 2);
         let first = status(None, &observed(Feature::Applied(&db), Feature::Disabled), &at(10));
-        let again = status(Some(&first), &observed(Feature::Applied(&db), Feature::Disabled), &at(99));
+        let again = status(
+            Some(&first),
+            &observed(Feature::Applied(&db), Feature::Disabled),
+            &at(99),
+        );
         assert_eq!(first, again, "no needless status write");
     }
 }

@@ -108,7 +108,11 @@ fn default_workers() -> i32 {
 
 impl Default for SchedulerFeature {
     fn default() -> Self {
-        Self { enabled: false, workers: default_workers(), workflows: Vec::new() }
+        Self {
+            enabled: false,
+            workers: default_workers(),
+            workflows: Vec::new(),
+        }
     }
 }
 
@@ -177,6 +181,9 @@ impl Customer {
     /// The tenant namespace: `spec.namespace`, else the Customer's name.
     #[must_use]
     pub fn namespace_name(&self) -> String {
-        self.spec.namespace.clone().unwrap_or_else(|| kube::ResourceExt::name_any(self))
+        self.spec
+            .namespace
+            .clone()
+            .unwrap_or_else(|| kube::ResourceExt::name_any(self))
     }
 }

@@ -2,10 +2,10 @@
 //! (Database, Scheduler). The CRD YAML in `crds/` is generated from these types by `crdgen`.
 
 mod common;
-mod schema;
 mod customer;
 mod database;
 mod scheduler;
+mod schema;
 
 pub use common::{
     ConcurrencyPolicy, DeletionPolicy, PoolMode, PoolSpec, Workflow, condition_status, find_condition,
@@ -17,8 +17,8 @@ pub use customer::{
 pub use database::{Database, DatabaseSpec, DatabaseStatus};
 pub use scheduler::{Scheduler, SchedulerSpec, SchedulerStatus, WorkflowStatus};
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 /// API group of every berth kind.
 pub const GROUP: &str = "berth.dev";

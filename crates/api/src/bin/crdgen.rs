@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let dir = std::env::args().nth(1).map_or_else(|| PathBuf::from("crds"), PathBuf::from);
+    let dir = std::env::args()
+        .nth(1)
+        .map_or_else(|| PathBuf::from("crds"), PathBuf::from);
     for (file, crd) in berth_api::crds() {
         let written = berth_api::crd_yaml(&crd)
             .map_err(|e| e.to_string())
