@@ -6,6 +6,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 pub mod operator;
+pub mod otel;
 
 use std::fmt::Debug;
 use std::path::PathBuf;
@@ -223,6 +224,13 @@ where
 /// Everything a berth test needs: the CRDs, the operator's namespace, and a running operator (unless
 /// berth already runs in the cluster).
 pub async fn setup() -> Client {
+    let client = prepare().await;
+    let _ = operator::shared();
+    client
+}
+
+/// The CRDs and the operator's namespace, without starting an operator.
+pub async fn prepare() -> Client {
     let client = client().await;
     install_crds(&client).await.expect("install CRDs");
     let ns = Namespace {
@@ -240,7 +248,6 @@ pub async fn setup() -> Client {
     )
     .await
     .expect("namespace");
-    let _ = operator::shared();
     client
 }
 

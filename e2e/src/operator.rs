@@ -51,6 +51,11 @@ fn binary() -> PathBuf {
 impl Operator {
     /// Starts `berth` with leader election on, named `name` in the Lease and in its log file.
     pub fn start(name: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(name, extra, &[])
+    }
+
+    /// [`Operator::start`] with extra environment variables (e.g. the OTLP endpoint).
+    pub fn start_with_env(name: &str, extra: &[&str], envs: &[(&str, &str)]) -> Self {
         let port = free_port();
         let logs = repo().join("target/e2e-logs");
         std::fs::create_dir_all(&logs).expect("log dir");
@@ -81,6 +86,7 @@ impl Operator {
             ])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
+            .envs(envs.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("BERTH_E2E_LOG").unwrap_or_else(|_| "info,kube=warn".to_owned()),
@@ -101,6 +107,12 @@ impl Operator {
     #[must_use]
     pub fn pid(&self) -> u32 {
         self.child.lock().map(|c| c.id()).unwrap_or_default()
+    }
+
+    /// The operator's gauge `berth_leader`: 1 while it holds the Lease.
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        self.metric("berth_leader", &[]).is_some_and(|v| v > 0.5)
     }
 
     /// Sends a signal (`TERM`, `KILL`) to the process.

@@ -19,7 +19,7 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, controller, watcher};
+use kube::runtime::{Controller, controller};
 
 pub use reconcile::{Ctx, Stores};
 
@@ -62,11 +62,8 @@ pub async fn run(
         databases,
         schedulers,
     };
-    let controller = Controller::new(
-        Api::<Customer>::all(client),
-        watcher::Config::default().any_semantic(),
-    );
-    kit.track_sync(controller.store());
+    let (store, stream) = berth_kit::watch::primary(Api::<Customer>::all(client.clone()), kit.clone());
+    let controller = Controller::for_stream(stream, store);
     let synced = stores.synced();
     let ctx = Arc::new(Ctx {
         kit,

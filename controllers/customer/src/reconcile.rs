@@ -61,9 +61,11 @@ pub struct Ctx {
 /// A converged Customer is looked at again this often even if no watch fires.
 const RESYNC: Duration = Duration::from_secs(3600);
 
-#[tracing::instrument(skip_all, fields(customer = %customer.name_any()))]
 pub async fn reconcile(customer: Arc<Customer>, ctx: Arc<Ctx>) -> Result<Action> {
-    let _timer = ctx.kit.metrics.reconcile(ctx.kit.controller);
+    berth_kit::trace::reconcile(&ctx.kit, customer.as_ref(), converge(&customer, &ctx)).await
+}
+
+async fn converge(customer: &Arc<Customer>, ctx: &Arc<Ctx>) -> Result<Action> {
     let managed = i64::try_from(ctx.customers.len()).unwrap_or(i64::MAX);
     ctx.kit
         .metrics
@@ -76,8 +78,8 @@ pub async fn reconcile(customer: Arc<Customer>, ctx: Arc<Ctx>) -> Result<Action>
     let api: Api<Customer> = ctx.kit.cluster_api();
     let action = finalizer(&api, FINALIZER, customer.clone(), |event| async {
         match event {
-            finalizer::Event::Apply(c) => apply(&c, &ctx).await,
-            finalizer::Event::Cleanup(c) => cleanup(&c, &ctx).await,
+            finalizer::Event::Apply(c) => apply(&c, ctx).await,
+            finalizer::Event::Cleanup(c) => cleanup(&c, ctx).await,
         }
     })
     .await

@@ -25,7 +25,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
-use kube::runtime::{Controller, controller, watcher};
+use kube::runtime::{Controller, controller};
 
 use crate::reconcile::Ctx;
 
@@ -56,11 +56,8 @@ pub async fn run(
     let (pools, pool_stream) = owned(Api::<Deployment>::all(client.clone()));
     let (_, service_stream) = owned(Api::<Service>::all(client.clone()));
     let (_, budget_stream) = owned(Api::<PodDisruptionBudget>::all(client.clone()));
-    let controller = Controller::new(
-        Api::<Database>::all(client),
-        watcher::Config::default().any_semantic(),
-    );
-    kit.track_sync(controller.store());
+    let (store, stream) = berth_kit::watch::primary(Api::<Database>::all(client.clone()), kit.clone());
+    let controller = Controller::for_stream(stream, store);
     let synced = Synced::new(vec![listed(&servers), listed(&pools)]);
     let ctx = Arc::new(Ctx {
         kit,

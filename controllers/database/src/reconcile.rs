@@ -35,10 +35,12 @@ pub(crate) struct Ctx {
     pub(crate) synced: berth_kit::watch::Synced,
 }
 
-#[tracing::instrument(skip_all, fields(namespace, name))]
 pub(crate) async fn reconcile(db: Arc<Database>, ctx: Arc<Ctx>) -> Result<Action> {
+    berth_kit::trace::reconcile(&ctx.kit, db.as_ref(), reconcile_traced(&db, &ctx)).await
+}
+
+async fn reconcile_traced(db: &Arc<Database>, ctx: &Arc<Ctx>) -> Result<Action> {
     let kit = &ctx.kit;
-    let _timer = kit.metrics.reconcile(kit.controller);
     let managed = i64::try_from(ctx.databases.len()).unwrap_or(i64::MAX);
     kit.metrics
         .managed
@@ -46,10 +48,7 @@ pub(crate) async fn reconcile(db: Arc<Database>, ctx: Arc<Ctx>) -> Result<Action
             controller: kit.controller,
         })
         .set(managed);
-    let span = tracing::Span::current();
-    span.record("namespace", db.namespace().unwrap_or_default());
-    span.record("name", db.name_any());
-    match converge(&db, &ctx).await {
+    match converge(db, ctx).await {
         Ok(action) => {
             kit.succeeded(db.as_ref());
             Ok(action)
@@ -57,7 +56,7 @@ pub(crate) async fn reconcile(db: Arc<Database>, ctx: Arc<Ctx>) -> Result<Action
         // Waiting for a person: say why where they look (status, events), then let the error policy
         // count it and retry rarely.
         Err(e) if e.is_permanent() => {
-            report(kit, &db, &e).await?;
+            report(kit, db, &e).await?;
             Err(e)
         }
         Err(e) => Err(e),

@@ -40,8 +40,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let controller = Controller::new(Api::<Scheduler>::all(client.clone()), watcher::Config::default());
-    ctx.track_sync(controller.store());
+    let (store, stream) = berth_kit::watch::primary(Api::<Scheduler>::all(client.clone()), ctx.clone());
+    let controller = Controller::for_stream(stream, store);
     controller
         .owns(
             Api::<Job>::all(client),
@@ -51,12 +51,16 @@ pub async fn run(
         .graceful_shutdown_on(shutdown)
         .run(reconcile, |obj, err, ctx| ctx.failed(obj.as_ref(), err), ctx)
         .for_each(|result| async move {
-            // Reconcile failures are counted and logged by the error policy; anything else (a watch that
-            // cannot list, a queue error) would otherwise go unseen.
-            if let Err(e) = result
-                && !matches!(e, ControllerError::ReconcilerFailed(..))
-            {
-                tracing::warn!(error = %e, controller = NAME, "controller stream error");
+            // Reconcile failures are counted and logged by the error policy. A Scheduler deleted while
+            // its wake-up at the next due time was pending comes back as ObjectNotFound: expected, since
+            // every Scheduler has such a wake-up. Anything else (a watch that cannot list, a queue error)
+            // would otherwise go unseen.
+            match result {
+                Err(ControllerError::ReconcilerFailed(..)) | Ok(_) => {}
+                Err(e @ ControllerError::ObjectNotFound(..)) => {
+                    tracing::debug!(error = %e, controller = NAME, "deleted before its wake-up");
+                }
+                Err(e) => tracing::warn!(error = %e, controller = NAME, "controller stream error"),
             }
         })
         .await;

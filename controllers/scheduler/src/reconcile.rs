@@ -21,16 +21,15 @@ const MIN_REQUEUE: Duration = Duration::from_secs(1);
 ///
 /// # Errors
 /// API errors; the kit's error policy backs off and retries.
-#[tracing::instrument(skip_all, fields(namespace, name))]
 pub async fn reconcile(scheduler: Arc<Scheduler>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.reconcile(ctx.controller);
+    berth_kit::trace::reconcile(&ctx, scheduler.as_ref(), reconcile_traced(&scheduler, &ctx)).await
+}
+
+async fn reconcile_traced(scheduler: &Arc<Scheduler>, ctx: &Arc<Context>) -> Result<Action> {
     let name = scheduler.name_any();
     let namespace = scheduler
         .namespace()
         .ok_or_else(|| Error::InvalidSpec(format!("Scheduler {name} has no namespace")))?;
-    let span = tracing::Span::current();
-    span.record("namespace", namespace.as_str());
-    span.record("name", name.as_str());
     if scheduler.meta().deletion_timestamp.is_some() {
         // The garbage collector removes the runs.
         return Ok(Action::await_change());
@@ -55,7 +54,7 @@ pub async fn reconcile(scheduler: Arc<Scheduler>, ctx: Arc<Context>) -> Result<A
     });
 
     // Act.
-    act::act(&ctx, &scheduler, &jobs, &planned, &owner).await?;
+    act::act(ctx, scheduler, &jobs, &planned, &owner).await?;
 
     // Status.
     let new = status::status(

@@ -9,7 +9,6 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -66,18 +65,9 @@ impl Context {
         })
     }
 
-    /// Marks this controller's caches synced once `store` has listed for the first time.
-    pub fn track_sync<K>(self: &Arc<Self>, store: Store<K>)
-    where
-        K: Resource + Clone + Send + Sync + 'static,
-        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
-    {
-        let ctx = self.clone();
-        tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() {
-                ctx.synced.send_replace(true);
-            }
-        });
+    /// Marks this controller's own watch as listed (see [`crate::watch::primary`]).
+    pub fn mark_synced(&self) {
+        self.synced.send_replace(true);
     }
 
     /// Resolves once the controller's caches have synced (for `/readyz`).
@@ -100,6 +90,7 @@ impl Context {
     ///
     /// # Errors
     /// Whatever the API server answers.
+    #[tracing::instrument(name = "apply", skip_all, fields(kind = %K::kind(&()), name = %obj.name_any()))]
     pub async fn apply<K>(&self, api: &Api<K>, obj: &K) -> Result<K>
     where
         K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
@@ -130,6 +121,7 @@ impl Context {
     ///
     /// # Errors
     /// Whatever the API server answers.
+    #[tracing::instrument(name = "apply_status", skip_all, fields(kind = %K::kind(&()), name = %obj.name_any()))]
     pub async fn apply_status<K, S>(
         &self,
         api: &Api<K>,
@@ -152,6 +144,7 @@ impl Context {
     ///
     /// # Errors
     /// Any API error but 404.
+    #[tracing::instrument(name = "delete", skip_all, fields(name))]
     pub async fn delete<K>(&self, api: &Api<K>, name: &str) -> Result<bool>
     where
         K: Resource + Clone + DeserializeOwned + Debug,

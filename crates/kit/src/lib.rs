@@ -9,6 +9,7 @@ pub mod error;
 pub mod labels;
 pub mod metrics;
 pub mod owner;
+pub mod trace;
 pub mod watch;
 
 pub use apply::{FIELD_MANAGER, apply, apply_status, delete_if_exists};

@@ -37,6 +37,34 @@ where
     (store, stream)
 }
 
+/// The store and trigger stream of a controller's own kind (for `Controller::for_stream`). `kit` is marked
+/// synced when the first list completes, which `/readyz` waits for: observed on the stream itself, because
+/// a store's readiness future wakes only one waiter and the controller already waits on it.
+pub fn primary<K>(
+    api: Api<K>,
+    kit: std::sync::Arc<crate::Context>,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    use futures::StreamExt;
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                kit.mark_synced();
+            }
+        })
+        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+    (store, stream)
+}
+
 /// "Every cache has listed once", shared by all reconciles of a controller. A store's own readiness
 /// future wakes only one of several concurrent waiters, so parallel reconciles wait on this instead.
 #[derive(Clone)]

@@ -5,18 +5,16 @@ mod http;
 mod leader;
 mod run;
 
-use std::process::ExitCode;
-
 use clap::Parser;
 
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn main() {
     let args = args::Args::parse();
     let telemetry = match berth_telemetry::Telemetry::init(args.log_format) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("berth: cannot set up logging: {e}");
-            return ExitCode::FAILURE;
+            std::process::exit(2);
         }
     };
     let outcome = run::run(args).await;
@@ -24,9 +22,7 @@ async fn main() -> ExitCode {
         tracing::error!("{e:#}");
     }
     telemetry.shutdown();
-    if outcome.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    // Exit here rather than by returning: the runtime would wait on the thread blocked reading stdin
+    // (--stop-on-stdin-eof) before the process could end.
+    std::process::exit(i32::from(outcome.is_err()))
 }

@@ -1,0 +1,296 @@
+//! The berth process itself: leader election between two replicas, hand-over on SIGKILL and SIGTERM,
+//! probes and metrics, graceful shutdown in the middle of a fan-out, and traces reaching a real
+//! OpenTelemetry Collector. Every test starts its own operators; they share one Lease, so the tests
+//! run one at a time.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use berth_api::{Customer, Scheduler};
+use berth_e2e::operator::external;
+use berth_e2e::otel::{Collector, collector_binary};
+use berth_e2e::{Operator, apply_yaml, eventually, prepare, unique, wait_for};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::{Client, Resource};
+
+/// The tests' lease duration (see `Operator::start`).
+const LEASE: Duration = Duration::from_secs(6);
+const READY_WITHIN: Duration = Duration::from_secs(120);
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn ready(c: &Customer) -> bool {
+    let conds = c
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    berth_api::condition_status(conds, "Ready") == Some(true)
+        && c.status.as_ref().and_then(|s| s.observed_generation) == c.meta().generation
+}
+
+/// A small tenant: namespace, guard rails and a Scheduler, no database.
+async fn customer(c: &Client, prefix: &str) -> String {
+    let name = unique(prefix);
+    let yaml = format!(
+        "apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {name}}}\nspec: {{deletionPolicy: Delete, features: {{scheduler: {{enabled: true, workers: 1}}}}}}\n"
+    );
+    apply_yaml(&Api::<Customer>::all(c.clone()), &yaml).await.unwrap();
+    name
+}
+
+async fn wait_ready(c: &Client, name: &str) {
+    wait_for(
+        &Api::<Customer>::all(c.clone()),
+        name,
+        READY_WITHIN,
+        "Ready",
+        ready,
+    )
+    .await;
+}
+
+async fn delete(c: &Client, names: &[String]) {
+    for n in names {
+        let _ = Api::<Customer>::all(c.clone())
+            .delete(n, &DeleteParams::default())
+            .await;
+    }
+}
+
+fn reconciles(op: &Operator) -> f64 {
+    op.metric("berth_reconciles_total", &[("controller", "customer")])
+        .unwrap_or(0.0)
+}
+
+async fn leading(op: &Operator, within: Duration) {
+    let what = format!("{} to lead; its log:\n{}", op.name, op.log_tail());
+    eventually(within, &what, || async { op.is_leader().then_some(()) }).await;
+}
+
+#[tokio::test]
+async fn only_the_leader_reconciles_and_a_killed_leader_is_replaced_within_the_lease() {
+    if external() {
+        return eprintln!("berth runs in the cluster; this test needs to start its own operators");
+    }
+    let _serial = SERIAL.lock().await;
+    let c = prepare().await;
+    let a = Operator::start("leader-a", &[]);
+    leading(&a, Duration::from_secs(30)).await;
+    let b = Operator::start("leader-b", &[]);
+    eventually(Duration::from_secs(30), "the standby to be ready", || async {
+        b.get("/readyz").filter(|(code, _)| *code == 200).map(drop)
+    })
+    .await;
+
+    let first = customer(&c, "lead").await;
+    wait_ready(&c, &first).await;
+    assert!(reconciles(&a) > 0.0, "the leader reconciled");
+    assert!(reconciles(&b) < f64::EPSILON, "the standby did not reconcile");
+    assert!(!b.is_leader());
+
+    a.signal("KILL");
+    let killed = Instant::now();
+    leading(&b, LEASE * 3).await;
+    let takeover = killed.elapsed();
+    assert!(
+        takeover <= LEASE + Duration::from_secs(4),
+        "took over after {takeover:?}, lease is {LEASE:?}"
+    );
+    let second = customer(&c, "lead").await;
+    wait_ready(&c, &second).await;
+    assert!(reconciles(&b) > 0.0, "the new leader reconciles");
+    delete(&c, &[first, second]).await;
+}
+
+#[tokio::test]
+async fn sigterm_releases_the_lease_so_the_standby_takes_over_at_once() {
+    if external() {
+        return eprintln!("berth runs in the cluster; this test needs to start its own operators");
+    }
+    let _serial = SERIAL.lock().await;
+    let _c = prepare().await;
+    let a = Operator::start("term-a", &[]);
+    leading(&a, Duration::from_secs(30)).await;
+    let b = Operator::start("term-b", &[]);
+    eventually(Duration::from_secs(30), "the standby to be ready", || async {
+        b.get("/readyz").filter(|(code, _)| *code == 200).map(drop)
+    })
+    .await;
+
+    a.signal("TERM");
+    let asked = Instant::now();
+    let status = a
+        .wait(Duration::from_secs(25))
+        .expect("berth exits after SIGTERM");
+    assert!(status.success(), "exit status {status:?}; log:\n{}", a.log_tail());
+    leading(&b, LEASE).await;
+    let handover = asked.elapsed();
+    assert!(
+        handover < LEASE,
+        "hand-over took {handover:?}: the lease was not released"
+    );
+}
+
+#[tokio::test]
+async fn probes_tell_alive_from_ready_and_metrics_count_reconciles() {
+    if external() {
+        return eprintln!("berth runs in the cluster; this test needs to start its own operators");
+    }
+    let _serial = SERIAL.lock().await;
+    let c = prepare().await;
+
+    // An API server that cannot be reached: alive, never ready.
+    let nowhere = std::env::temp_dir().join(format!("{}.kubeconfig", unique("nowhere")));
+    std::fs::write(
+        &nowhere,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: x, cluster: {server: 'https://127.0.0.1:9'}}]\nusers: [{name: x, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: x, user: x}}]\ncurrent-context: x\n",
+    )
+    .unwrap();
+    let cut_off = Operator::start_with_env("cut-off", &[], &[("KUBECONFIG", nowhere.to_str().unwrap())]);
+    let alive = eventually(Duration::from_secs(20), "/healthz", || async {
+        cut_off.get("/healthz")
+    })
+    .await;
+    assert_eq!(alive.0, 200);
+    for _ in 0..3 {
+        assert_eq!(
+            cut_off.get("/readyz").map(|r| r.0),
+            Some(503),
+            "ready without ever reaching the API server"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    drop(cut_off);
+
+    let op = Operator::start("probes", &[]);
+    leading(&op, Duration::from_secs(30)).await;
+    eventually(
+        Duration::from_secs(30),
+        "/readyz after the caches synced",
+        || async { op.get("/readyz").filter(|(code, _)| *code == 200).map(drop) },
+    )
+    .await;
+    let before = reconciles(&op);
+    let name = customer(&c, "metrics").await;
+    wait_ready(&c, &name).await;
+    let after = reconciles(&op);
+    assert!(
+        after > before,
+        "berth_reconciles_total moved: {before} -> {after}"
+    );
+    let (_, body) = op.get("/metrics").unwrap();
+    for series in [
+        "berth_reconcile_duration_seconds_bucket",
+        "berth_api_writes_total",
+        "berth_build_info",
+        "berth_managed_objects",
+    ] {
+        assert!(body.contains(series), "{series} missing from /metrics:\n{body}");
+    }
+    delete(&c, &[name]).await;
+}
+
+#[tokio::test]
+async fn sigterm_during_a_fan_out_loses_and_duplicates_nothing() {
+    if external() {
+        return eprintln!("berth runs in the cluster; this test needs to start its own operators");
+    }
+    let _serial = SERIAL.lock().await;
+    let c = prepare().await;
+    let first = Operator::start("fanout-a", &[]);
+    leading(&first, Duration::from_secs(30)).await;
+    let mut names = Vec::new();
+    for _ in 0..20 {
+        names.push(customer(&c, "fan").await);
+    }
+    eventually(Duration::from_secs(30), "the fan-out to start", || async {
+        (reconciles(&first) > 0.0).then_some(())
+    })
+    .await;
+    first.signal("TERM");
+    let status = first
+        .wait(Duration::from_secs(25))
+        .expect("exits within the shutdown timeout");
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        first.log_tail()
+    );
+
+    let second = Operator::start("fanout-b", &[]);
+    for n in &names {
+        wait_ready(&c, n).await;
+    }
+    let events: Api<Event> = Api::namespaced(c.clone(), "default");
+    let all = events.list(&ListParams::default()).await.unwrap().items;
+    for n in &names {
+        let created = all
+            .iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(n.as_str()))
+            .filter(|e| e.reason.as_deref() == Some("Created"))
+            .count();
+        assert_eq!(created, 1, "{n}: namespace created once");
+        let schedulers = Api::<Scheduler>::namespaced(c.clone(), n)
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        assert_eq!(schedulers.items.len(), 1, "{n}: one Scheduler");
+    }
+    drop(second);
+    delete(&c, &names).await;
+}
+
+#[tokio::test]
+async fn reconcile_spans_reach_a_real_opentelemetry_collector() {
+    if external() {
+        return eprintln!("berth runs in the cluster; this test needs to start its own operators");
+    }
+    let _serial = SERIAL.lock().await;
+    let c = prepare().await;
+    let collector = Collector::start(&collector_binary());
+    let endpoint = collector.endpoint();
+    let op = Operator::start_with_env(
+        "traced",
+        &[],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+    );
+    leading(&op, Duration::from_secs(30)).await;
+    let name = customer(&c, "traced").await;
+    wait_ready(&c, &name).await;
+    let span = collector.wait_for_span("reconcile", "name", &name);
+    assert_eq!(
+        span.attributes.get("kind").map(String::as_str),
+        Some("Customer"),
+        "{span:?}"
+    );
+    assert_eq!(
+        span.attributes.get("controller").map(String::as_str),
+        Some("customer"),
+        "{span:?}"
+    );
+    assert!(span.attributes.contains_key("outcome"), "{span:?}");
+    // The first reconcile only adds the finalizer; the ones after it apply the children. Spans are
+    // exported in batches, so the later ones may arrive a few seconds after the first.
+    eventually(
+        Duration::from_secs(30),
+        "apply spans inside a reconcile trace of the Customer",
+        || async {
+            let all = collector.spans();
+            let traces: Vec<&str> = all
+                .iter()
+                .filter(|s| s.name == "reconcile" && s.attributes.get("name") == Some(&name))
+                .map(|s| s.trace_id.as_str())
+                .collect();
+            all.iter()
+                .any(|s| s.name == "apply" && traces.contains(&s.trace_id.as_str()))
+                .then_some(())
+        },
+    )
+    .await;
+    delete(&c, std::slice::from_ref(&name)).await;
+    drop(op);
+    collector.finish();
+}
