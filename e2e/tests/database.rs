@@ -423,8 +423,7 @@ async fn an_operator_restart_keeps_the_passwords() {
     // A change makes the new operator reconcile the Database again (its first reconcile, at start,
     // already found the credentials Secret).
     change(&ns, serde_json::json!({"pool": {"replicas": 3}})).await;
-    // Status is computed from what was observed before that reconcile's apply; the third pod's
-    // readiness wakes the controller again.
+    // The third pool pod becoming available wakes the controller again.
     wait_for(&ns.api::<Database>(), DB, SHORT, "three pool pods", |d| {
         d.status.as_ref().and_then(|s| s.ready_replicas) == Some(3)
     })

@@ -53,17 +53,16 @@ pub async fn run(
     let (_, secret_stream) = owned(Api::<Secret>::all(client.clone()));
     let (_, config_map_stream) = owned(Api::<ConfigMap>::all(client.clone()));
     let (servers, server_stream) = owned(Api::<StatefulSet>::all(client.clone()));
-    let (pools, pool_stream) = owned(Api::<Deployment>::all(client.clone()));
+    let (_, pool_stream) = owned(Api::<Deployment>::all(client.clone()));
     let (_, service_stream) = owned(Api::<Service>::all(client.clone()));
     let (_, budget_stream) = owned(Api::<PodDisruptionBudget>::all(client.clone()));
     let (store, stream) = berth_kit::watch::primary(Api::<Database>::all(client.clone()), kit.clone());
     let controller = Controller::for_stream(stream, store);
-    let synced = Synced::new(vec![listed(&servers), listed(&pools)]);
+    let synced = Synced::new(vec![listed(&servers)]);
     let ctx = Arc::new(Ctx {
         kit,
         databases: controller.store(),
         servers,
-        pools,
         synced,
     });
     controller

@@ -31,7 +31,6 @@ pub(crate) struct Ctx {
     pub(crate) kit: Arc<Context>,
     pub(crate) databases: Store<Database>,
     pub(crate) servers: Store<StatefulSet>,
-    pub(crate) pools: Store<Deployment>,
     pub(crate) synced: berth_kit::watch::Synced,
 }
 
@@ -98,11 +97,11 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
     });
 
     // Apply.
-    apply(kit, db, &namespace, children, loaded.credentials.as_ref()).await?;
+    let (server, pool) = apply(kit, db, &namespace, children, loaded.credentials.as_ref()).await?;
 
-    // Status: from what was observed before this apply; the workloads' own status changes wake the
-    // controller again through the `owns` watches.
-    let observed = Observed::from(loaded.server.as_deref(), loaded.pool.as_deref());
+    // Status: from the workloads as the apply answered them (this spec, latest status); their own
+    // status changes wake the controller again through the `owns` watches.
+    let observed = Observed::from(Some(&server), Some(&pool));
     let status = status::status(db, &namespace, &observed, &now());
     kit.apply_status(&kit.api::<Database>(&namespace), db, db.status.as_ref(), &status)
         .await?;
@@ -113,7 +112,6 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
 struct Loaded {
     credentials: Option<Secret>,
     server: Option<Arc<StatefulSet>>,
-    pool: Option<Arc<Deployment>>,
 }
 
 impl Loaded {
@@ -128,9 +126,6 @@ impl Loaded {
             server: ctx
                 .servers
                 .get(&ObjectRef::new(&names::server(name)).within(namespace)),
-            pool: ctx
-                .pools
-                .get(&ObjectRef::new(&names::pool(name)).within(namespace)),
         })
     }
 
@@ -191,7 +186,7 @@ async fn apply(
     namespace: &str,
     children: Children,
     existing_credentials: Option<&Secret>,
-) -> Result<()> {
+) -> Result<(StatefulSet, Deployment)> {
     let Children {
         credentials,
         server_init,
@@ -216,15 +211,15 @@ async fn apply(
     kit.apply(&secrets, &connection).await?;
 
     // 2. Workloads: the server, then the pool in front of it.
-    kit.apply(&kit.api::<StatefulSet>(namespace), &server).await?;
-    kit.apply(&kit.api::<Deployment>(namespace), &pool).await?;
+    let server = kit.apply(&kit.api::<StatefulSet>(namespace), &server).await?;
+    let pool = kit.apply(&kit.api::<Deployment>(namespace), &pool).await?;
 
     // 3. Services and the disruption budget, in front of the pods.
     kit.apply(&services, &server_service).await?;
     kit.apply(&services, &pool_service).await?;
     kit.apply(&kit.api::<PodDisruptionBudget>(namespace), &pool_budget)
         .await?;
-    Ok(())
+    Ok((server, pool))
 }
 
 /// The credentials Secret is created once and never overwritten.
