@@ -361,20 +361,24 @@ down() {
   log "removed $state"
 }
 
+# status: what runs; exits 0 only when every component runs and the API server is ready.
 status() {
-  local c pid any=0
+  local c pid any=0 all=1 ready
   for c in "${components[@]}"; do
     if pid=$(pid_of "$c"); then
       printf '%-24s running (pid %s)\n' "$c" "$pid"
       any=1
     else
       printf '%-24s stopped\n' "$c"
+      all=0
     fi
   done
   if [ "$any" = 1 ] && [ -f "$kubeconfig" ]; then
-    printf '%-24s %s\n' "readyz" "$(kubectl get --raw=/readyz 2>&1 || true)"
+    ready=$(kubectl get --raw=/readyz 2>&1) || all=0
+    printf '%-24s %s\n' "readyz" "$ready"
     printf '%-24s %s\n' "kubeconfig" "$kubeconfig"
   fi
+  [ "$all" = 1 ] && [ "$any" = 1 ]
 }
 
 case "${1:-}" in
