@@ -219,10 +219,16 @@ async fn retain_keeps_the_namespace_and_its_data() {
         secrets.get_opt("tenant-data").await.unwrap().is_some(),
         "the tenant's Secret survives"
     );
-    Api::<Namespace>::all(c.clone())
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
+
+    // The same Customer name, applied again, takes its tenant back, data and all.
+    let again = create(&c, &yaml.replace("Retain", "Delete")).await;
+    let ns = Api::<Namespace>::all(c.clone()).get(&name).await.unwrap();
+    assert!(owned_by(&ns.metadata, &again), "{:?}", ns.owner_references());
+    assert_eq!(ns.labels().get("berth.dev/retained"), None);
+    assert!(secrets.get_opt("tenant-data").await.unwrap().is_some());
+    assert!(!events_of(&c, &name, "Adopted").await.is_empty());
+    customers.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_gone(&Api::<Namespace>::all(c.clone()), &name, READY_WITHIN).await;
 }
 
 #[tokio::test]

@@ -96,6 +96,8 @@ async fn converge(customer: &Arc<Customer>, ctx: &Arc<Ctx>) -> Result<Action> {
 enum Holder {
     Nobody,
     Us,
+    /// Left behind by an earlier Customer of the same name under `deletionPolicy: Retain`.
+    Retained,
     Other(String),
 }
 
@@ -116,6 +118,15 @@ async fn namespace_holder(c: &Customer, ctx: &Ctx) -> Result<Holder> {
     Ok(match api.get_metadata_opt(&name).await? {
         None => Holder::Nobody,
         Some(ns) if ns.owner_references().iter().any(|o| o.uid == uid) => Holder::Us,
+        // Kept under `Retain` for a Customer of this name, and nobody owns it: a Customer re-created with
+        // the same name takes its tenant (and its data) back.
+        Some(ns)
+            if ns.owner_references().is_empty()
+                && ns.labels().get(labels::RETAINED).is_some_and(|v| v == "true")
+                && ns.labels().get(labels::CUSTOMER) == Some(&c.name_any()) =>
+        {
+            Holder::Retained
+        }
         Some(ns) => {
             let owner = ns.labels().get(labels::CUSTOMER).map_or_else(
                 || "is not managed by berth".to_owned(),
@@ -160,9 +171,10 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
             // Nothing berth watches changes when that namespace goes away; look again now and then.
             Action::requeue(Duration::from_secs(60))
         }
-        Holder::Nobody | Holder::Us => {
+        Holder::Nobody | Holder::Us | Holder::Retained => {
             let created = matches!(holder, Holder::Nobody);
-            let drift = if created {
+            let adopted = matches!(holder, Holder::Retained);
+            let drift = if created || adopted {
                 Vec::new()
             } else {
                 drifted(c, &kids, &ctx.stores)
@@ -181,6 +193,12 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
                     format!("created tenant namespace {ns_name}"),
                 )
                 .await;
+            }
+            if adopted {
+                let note = format!(
+                    "took back tenant namespace {ns_name}, retained by an earlier Customer of this name"
+                );
+                kit.event(&me, EventType::Normal, "Adopted", note).await;
             }
             if !drift.is_empty() {
                 tracing::info!(?drift, "repaired drift");

@@ -5,7 +5,7 @@
 //! The renderers in [`pgbouncer`] and the script in [`postgres`] are public so the real-component test
 //! (`e2e/tests/pool_real.rs`) runs exactly what the operator ships.
 
-mod build;
+pub mod build;
 pub mod credentials;
 pub mod names;
 pub mod pgbouncer;

@@ -32,6 +32,11 @@ pub struct Args {
     #[arg(long, env = "BERTH_CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
 
+    /// API requests this process has in flight at most, across all controllers; more wait their turn.
+    /// Watches count only while they are being opened.
+    #[arg(long, env = "BERTH_API_MAX_IN_FLIGHT", default_value_t = 32)]
+    pub api_max_in_flight: usize,
+
     /// Take part in leader election; without it this process reconciles unconditionally.
     #[arg(long, env = "BERTH_LEADER_ELECT", default_value_t = true, action = ArgAction::Set)]
     pub leader_elect: bool,

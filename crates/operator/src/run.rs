@@ -25,7 +25,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .lease_namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+    // One client for every controller, with a client-side bound on concurrent API requests so a burst of
+    // reconciles (a restart with thousands of tenants) queues here instead of at the API server.
+    let client = kube::client::ClientBuilder::try_from(config)
+        .context("building the Kubernetes client")?
+        .with_layer(&tower::limit::ConcurrencyLimitLayer::new(args.api_max_in_flight))
+        .build();
 
     let mut registry = Registry::default();
     let metrics = Metrics::default().register(&mut registry);

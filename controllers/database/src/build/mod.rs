@@ -30,7 +30,7 @@ pub(crate) const POSTGRES_UID: i64 = 70;
 pub(crate) const POOL_UID: i64 = 1001;
 
 /// What the builders read.
-pub(crate) struct Inputs<'a> {
+pub struct Inputs<'a> {
     pub db: &'a Database,
     pub namespace: &'a str,
     pub name: &'a str,
@@ -47,7 +47,7 @@ pub(crate) struct Inputs<'a> {
 /// Every object a Database owns. The applier destructures it without `..`, so a new child cannot be
 /// built and then forgotten.
 #[derive(Clone, Debug)]
-pub(crate) struct Children {
+pub struct Children {
     pub credentials: Secret,
     pub server_init: ConfigMap,
     pub pool_config: ConfigMap,
@@ -61,7 +61,7 @@ pub(crate) struct Children {
 }
 
 /// The whole desired state of one Database.
-pub(crate) fn children(inputs: &Inputs<'_>) -> Children {
+pub fn children(inputs: &Inputs<'_>) -> Children {
     let pool_config = PoolConfig::new(
         &inputs.db.spec.pool,
         inputs.credentials,
