@@ -2,6 +2,7 @@
 //! Security, quota, limits, network policy, admin binding) with a Database and a Scheduler inside it.
 
 pub mod build;
+mod drift;
 pub mod names;
 mod reconcile;
 pub mod status;
