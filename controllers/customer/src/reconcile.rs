@@ -7,7 +7,7 @@ use std::time::Duration;
 use berth_api::{Customer, CustomerStatus, Database, DeletionPolicy, Scheduler};
 use berth_kit::error::{Error, Result};
 use berth_kit::metrics::ControllerLabel;
-use berth_kit::watch::{Synced, listed};
+use berth_kit::watch::{Synced, current, listed};
 use berth_kit::{Context, labels};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -251,7 +251,17 @@ async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx) -> Result<Appli
         scheduler,
     } = kids;
     let kit = &ctx.kit;
-    let ns = kit.apply(&kit.cluster_api(), &namespace).await?;
+    let st = &ctx.stores;
+    let name = c.namespace_name();
+    // Each child is written only when it differs from what berth last applied (see
+    // `Context::apply_unless_unchanged`); the caches say whether anyone touched it since.
+    let ns = kit
+        .apply_unless_unchanged(
+            &kit.cluster_api(),
+            &namespace,
+            current(&st.namespaces, &namespace),
+        )
+        .await?;
     let phase = ns
         .status
         .and_then(|s| s.phase)
@@ -263,14 +273,25 @@ async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx) -> Result<Appli
             scheduler: None,
         });
     }
-    let name = c.namespace_name();
-    kit.apply(&kit.api(&name), &resource_quota).await?;
-    kit.apply(&kit.api(&name), &limit_range).await?;
+    kit.apply_unless_unchanged(
+        &kit.api(&name),
+        &resource_quota,
+        current(&st.quotas, &resource_quota),
+    )
+    .await?;
+    kit.apply_unless_unchanged(
+        &kit.api(&name),
+        &limit_range,
+        current(&st.limit_ranges, &limit_range),
+    )
+    .await?;
     for np in &network_policies {
-        remove_foreign_rules(kit, &ctx.stores.network_policies, np).await?;
-        kit.apply(&kit.api(&name), np).await?;
+        remove_foreign_rules(kit, &st.network_policies, np).await?;
+        kit.apply_unless_unchanged(&kit.api(&name), np, current(&st.network_policies, np))
+            .await?;
     }
-    kit.apply(&kit.api(&name), &admins).await?;
+    kit.apply_unless_unchanged(&kit.api(&name), &admins, current(&st.role_bindings, &admins))
+        .await?;
     let database = sync_optional(
         kit,
         &ctx.stores.databases,
@@ -348,7 +369,10 @@ where
 {
     let api: Api<K> = kit.api(ns);
     match desired {
-        Some(obj) => Ok(Some(kit.apply(&api, &obj).await?)),
+        Some(obj) => {
+            let cached = current(store, &obj);
+            Ok(Some(kit.apply_unless_unchanged(&api, &obj, cached).await?))
+        }
         None => {
             if store.get(&ObjectRef::new(name).within(ns)).is_some() {
                 kit.delete(&api, name).await?;

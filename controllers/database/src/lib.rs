@@ -27,7 +27,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
 use kube::runtime::{Controller, controller};
 
-use crate::reconcile::Ctx;
+use crate::reconcile::{Caches, Ctx};
 
 pub use credentials::Credentials;
 pub use pgbouncer::{Endpoints, PoolConfig, config_hash, render_ini, render_userlist};
@@ -50,19 +50,33 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = kit.client.clone();
-    let (_, secret_stream) = owned(Api::<Secret>::all(client.clone()));
-    let (_, config_map_stream) = owned(Api::<ConfigMap>::all(client.clone()));
+    let (secrets, secret_stream) = owned(Api::<Secret>::all(client.clone()));
+    let (config_maps, config_map_stream) = owned(Api::<ConfigMap>::all(client.clone()));
     let (servers, server_stream) = owned(Api::<StatefulSet>::all(client.clone()));
-    let (_, pool_stream) = owned(Api::<Deployment>::all(client.clone()));
-    let (_, service_stream) = owned(Api::<Service>::all(client.clone()));
-    let (_, budget_stream) = owned(Api::<PodDisruptionBudget>::all(client.clone()));
+    let (pools, pool_stream) = owned(Api::<Deployment>::all(client.clone()));
+    let (services, service_stream) = owned(Api::<Service>::all(client.clone()));
+    let (budgets, budget_stream) = owned(Api::<PodDisruptionBudget>::all(client.clone()));
     let (store, stream) = berth_kit::watch::primary(Api::<Database>::all(client.clone()), kit.clone());
     let controller = Controller::for_stream(stream, store);
-    let synced = Synced::new(vec![listed(&servers)]);
+    let synced = Synced::new(vec![
+        listed(&secrets),
+        listed(&config_maps),
+        listed(&servers),
+        listed(&pools),
+        listed(&services),
+        listed(&budgets),
+    ]);
     let ctx = Arc::new(Ctx {
         kit,
         databases: controller.store(),
-        servers,
+        caches: Caches {
+            secrets,
+            config_maps,
+            servers,
+            pools,
+            services,
+            budgets,
+        },
         synced,
     });
     controller

@@ -8,6 +8,7 @@ use berth_api::Database;
 use berth_kit::conditions::READY;
 use berth_kit::labels::{BERTH, MANAGED_BY, customer_of};
 use berth_kit::metrics::ControllerLabel;
+use berth_kit::watch::current;
 use berth_kit::{Context, Error, FIELD_MANAGER, Result, owner_ref};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -30,8 +31,18 @@ use crate::validate::validate;
 pub(crate) struct Ctx {
     pub(crate) kit: Arc<Context>,
     pub(crate) databases: Store<Database>,
-    pub(crate) servers: Store<StatefulSet>,
+    pub(crate) caches: Caches,
     pub(crate) synced: berth_kit::watch::Synced,
+}
+
+/// What the controller's label-selected watches hold of its children.
+pub(crate) struct Caches {
+    pub(crate) secrets: Store<Secret>,
+    pub(crate) config_maps: Store<ConfigMap>,
+    pub(crate) servers: Store<StatefulSet>,
+    pub(crate) pools: Store<Deployment>,
+    pub(crate) services: Store<Service>,
+    pub(crate) budgets: Store<PodDisruptionBudget>,
 }
 
 pub(crate) async fn reconcile(db: Arc<Database>, ctx: Arc<Ctx>) -> Result<Action> {
@@ -97,7 +108,15 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
     });
 
     // Apply.
-    let (server, pool) = apply(kit, db, &namespace, children, loaded.credentials.as_ref()).await?;
+    let (server, pool) = apply(
+        kit,
+        &ctx.caches,
+        db,
+        &namespace,
+        children,
+        loaded.credentials.as_ref(),
+    )
+    .await?;
 
     // Status: from the workloads as the apply answered them (this spec, latest status); their own
     // status changes wake the controller again through the `owns` watches.
@@ -124,6 +143,7 @@ impl Loaded {
         Ok(Self {
             credentials: secrets.get_opt(&names::credentials(name)).await?,
             server: ctx
+                .caches
                 .servers
                 .get(&ObjectRef::new(&names::server(name)).within(namespace)),
         })
@@ -180,8 +200,11 @@ fn internal(message: &str) -> Error {
 }
 
 /// Applies every child, in an order that lets each find what it needs.
+/// A child is written only when it differs from what berth last applied or was touched since
+/// (`Context::apply_unless_unchanged`).
 async fn apply(
     kit: &Context,
+    caches: &Caches,
     db: &Database,
     namespace: &str,
     children: Children,
@@ -205,20 +228,39 @@ async fn apply(
 
     // 1. Secrets and ConfigMaps, so the pods find what they mount and reference.
     ensure_credentials(kit, db, &secrets, existing_credentials, &credentials).await?;
-    kit.apply(&config_maps, &server_init).await?;
-    kit.apply(&config_maps, &pool_config).await?;
-    kit.apply(&secrets, &pool_auth).await?;
-    kit.apply(&secrets, &connection).await?;
+    let c = caches;
+    kit.apply_unless_unchanged(&config_maps, &server_init, current(&c.config_maps, &server_init))
+        .await?;
+    kit.apply_unless_unchanged(&config_maps, &pool_config, current(&c.config_maps, &pool_config))
+        .await?;
+    kit.apply_unless_unchanged(&secrets, &pool_auth, current(&c.secrets, &pool_auth))
+        .await?;
+    kit.apply_unless_unchanged(&secrets, &connection, current(&c.secrets, &connection))
+        .await?;
 
     // 2. Workloads: the server, then the pool in front of it.
-    let server = kit.apply(&kit.api::<StatefulSet>(namespace), &server).await?;
-    let pool = kit.apply(&kit.api::<Deployment>(namespace), &pool).await?;
+    let server = kit
+        .apply_unless_unchanged(
+            &kit.api::<StatefulSet>(namespace),
+            &server,
+            current(&c.servers, &server),
+        )
+        .await?;
+    let pool = kit
+        .apply_unless_unchanged(&kit.api::<Deployment>(namespace), &pool, current(&c.pools, &pool))
+        .await?;
 
     // 3. Services and the disruption budget, in front of the pods.
-    kit.apply(&services, &server_service).await?;
-    kit.apply(&services, &pool_service).await?;
-    kit.apply(&kit.api::<PodDisruptionBudget>(namespace), &pool_budget)
+    kit.apply_unless_unchanged(&services, &server_service, current(&c.services, &server_service))
         .await?;
+    kit.apply_unless_unchanged(&services, &pool_service, current(&c.services, &pool_service))
+        .await?;
+    kit.apply_unless_unchanged(
+        &kit.api::<PodDisruptionBudget>(namespace),
+        &pool_budget,
+        current(&c.budgets, &pool_budget),
+    )
+    .await?;
     Ok((server, pool))
 }
 

@@ -109,3 +109,12 @@ where
     let store = store.clone();
     Box::pin(async move { store.wait_until_ready().await.is_ok() })
 }
+
+/// The cache's copy of the object `desired` names.
+#[must_use]
+pub fn current<K>(store: &Store<K>, desired: &K) -> Option<std::sync::Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    store.get(&reflector::ObjectRef::from_obj(desired))
+}
