@@ -87,6 +87,6 @@ pub async fn run(
             |c, e, ctx| ctx.kit.failed(c.as_ref(), e),
             ctx,
         )
-        .for_each(|_| async {})
+        .for_each(|result| async move { berth_kit::trace::log_outcome(NAME, &result) })
         .await;
 }

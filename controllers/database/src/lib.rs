@@ -93,14 +93,6 @@ pub async fn run(
             |db, e, ctx| ctx.kit.failed(db.as_ref(), e),
             ctx,
         )
-        .for_each(|result| async move {
-            // Reconcile failures are counted and logged by the error policy; anything else (a queue
-            // error, an object gone from the cache) would otherwise go unseen.
-            if let Err(e) = result
-                && !matches!(e, controller::Error::ReconcilerFailed(..))
-            {
-                tracing::warn!(error = %e, controller = NAME, "controller stream error");
-            }
-        })
+        .for_each(|result| async move { berth_kit::trace::log_outcome(NAME, &result) })
         .await;
 }

@@ -21,7 +21,7 @@ use berth_kit::labels::managed_selector;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
-use kube::runtime::controller::{Config, Controller, Error as ControllerError};
+use kube::runtime::controller::{Config, Controller};
 use kube::runtime::watcher;
 
 pub use reconcile::reconcile;
@@ -50,18 +50,6 @@ pub async fn run(
         .with_config(Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, |obj, err, ctx| ctx.failed(obj.as_ref(), err), ctx)
-        .for_each(|result| async move {
-            // Reconcile failures are counted and logged by the error policy. A Scheduler deleted while
-            // its wake-up at the next due time was pending comes back as ObjectNotFound: expected, since
-            // every Scheduler has such a wake-up. Anything else (a watch that cannot list, a queue error)
-            // would otherwise go unseen.
-            match result {
-                Err(ControllerError::ReconcilerFailed(..)) | Ok(_) => {}
-                Err(e @ ControllerError::ObjectNotFound(..)) => {
-                    tracing::debug!(error = %e, controller = NAME, "deleted before its wake-up");
-                }
-                Err(e) => tracing::warn!(error = %e, controller = NAME, "controller stream error"),
-            }
-        })
+        .for_each(|result| async move { berth_kit::trace::log_outcome(NAME, &result) })
         .await;
 }

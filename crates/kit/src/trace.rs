@@ -35,3 +35,28 @@ where
     );
     result
 }
+
+/// What a controller's run stream yields besides reconciles, logged the same way by every controller.
+/// Reconcile failures are counted and logged by the error policy already. An object deleted while a
+/// requeue for it was pending comes back as `ObjectNotFound`: expected, so only at debug level. Anything
+/// else (a watch that cannot list, a queue error) is a warning, or it would go unseen.
+pub fn log_outcome<K, E1, E2>(
+    controller: &'static str,
+    result: &std::result::Result<
+        (kube::runtime::reflector::ObjectRef<K>, Action),
+        kube::runtime::controller::Error<E1, E2>,
+    >,
+) where
+    K: Resource,
+    E1: std::error::Error + 'static,
+    E2: std::error::Error + 'static,
+{
+    use kube::runtime::controller::Error;
+    match result {
+        Ok(_) | Err(Error::ReconcilerFailed(..)) => {}
+        Err(e @ Error::ObjectNotFound(..)) => {
+            tracing::debug!(error = %e, controller, "deleted before its requeue");
+        }
+        Err(e) => tracing::warn!(error = %e, controller, "controller stream error"),
+    }
+}
