@@ -1,0 +1,321 @@
+//! The floor: a tight client that creates, for every tenant, exactly the objects berth would create
+//! (`berth_customer::build::children`, `berth_database::build::children`), with berth's concurrency
+//! (one pool of workers per controller), and waits for the same readiness berth waits for (namespace
+//! active, StatefulSet ready, pool Deployment available). No status writes, no reads, no re-applies:
+//! what the API server cannot do faster.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use berth_api::Customer;
+use berth_database::build::{Children, Inputs, children};
+use berth_database::{Credentials, names as db_names};
+use berth_kit::Settings;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::track::Tracker;
+
+/// How the floor writes: POST (the cheapest write) or server-side apply (what berth sends).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    Create,
+    Apply,
+}
+
+impl Verb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Apply => "apply",
+        }
+    }
+}
+
+/// Part bits of a floor tenant in the [`Tracker`].
+pub const SERVER: u8 = 1;
+pub const POOL: u8 = 2;
+
+#[derive(Default)]
+pub struct Stats {
+    pub writes: AtomicU64,
+    pub retries: AtomicU64,
+    pub errors: std::sync::Mutex<Vec<String>>,
+}
+
+impl Stats {
+    fn error(&self, e: &anyhow::Error) {
+        if let Ok(mut v) = self.errors.lock() {
+            v.push(format!("{e:#}"));
+        }
+    }
+}
+
+/// A Customer as the API server would return it, with a made-up UID: what `build::children` needs.
+pub fn synthetic_customer(name: &str, index: usize) -> anyhow::Result<Customer> {
+    let mut c = crate::seed_customer(name)?;
+    c.metadata.uid = Some(format!("00000000-0000-4000-8000-{index:012}"));
+    Ok(c)
+}
+
+/// Watches the floor's workloads and marks tenants ready in `tracker`. Runs until aborted.
+pub fn watch_ready(client: &Client, tracker: &Arc<Tracker>) -> Vec<tokio::task::JoinHandle<()>> {
+    let selector = berth_kit::labels::managed_selector();
+    let sts = {
+        let api: Api<StatefulSet> = Api::all(client.clone());
+        let tracker = tracker.clone();
+        let cfg = watcher::Config::default().labels(&selector);
+        tokio::spawn(async move {
+            let stream = watcher(api, cfg).default_backoff().applied_objects();
+            futures::pin_mut!(stream);
+            while let Some(next) = stream.next().await {
+                let Ok(s) = next else { continue };
+                let ready = s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0) >= 1;
+                if ready && let Some(ns) = s.namespace() {
+                    tracker.part_ready(&ns, SERVER);
+                }
+            }
+        })
+    };
+    let pools = {
+        let api: Api<Deployment> = Api::all(client.clone());
+        let tracker = tracker.clone();
+        let cfg = watcher::Config::default().labels(&selector);
+        tokio::spawn(async move {
+            let stream = watcher(api, cfg).default_backoff().applied_objects();
+            futures::pin_mut!(stream);
+            while let Some(next) = stream.next().await {
+                let Ok(d) = next else { continue };
+                if pool_available(&d)
+                    && let Some(ns) = d.namespace()
+                {
+                    tracker.part_ready(&ns, POOL);
+                }
+            }
+        })
+    };
+    vec![sts, pools]
+}
+
+/// The Database controller's `PoolReady`: at least one pod available and the `Available` condition.
+fn pool_available(d: &Deployment) -> bool {
+    let Some(status) = &d.status else { return false };
+    status.available_replicas.unwrap_or(0) >= 1
+        && status
+            .conditions
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Available" && c.status == "True")
+}
+
+/// Creates the tenants `names`: a pool of `concurrency` workers does each tenant's Customer-level
+/// children (as the Customer controller), then hands it to a second pool of `concurrency` workers for
+/// the Database's children (as the Database controller).
+pub async fn create_all(
+    client: &Client,
+    names: &[String],
+    concurrency: usize,
+    verb: Verb,
+    tracker: &Arc<Tracker>,
+    stats: &Arc<Stats>,
+) {
+    let (tx, rx) = futures::channel::mpsc::unbounded::<(String, berth_api::Database)>();
+    let customers = async move {
+        let tx = tx;
+        futures::stream::iter(names.iter().enumerate())
+            .for_each_concurrent(concurrency, move |(i, name)| {
+                let tx = tx.clone();
+                async move {
+                    tracker.created(name);
+                    match customer_children(client, name, i, verb, stats).await {
+                        Ok(Some(db)) => {
+                            let _ = tx.unbounded_send((name.clone(), db));
+                        }
+                        Ok(None) => {}
+                        Err(e) => stats.error(&e),
+                    }
+                }
+            })
+            .await;
+    };
+    let databases = rx.for_each_concurrent(concurrency, move |(customer, db)| async move {
+        if let Err(e) = database_children(client, &customer, &db, verb, stats).await {
+            stats.error(&e);
+        }
+    });
+    futures::join!(customers, databases);
+}
+
+/// The Customer controller's children, in its order; returns the Database for the second stage.
+async fn customer_children(
+    client: &Client,
+    name: &str,
+    index: usize,
+    verb: Verb,
+    stats: &Stats,
+) -> anyhow::Result<Option<berth_api::Database>> {
+    let customer = synthetic_customer(name, index)?;
+    let berth_customer::build::Children {
+        mut namespace,
+        mut resource_quota,
+        mut limit_range,
+        mut network_policies,
+        mut admins,
+        database,
+        scheduler,
+    } = berth_customer::build::children(&customer).context("the synthetic Customer has a UID")?;
+    let ns = customer.namespace_name();
+    let strip = |m: &mut kube::api::ObjectMeta| m.owner_references = None;
+    strip(&mut namespace.metadata);
+    put(&Api::all(client.clone()), &namespace, verb, stats).await?;
+    strip(&mut resource_quota.metadata);
+    put(
+        &Api::namespaced(client.clone(), &ns),
+        &resource_quota,
+        verb,
+        stats,
+    )
+    .await?;
+    strip(&mut limit_range.metadata);
+    put(&Api::namespaced(client.clone(), &ns), &limit_range, verb, stats).await?;
+    for np in &mut network_policies {
+        strip(&mut np.metadata);
+        put(&Api::namespaced(client.clone(), &ns), np, verb, stats).await?;
+    }
+    strip(&mut admins.metadata);
+    put(&Api::namespaced(client.clone(), &ns), &admins, verb, stats).await?;
+    let database = match database {
+        Some(mut db) => {
+            strip(&mut db.metadata);
+            put(&Api::namespaced(client.clone(), &ns), &db, verb, stats).await?;
+            Some(db)
+        }
+        None => None,
+    };
+    if let Some(mut s) = scheduler {
+        strip(&mut s.metadata);
+        put(&Api::namespaced(client.clone(), &ns), &s, verb, stats).await?;
+    }
+    Ok(database)
+}
+
+/// The Database controller's children, in its order.
+async fn database_children(
+    client: &Client,
+    customer: &str,
+    db: &berth_api::Database,
+    verb: Verb,
+    stats: &Stats,
+) -> anyhow::Result<()> {
+    let ns = db.namespace().context("the Database has a namespace")?;
+    let name = db.name_any();
+    let credentials = Credentials::generate(
+        db_names::SUPERUSER,
+        &db_names::sql_database(&name),
+        db_names::APP_USER,
+    )
+    .map_err(|e| anyhow!("random passwords: {e}"))?;
+    let owner = berth_kit::owner_ref(&with_uid(db)).context("the Database has a UID")?;
+    let mut kids = children(&Inputs {
+        db,
+        namespace: &ns,
+        name: &name,
+        customer,
+        owner: &owner,
+        credentials: &credentials,
+        settings: &Settings::default(),
+        existing_claims: None,
+    });
+    let Children {
+        credentials,
+        server_init,
+        pool_config,
+        pool_auth,
+        connection,
+        server,
+        pool,
+        server_service,
+        pool_service,
+        pool_budget,
+    } = &mut kids;
+    for meta in [
+        &mut credentials.metadata,
+        &mut server_init.metadata,
+        &mut pool_config.metadata,
+        &mut pool_auth.metadata,
+        &mut connection.metadata,
+        &mut server.metadata,
+        &mut pool.metadata,
+        &mut server_service.metadata,
+        &mut pool_service.metadata,
+        &mut pool_budget.metadata,
+    ] {
+        meta.owner_references = None;
+    }
+    put(&Api::namespaced(client.clone(), &ns), credentials, verb, stats).await?;
+    put(&Api::namespaced(client.clone(), &ns), server_init, verb, stats).await?;
+    put(&Api::namespaced(client.clone(), &ns), pool_config, verb, stats).await?;
+    put(&Api::namespaced(client.clone(), &ns), pool_auth, verb, stats).await?;
+    put(&Api::namespaced(client.clone(), &ns), connection, verb, stats).await?;
+    put(&Api::namespaced(client.clone(), &ns), server, verb, stats).await?;
+    put(&Api::namespaced(client.clone(), &ns), pool, verb, stats).await?;
+    put(&Api::namespaced(client.clone(), &ns), server_service, verb, stats).await?;
+    put(&Api::namespaced(client.clone(), &ns), pool_service, verb, stats).await?;
+    put(&Api::namespaced(client.clone(), &ns), pool_budget, verb, stats).await?;
+    Ok(())
+}
+
+/// The floor's Database as the API server would return it: with a (made-up) UID, for the builders'
+/// owner reference, which is stripped again before anything is written.
+fn with_uid(db: &berth_api::Database) -> berth_api::Database {
+    let mut db = db.clone();
+    db.metadata.uid = Some("00000000-0000-4000-8000-database0000".to_owned());
+    db
+}
+
+/// One write of `obj`; AlreadyExists counts as done, anything else is retried a few times.
+async fn put<K>(api: &Api<K>, obj: &K, verb: Verb, stats: &Stats) -> anyhow::Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let name = obj.name_any();
+    let mut attempt = 0u32;
+    loop {
+        stats.writes.fetch_add(1, Ordering::Relaxed);
+        let result = match verb {
+            Verb::Create => api.create(&PostParams::default(), obj).await.map(drop),
+            Verb::Apply => api
+                .patch(
+                    &name,
+                    &PatchParams::apply("berth-bench").force(),
+                    &Patch::Apply(obj),
+                )
+                .await
+                .map(drop),
+        };
+        match result {
+            Ok(()) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.is_already_exists() => return Ok(()),
+            Err(e) if attempt < 5 => {
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+                log(&format!("retrying {} {name}: {e}", K::kind(&())));
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e).with_context(|| format!("{} {name}", K::kind(&()))),
+        }
+    }
+}
+
+fn log(line: &str) {
+    eprintln!("[bench] {line}");
+}
