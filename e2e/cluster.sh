@@ -35,7 +35,7 @@ etcd_port=${BERTH_ETCD_PORT:-23790}
 etcd_peer_port=${BERTH_ETCD_PEER_PORT:-23800}
 kcm_port=${BERTH_KCM_PORT:-16257}
 scheduler_port=${BERTH_SCHEDULER_PORT:-16259}
-service_cidr=10.0.0.0/24
+service_cidr=10.0.0.0/16
 pod_cidr=10.244.0.0/16
 
 pki="$state/pki"
@@ -316,7 +316,8 @@ up() {
     --use-service-account-credentials=true \
     --service-account-private-key-file="$pki/service-account.key" --root-ca-file="$pki/ca.crt" \
     --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
-    --cluster-name=berth-local --service-cluster-ip-range="$service_cidr"
+    --cluster-name=berth-local --service-cluster-ip-range="$service_cidr" \
+    --kube-api-qps=100 --kube-api-burst=200
 
   start kube-scheduler "$scheduler_port" \
     --kubeconfig="$state/kube-scheduler.kubeconfig" \

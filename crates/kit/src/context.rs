@@ -42,9 +42,9 @@ pub struct Context {
     pub settings: Settings,
     failures: Mutex<HashMap<String, u32>>,
     synced: tokio::sync::watch::Sender<bool>,
-    /// Per child (kind/namespace/name): hash of what berth last applied, and the resourceVersion the API
-    /// server answered with. Lost on restart, which only costs one apply per child.
-    applied: Mutex<HashMap<String, (u64, String)>>,
+    /// Per child (kind/namespace/name): hash of what berth last applied, and the fingerprint of what the
+    /// API server answered. Lost on restart, which only costs one apply per child.
+    applied: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 impl Context {
@@ -106,11 +106,12 @@ impl Context {
     }
 
     /// Like [`Context::apply`], but no request at all when the apply would change nothing: `obj` is what
-    /// berth last applied to this object, and `cached` (the watch cache's copy) still has the
-    /// resourceVersion that apply returned, so nobody has touched it since. Anything else (a changed
-    /// desired state, a hand edit, a status update by another controller, a deleted object, a restart of
-    /// berth) applies. This keeps a converged tenant at zero API writes while every reconcile still
-    /// states the whole desired state.
+    /// berth last applied to this object, and `cached` (the watch cache's copy) is, but for its status and
+    /// version stamps, what that apply returned, so nobody has touched it since. Anything else (a changed
+    /// desired state, a hand edit of spec or metadata, a deleted object, a restart of berth) applies. A
+    /// status update by another controller (quota usage, replica counts) is not a reason to apply. This
+    /// keeps a converged tenant at zero API writes while every reconcile still states the whole desired
+    /// state.
     ///
     /// # Errors
     /// Whatever the API server answers.
@@ -126,15 +127,14 @@ impl Context {
 
     fn unchanged<K: Resource<DynamicType = ()> + Serialize>(&self, desired: &K, cached: &K) -> bool {
         self.applied.lock().ok().is_some_and(|memo| {
-            memo.get(&memo_key(desired)).is_some_and(|(hash, rv)| {
-                *hash == desired_hash(desired) && cached.resource_version().as_deref() == Some(rv.as_str())
-            })
+            memo.get(&memo_key(desired))
+                .is_some_and(|(wanted, seen)| *wanted == hash(desired) && *seen == fingerprint(cached))
         })
     }
 
     fn remember<K: Resource<DynamicType = ()> + Serialize>(&self, desired: &K, applied: &K) {
-        if let (Some(rv), Ok(mut memo)) = (applied.resource_version(), self.applied.lock()) {
-            memo.insert(memo_key(desired), (desired_hash(desired), rv));
+        if let Ok(mut memo) = self.applied.lock() {
+            memo.insert(memo_key(desired), (hash(desired), fingerprint(applied)));
         }
     }
 
@@ -244,11 +244,29 @@ fn memo_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     )
 }
 
-fn desired_hash<K: Serialize>(obj: &K) -> u64 {
+fn hash<K: Serialize>(obj: &K) -> u64 {
+    hash_json(&serde_json::to_value(obj).unwrap_or_default())
+}
+
+fn hash_json(value: &serde_json::Value) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(obj).unwrap_or_default().hash(&mut h);
+    value.to_string().hash(&mut h);
     h.finish()
+}
+
+/// An object as berth and people shape it: without its status and the stamps every write moves
+/// (resourceVersion, managedFields), which other controllers change without changing what berth applied.
+fn fingerprint<K: Serialize>(obj: &K) -> u64 {
+    let mut value = serde_json::to_value(obj).unwrap_or_default();
+    if let Some(o) = value.as_object_mut() {
+        o.remove("status");
+        if let Some(meta) = o.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
+            meta.remove("resourceVersion");
+            meta.remove("managedFields");
+        }
+    }
+    hash_json(&value)
 }
 
 fn key<K: Resource>(obj: &K) -> String {
@@ -276,6 +294,7 @@ mod tests {
 
     fn config_map(value: &str, rv: Option<&str>) -> ConfigMap {
         let mut cm = ConfigMap::default();
+        cm.metadata.labels = Some([("app".to_owned(), "x".to_owned())].into());
         cm.metadata.name = Some("cm".into());
         cm.metadata.namespace = Some("ns-x".into());
         cm.metadata.resource_version = rv.map(Into::into);
@@ -294,8 +313,18 @@ mod tests {
         ctx.remember(&desired, &config_map("v1", Some("7")));
         assert!(ctx.unchanged(&desired, &config_map("v1", Some("7"))));
         assert!(
-            !ctx.unchanged(&desired, &config_map("v1", Some("8"))),
-            "someone wrote it since"
+            ctx.unchanged(&desired, &config_map("v1", Some("8"))),
+            "a new version alone, as after a status write"
+        );
+        let mut edited = config_map("v1", Some("9"));
+        edited.metadata.labels = None;
+        assert!(
+            !ctx.unchanged(&desired, &edited),
+            "someone changed what berth applied"
+        );
+        assert!(
+            !ctx.unchanged(&desired, &config_map("other", Some("9"))),
+            "someone changed the data"
         );
         assert!(
             !ctx.unchanged(&config_map("v2", None), &config_map("v1", Some("7"))),
