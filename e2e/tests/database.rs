@@ -16,11 +16,11 @@ use berth_api::Database;
 use berth_database::credentials::{APP_PASSWORD_KEY, SUPERUSER_PASSWORD_KEY};
 use berth_database::names;
 use berth_e2e::operator::{LEASE_NAMESPACE, external};
-use berth_e2e::{Operator, TestNamespace, apply_yaml, eventually, install_crds, wait_for, wait_gone};
+use berth_e2e::{Operator, TestNamespace, apply_yaml, eventually, prepare, wait_for, wait_gone};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Probe, Secret, Service,
+    ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Probe, Secret, Service,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
@@ -44,28 +44,6 @@ const LEASE: &str = "berth-leader";
 static GATE: RwLock<()> = RwLock::const_new(());
 /// This file's operator; it stops when the test process exits (its standard input closes).
 static OPERATOR: Mutex<Option<Operator>> = Mutex::const_new(None);
-
-/// The CRDs and the Lease's namespace; returns an admin client of this test's own runtime.
-async fn prepare() -> Client {
-    let client = berth_e2e::client().await;
-    install_crds(&client).await.expect("install CRDs");
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(LEASE_NAMESPACE.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            LEASE_NAMESPACE,
-            &PatchParams::apply("berth-e2e"),
-            &Patch::Apply(&ns),
-        )
-        .await
-        .expect("lease namespace");
-    client
-}
 
 /// [`prepare`], and this file's operator running.
 async fn cluster() -> Client {

@@ -23,14 +23,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_api::{Scheduler, WorkflowStatus, find_condition};
-use berth_e2e::operator::{LEASE_NAMESPACE, external};
-use berth_e2e::{Operator, TestNamespace, eventually, install_crds, wait_for, wait_gone};
+use berth_e2e::operator::external;
+use berth_e2e::{Operator, TestNamespace, eventually, wait_for, wait_gone};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -51,23 +51,7 @@ const SHORT: Duration = Duration::from_secs(45);
 
 /// CRDs, the Lease namespace and a running operator.
 async fn setup() -> Client {
-    let client = berth_e2e::client().await;
-    install_crds(&client).await.expect("install CRDs");
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(LEASE_NAMESPACE.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .patch(
-            LEASE_NAMESPACE,
-            &PatchParams::apply("berth-e2e"),
-            &Patch::Apply(&ns),
-        )
-        .await
-        .expect("lease namespace");
+    let client = berth_e2e::prepare().await;
     if !external() {
         let mut slot = OPERATOR.lock().await;
         if slot.is_none() {
