@@ -90,6 +90,7 @@ pub struct SchedulerStatus {
 #[serde(rename_all = "camelCase")]
 pub struct WorkflowStatus {
     pub name: String,
+    /// The newest due time the scheduler acted on: started, queued, skipped (Forbid) or counted as missed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
