@@ -61,6 +61,15 @@ async fn events_of(c: &Client, customer: &str, reason: &str) -> Vec<Event> {
         .collect()
 }
 
+/// Deletes a `deletionPolicy: Delete` Customer and waits for garbage collection to remove its namespace.
+async fn delete_with_namespace(c: &Client, name: &str) {
+    Api::<Customer>::all(c.clone())
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&Api::<Namespace>::all(c.clone()), name, READY_WITHIN).await;
+}
+
 #[tokio::test]
 async fn seed_example_fans_out_to_an_owned_isolated_tenant() {
     let c = setup().await;
@@ -125,11 +134,7 @@ async fn seed_example_fans_out_to_an_owned_isolated_tenant() {
         "a Created event on the Customer"
     );
 
-    Api::<Customer>::all(c.clone())
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_gone(&Api::<Namespace>::all(c.clone()), &name, READY_WITHIN).await;
+    delete_with_namespace(&c, &name).await;
 }
 
 #[tokio::test]
@@ -243,11 +248,7 @@ async fn delete_removes_the_namespace_through_garbage_collection() {
     let data: Secret =
         serde_json::from_value(serde_json::json!({"metadata": {"name": "tenant-data"}})).unwrap();
     secrets.create(&PostParams::default(), &data).await.unwrap();
-    Api::<Customer>::all(c.clone())
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_gone(&Api::<Namespace>::all(c.clone()), &name, READY_WITHIN).await;
+    delete_with_namespace(&c, &name).await;
 }
 
 #[tokio::test]
