@@ -185,6 +185,15 @@ where
     }
 }
 
+/// A Customer that is `Ready` for its current generation.
+#[must_use]
+pub fn customer_ready(c: &berth_api::Customer) -> bool {
+    let status = c.status.as_ref();
+    let conditions = status.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    berth_api::condition_status(conditions, "Ready") == Some(true)
+        && status.and_then(|s| s.observed_generation) == c.metadata.generation
+}
+
 /// Waits until `name` is gone.
 pub async fn wait_gone<K>(api: &Api<K>, name: &str, timeout: Duration)
 where

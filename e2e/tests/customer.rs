@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use berth_api::{Customer, Database, Scheduler};
 use berth_customer::names;
-use berth_e2e::{apply_yaml, eventually, setup, unique, wait_for, wait_gone};
+use berth_e2e::{apply_yaml, customer_ready, eventually, setup, unique, wait_for, wait_gone};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -19,16 +19,6 @@ use kube::{Client, Resource, ResourceExt};
 const READY_WITHIN: Duration = Duration::from_secs(180);
 const SHORT: Duration = Duration::from_secs(60);
 
-fn ready(c: &Customer) -> bool {
-    let conds = c
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
-    berth_api::condition_status(conds, "Ready") == Some(true)
-        && c.status.as_ref().and_then(|s| s.observed_generation) == c.meta().generation
-}
-
 fn seed(name: &str, policy: &str) -> String {
     format!(
         "apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {name}}}\nspec:\n  deletionPolicy: {policy}\n  features:\n    database: {{enabled: true, storage: 256Gi}}\n    scheduler: {{enabled: true, workers: 4}}\n    webhooks: {{enabled: false}}\n"
@@ -38,7 +28,7 @@ fn seed(name: &str, policy: &str) -> String {
 async fn create(c: &Client, yaml: &str) -> Customer {
     let api: Api<Customer> = Api::all(c.clone());
     let customer = apply_yaml(&api, yaml).await.unwrap();
-    wait_for(&api, &customer.name_any(), READY_WITHIN, "Ready", ready).await
+    wait_for(&api, &customer.name_any(), READY_WITHIN, "Ready", customer_ready).await
 }
 
 fn owned_by(meta: &kube::api::ObjectMeta, owner: &Customer) -> bool {

@@ -10,26 +10,16 @@ use std::time::{Duration, Instant};
 use berth_api::{Customer, Scheduler};
 use berth_e2e::operator::external;
 use berth_e2e::otel::{Collector, collector_binary};
-use berth_e2e::{Operator, apply_yaml, eventually, prepare, unique, wait_for};
+use berth_e2e::{Operator, apply_yaml, customer_ready, eventually, prepare, unique, wait_for};
 use k8s_openapi::api::events::v1::Event;
+use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams};
-use kube::{Client, Resource};
 
 /// The tests' lease duration (see `Operator::start`).
 const LEASE: Duration = Duration::from_secs(6);
 const READY_WITHIN: Duration = Duration::from_secs(120);
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn ready(c: &Customer) -> bool {
-    let conds = c
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
-    berth_api::condition_status(conds, "Ready") == Some(true)
-        && c.status.as_ref().and_then(|s| s.observed_generation) == c.meta().generation
-}
 
 /// A small tenant: namespace, guard rails and a Scheduler, no database.
 async fn customer(c: &Client, prefix: &str) -> String {
@@ -47,7 +37,7 @@ async fn wait_ready(c: &Client, name: &str) {
         name,
         READY_WITHIN,
         "Ready",
-        ready,
+        customer_ready,
     )
     .await;
 }
