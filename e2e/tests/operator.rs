@@ -184,6 +184,53 @@ async fn probes_tell_alive_from_ready_and_metrics_count_reconciles() {
 }
 
 #[tokio::test]
+async fn each_kind_is_listed_once_even_when_two_controllers_read_it() {
+    if external() {
+        return eprintln!("berth runs in the cluster; this test needs to start its own operators");
+    }
+    let _serial = SERIAL.lock().await;
+    let _c = prepare().await;
+    let op = Operator::start("shared", &[]);
+    leading(&op, Duration::from_secs(30)).await;
+    eventually(Duration::from_secs(30), "/readyz", || async {
+        op.get("/readyz").filter(|(code, _)| *code == 200).map(drop)
+    })
+    .await;
+    // Databases and Schedulers are read by the Customer controller and by their own controllers. (The
+    // Scheduler controller also lists one Scheduler's Jobs in its namespace; those lists are not watches.)
+    let kinds = [
+        "customers",
+        "databases",
+        "schedulers",
+        "namespaces",
+        "resourcequotas",
+        "limitranges",
+        "networkpolicies",
+        "rolebindings",
+        "secrets",
+        "configmaps",
+        "services",
+        "statefulsets",
+        "deployments",
+        "poddisruptionbudgets",
+        "jobs",
+    ];
+    for resource in kinds {
+        let lists = op
+            .metric(
+                "berth_api_requests_total",
+                &[("verb", "list"), ("resource", resource), ("scope", "cluster")],
+            )
+            .unwrap_or(0.0);
+        assert!(
+            (lists - 1.0).abs() < f64::EPSILON,
+            "{resource} listed {lists} times, expected once; /metrics:\n{}",
+            op.get("/metrics").map(|r| r.1).unwrap_or_default()
+        );
+    }
+}
+
+#[tokio::test]
 async fn sigterm_during_a_fan_out_loses_and_duplicates_nothing() {
     if external() {
         return eprintln!("berth runs in the cluster; this test needs to start its own operators");

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use berth_api::{Customer, Database, Scheduler};
 use berth_kit::Context;
+use berth_kit::changes::{all_but_status, any_change};
+use berth_kit::shared::Subscription;
 use berth_kit::watch::owned;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
@@ -28,11 +30,7 @@ pub const NAME: &str = "customer";
 
 /// The Customer that controls a namespaced child. `owns` would key it by the child's namespace, and a
 /// cluster-scoped Customer keyed two ways could be reconciled twice at once.
-#[allow(
-    clippy::needless_pass_by_value,
-    reason = "the signature Controller::watches_stream asks for"
-)]
-fn owner<K: ResourceExt>(child: K) -> Option<ObjectRef<Customer>> {
+fn owner<K: ResourceExt>(child: &K) -> Option<ObjectRef<Customer>> {
     child
         .owner_references()
         .iter()
@@ -40,32 +38,39 @@ fn owner<K: ResourceExt>(child: K) -> Option<ObjectRef<Customer>> {
         .map(|o| ObjectRef::new(&o.name))
 }
 
+/// The process-wide watches the Customer controller shares with the Database and Scheduler controllers.
+pub struct Shared {
+    pub databases: Subscription<Database>,
+    pub schedulers: Subscription<Scheduler>,
+}
+
 /// Runs until `shutdown` resolves, then lets in-flight reconciles finish.
 pub async fn run(
     kit: Arc<Context>,
+    shared: Shared,
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = kit.client.clone();
-    let (namespaces, ns_stream) = owned(Api::<Namespace>::all(client.clone()));
-    let (quotas, quota_stream) = owned(Api::<ResourceQuota>::all(client.clone()));
-    let (limit_ranges, lr_stream) = owned(Api::<LimitRange>::all(client.clone()));
-    let (network_policies, np_stream) = owned(Api::<NetworkPolicy>::all(client.clone()));
-    let (role_bindings, rb_stream) = owned(Api::<RoleBinding>::all(client.clone()));
-    let (databases, db_stream) = owned(Api::<Database>::all(client.clone()));
-    let (schedulers, sched_stream) = owned(Api::<Scheduler>::all(client.clone()));
+    let (namespaces, ns_stream) = owned(Api::<Namespace>::all(client.clone()), any_change);
+    let (quotas, quota_stream) = owned(Api::<ResourceQuota>::all(client.clone()), all_but_status);
+    let (limit_ranges, lr_stream) = owned(Api::<LimitRange>::all(client.clone()), any_change);
+    let (network_policies, np_stream) = owned(Api::<NetworkPolicy>::all(client.clone()), any_change);
+    let (role_bindings, rb_stream) = owned(Api::<RoleBinding>::all(client.clone()), any_change);
+    let shared_listed = vec![shared.databases.listed(), shared.schedulers.listed()];
     let stores = Stores {
         namespaces,
         quotas,
         limit_ranges,
         network_policies,
         role_bindings,
-        databases,
-        schedulers,
+        databases: shared.databases.store,
+        schedulers: shared.schedulers.store,
     };
-    let (store, stream) = berth_kit::watch::primary(Api::<Customer>::all(client.clone()), kit.clone());
+    let (store, stream) =
+        berth_kit::watch::primary(Api::<Customer>::all(client.clone()), kit.clone(), all_but_status);
     let controller = Controller::for_stream(stream, store);
-    let synced = stores.synced();
+    let synced = stores.synced(shared_listed);
     let ctx = Arc::new(Ctx {
         kit,
         stores,
@@ -74,12 +79,12 @@ pub async fn run(
     });
     controller
         .owns_stream(ns_stream)
-        .watches_stream(quota_stream, owner)
-        .watches_stream(lr_stream, owner)
-        .watches_stream(np_stream, owner)
-        .watches_stream(rb_stream, owner)
-        .watches_stream(db_stream, owner)
-        .watches_stream(sched_stream, owner)
+        .watches_stream(quota_stream, |o| owner(&o))
+        .watches_stream(lr_stream, |o| owner(&o))
+        .watches_stream(np_stream, |o| owner(&o))
+        .watches_stream(rb_stream, |o| owner(&o))
+        .watches_shared_stream(shared.databases.changes, |o| owner(o.as_ref()))
+        .watches_shared_stream(shared.schedulers.changes, |o| owner(o.as_ref()))
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(

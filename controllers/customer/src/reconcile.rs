@@ -9,6 +9,7 @@ use berth_kit::error::{Error, Result};
 use berth_kit::metrics::ControllerLabel;
 use berth_kit::watch::{Synced, current, listed};
 use berth_kit::{Context, labels};
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -36,18 +37,20 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// Until every cache has listed once, "not in the cache" means nothing.
+    /// Until every cache has listed once, "not in the cache" means nothing. `shared` are the listings of
+    /// the process-wide Database and Scheduler caches, whose stores must not be waited on here (the
+    /// Database and Scheduler controllers already do, and a store wakes only one waiter).
     #[must_use]
-    pub fn synced(&self) -> Synced {
-        Synced::new(vec![
+    pub fn synced(&self, shared: Vec<BoxFuture<'static, bool>>) -> Synced {
+        let mut all = vec![
             listed(&self.namespaces),
             listed(&self.quotas),
             listed(&self.limit_ranges),
             listed(&self.network_policies),
             listed(&self.role_bindings),
-            listed(&self.databases),
-            listed(&self.schedulers),
-        ])
+        ];
+        all.extend(shared);
+        Synced::new(all)
     }
 }
 

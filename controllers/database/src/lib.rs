@@ -19,6 +19,8 @@ use std::sync::Arc;
 
 use berth_api::Database;
 use berth_kit::Context;
+use berth_kit::changes::{all_but_status, any_change};
+use berth_kit::shared::Subscription;
 use berth_kit::watch::{Synced, listed, owned};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -46,18 +48,19 @@ pub const NAME: &str = "database";
 /// list/watch/create/patch; `events` create.
 pub async fn run(
     kit: Arc<Context>,
+    databases: Subscription<Database>,
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = kit.client.clone();
-    let (secrets, secret_stream) = owned(Api::<Secret>::all(client.clone()));
-    let (config_maps, config_map_stream) = owned(Api::<ConfigMap>::all(client.clone()));
-    let (servers, server_stream) = owned(Api::<StatefulSet>::all(client.clone()));
-    let (pools, pool_stream) = owned(Api::<Deployment>::all(client.clone()));
-    let (services, service_stream) = owned(Api::<Service>::all(client.clone()));
-    let (budgets, budget_stream) = owned(Api::<PodDisruptionBudget>::all(client.clone()));
-    let (store, stream) = berth_kit::watch::primary(Api::<Database>::all(client.clone()), kit.clone());
-    let controller = Controller::for_stream(stream, store);
+    let (secrets, secret_stream) = owned(Api::<Secret>::all(client.clone()), all_but_status);
+    let (config_maps, config_map_stream) = owned(Api::<ConfigMap>::all(client.clone()), all_but_status);
+    let (servers, server_stream) = owned(Api::<StatefulSet>::all(client.clone()), any_change);
+    let (pools, pool_stream) = owned(Api::<Deployment>::all(client.clone()), any_change);
+    let (services, service_stream) = owned(Api::<Service>::all(client.clone()), all_but_status);
+    let (budgets, budget_stream) = owned(Api::<PodDisruptionBudget>::all(client.clone()), all_but_status);
+    berth_kit::watch::mark_synced_when(&kit, databases.listed());
+    let controller = Controller::for_shared_stream(databases.changes, databases.store);
     let synced = Synced::new(vec![
         listed(&secrets),
         listed(&config_maps),

@@ -67,10 +67,15 @@ pub(crate) fn verdicts(db: &Database, observed: &Observed) -> [Verdict; 2] {
     let pool = match &observed.pool {
         None => Verdict::new(POOL_READY, false, "Creating", "Deployment not created yet"),
         Some(p) => {
-            let message = format!("{}/{} pgbouncer pods available", p.available, p.wanted);
+            // No live counts in the message (status.readyReplicas has them): every pod becoming ready
+            // would otherwise rewrite this status and, through it, the Customer's.
             if p.available >= 1 && p.available_condition {
-                Verdict::new(POOL_READY, true, "Available", message)
+                Verdict::new(POOL_READY, true, "Available", "pgbouncer accepts connections")
             } else {
+                let message = format!(
+                    "waiting for pgbouncer pods to become available ({} wanted)",
+                    p.wanted
+                );
                 Verdict::new(POOL_READY, false, "Progressing", message)
             }
         }
@@ -195,7 +200,10 @@ mod tests {
         let pool = find_condition(&s.conditions, POOL_READY).unwrap();
         assert_eq!(
             (pool.reason.as_str(), pool.message.as_str()),
-            ("Progressing", "0/2 pgbouncer pods available")
+            (
+                "Progressing",
+                "waiting for pgbouncer pods to become available (2 wanted)"
+            )
         );
 
         let s = status(&db, "n", &Observed::default(), &at(1));

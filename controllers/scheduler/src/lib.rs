@@ -18,6 +18,7 @@ use std::sync::Arc;
 use berth_api::Scheduler;
 use berth_kit::Context;
 use berth_kit::labels::managed_selector;
+use berth_kit::shared::Subscription;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
@@ -36,12 +37,13 @@ pub const NAME: &str = "scheduler";
 /// started or deleted run wakes its Scheduler, and each Scheduler also wakes at its next due time.
 pub async fn run(
     ctx: Arc<Context>,
+    schedulers: Subscription<Scheduler>,
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (store, stream) = berth_kit::watch::primary(Api::<Scheduler>::all(client.clone()), ctx.clone());
-    let controller = Controller::for_stream(stream, store);
+    berth_kit::watch::mark_synced_when(&ctx, schedulers.listed());
+    let controller = Controller::for_shared_stream(schedulers.changes, schedulers.store);
     controller
         .owns(
             Api::<Job>::all(client),

@@ -3,12 +3,14 @@
 //! count reconciles.
 
 pub mod apply;
+pub mod changes;
 pub mod conditions;
 pub mod context;
 pub mod error;
 pub mod labels;
 pub mod metrics;
 pub mod owner;
+pub mod shared;
 pub mod trace;
 pub mod watch;
 

@@ -27,6 +27,15 @@ pub struct WriteLabels {
     pub verb: &'static str,
 }
 
+/// A request by Kubernetes verb, resource (`databases`, `jobs/status`, ...: bounded by the kinds berth
+/// reads and writes) and scope (`cluster`-wide, or inside one `namespace`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub verb: &'static str,
+    pub resource: String,
+    pub scope: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
@@ -41,6 +50,7 @@ pub struct Metrics {
     pub in_flight: Family<ControllerLabel, Gauge>,
     pub managed: Family<ControllerLabel, Gauge>,
     pub writes: Family<WriteLabels, Counter>,
+    pub requests: Family<RequestLabels, Counter>,
     pub leader: Gauge,
     build: Family<BuildLabels, Gauge>,
 }
@@ -56,6 +66,7 @@ impl Default for Metrics {
             in_flight: Family::default(),
             managed: Family::default(),
             writes: Family::default(),
+            requests: Family::default(),
             leader: Gauge::default(),
             build: Family::default(),
         }
@@ -92,6 +103,11 @@ impl Metrics {
             "api_writes",
             "Writes to the API server, by verb",
             self.writes.clone(),
+        );
+        r.register(
+            "api_requests",
+            "Every request the process sent to the API server, by verb and resource",
+            self.requests.clone(),
         );
         r.register(
             "leader",

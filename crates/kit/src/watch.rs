@@ -4,19 +4,22 @@
 use std::fmt::Debug;
 use std::hash::Hash;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use crate::changes::{Filter, Fingerprint};
 use crate::labels::managed_selector;
 
-/// A store of every `K` berth manages, and the stream that fills it (pass it to `Controller::owns_stream`).
+/// A store of every `K` berth manages, and the stream that fills it (pass it to `Controller::owns_stream`),
+/// which passes a change only when `fingerprint` sees one (deletions always).
 /// managedFields are dropped on the way in: they are most of an object's bytes and no controller reads them.
 pub fn owned<K>(
     api: Api<K>,
+    fingerprint: Fingerprint<K>,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -29,20 +32,35 @@ where
     let config = watcher::Config::default()
         .labels(&managed_selector())
         .any_semantic();
+    let mut filter = Filter::new(fingerprint);
     let stream = watcher(api, config)
         .default_backoff()
         .modify(|o: &mut K| o.managed_fields_mut().clear())
         .reflect(writer)
-        .touched_objects();
+        .filter_map(move |event| {
+            std::future::ready(match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                    filter.changed(&o).then_some(Ok(o))
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    filter.deleted(&o);
+                    Some(Ok(o))
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                Err(e) => Some(Err(e)),
+            })
+        });
     (store, stream)
 }
 
-/// The store and trigger stream of a controller's own kind (for `Controller::for_stream`). `kit` is marked
-/// synced when the first list completes, which `/readyz` waits for: observed on the stream itself, because
-/// a store's readiness future wakes only one waiter and the controller already waits on it.
+/// The store and trigger stream of a controller's own kind (for `Controller::for_stream`), passing a change
+/// only when `fingerprint` sees one. `kit` is marked synced when the first list completes, which `/readyz`
+/// waits for: observed on the stream itself, because a store's readiness future wakes only one waiter and
+/// the controller already waits on it.
 pub fn primary<K>(
     api: Api<K>,
     kit: std::sync::Arc<crate::Context>,
+    fingerprint: Fingerprint<K>,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -50,8 +68,8 @@ pub fn primary<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    use futures::StreamExt;
     let (store, writer) = reflector::store();
+    let mut filter = Filter::new(fingerprint);
     let stream = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .inspect(move |event| {
@@ -61,8 +79,34 @@ where
         })
         .modify(|o: &mut K| o.managed_fields_mut().clear())
         .reflect(writer)
-        .applied_objects();
+        .filter_map(move |event| {
+            std::future::ready(match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                    filter.changed(&o).then_some(Ok(o))
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    // Its own deletion is seen through the finalizer, while the object still exists.
+                    filter.deleted(&o);
+                    None
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                Err(e) => Some(Err(e)),
+            })
+        });
     (store, stream)
+}
+
+/// Marks `kit` synced (for `/readyz`) once `listed` resolves to `true`.
+pub fn mark_synced_when(
+    kit: &std::sync::Arc<crate::Context>,
+    listed: futures::future::BoxFuture<'static, bool>,
+) {
+    let kit = kit.clone();
+    tokio::spawn(async move {
+        if listed.await {
+            kit.mark_synced();
+        }
+    });
 }
 
 /// "Every cache has listed once", shared by all reconciles of a controller. A store's own readiness

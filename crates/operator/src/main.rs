@@ -3,6 +3,7 @@
 mod args;
 mod http;
 mod leader;
+mod requests;
 mod run;
 
 use clap::Parser;

@@ -6,8 +6,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use berth_api::{Database, Scheduler};
+use berth_kit::changes::{all_but_status, all_but_status_except_readiness};
 use berth_kit::metrics::Metrics;
+use berth_kit::shared::Shared;
 use berth_kit::{Context, Settings};
+use kube::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use prometheus_client::registry::Registry;
 use tokio::task::JoinSet;
@@ -25,15 +29,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .lease_namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
+    let mut registry = Registry::default();
+    let metrics = Metrics::default().register(&mut registry);
     // One client for every controller, with a client-side bound on concurrent API requests so a burst of
     // reconciles (a restart with thousands of tenants) queues here instead of at the API server.
     let client = kube::client::ClientBuilder::try_from(config)
         .context("building the Kubernetes client")?
         .with_layer(&tower::limit::ConcurrencyLimitLayer::new(args.api_max_in_flight))
+        .with_layer(&crate::requests::layer(metrics.clone()))
         .build();
 
-    let mut registry = Registry::default();
-    let metrics = Metrics::default().register(&mut registry);
     let health = Arc::new(Health::default());
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone(), args.stop_on_stdin_eof));
@@ -95,21 +100,43 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             settings(&args),
         )
     };
+    // Kinds more than one controller reads are watched once for the process (see `berth_kit::shared`).
+    let mut databases = Shared::new(Api::<Database>::all(client.clone()));
+    let mut schedulers = Shared::new(Api::<Scheduler>::all(client.clone()));
     let mut controllers = JoinSet::new();
     let mut synced = Vec::new();
     for c in &args.controllers {
-        let (ctx, done) = match c {
-            Controller::Customer => (kit(berth_customer::NAME), stop.clone().cancelled_owned()),
-            Controller::Database => (kit(berth_database::NAME), stop.clone().cancelled_owned()),
-            Controller::Scheduler => (kit(berth_scheduler::NAME), stop.clone().cancelled_owned()),
+        let done = stop.clone().cancelled_owned();
+        let ctx = match c {
+            Controller::Customer => kit(berth_customer::NAME),
+            Controller::Database => kit(berth_database::NAME),
+            Controller::Scheduler => kit(berth_scheduler::NAME),
         };
         synced.push(ctx.clone());
         match c {
-            Controller::Customer => controllers.spawn(berth_customer::run(ctx, args.concurrency, done)),
-            Controller::Database => controllers.spawn(berth_database::run(ctx, args.concurrency, done)),
-            Controller::Scheduler => controllers.spawn(berth_scheduler::run(ctx, args.concurrency, done)),
+            Controller::Customer => {
+                let shared = berth_customer::Shared {
+                    databases: databases.subscribe(all_but_status_except_readiness),
+                    schedulers: schedulers.subscribe(all_but_status_except_readiness),
+                };
+                controllers.spawn(berth_customer::run(ctx, shared, args.concurrency, done))
+            }
+            Controller::Database => controllers.spawn(berth_database::run(
+                ctx,
+                databases.subscribe(all_but_status),
+                args.concurrency,
+                done,
+            )),
+            Controller::Scheduler => controllers.spawn(berth_scheduler::run(
+                ctx,
+                schedulers.subscribe(all_but_status),
+                args.concurrency,
+                done,
+            )),
         };
     }
+    databases.start(stop.clone().cancelled_owned());
+    schedulers.start(stop.clone().cancelled_owned());
     let watch_ready = tokio::spawn({
         let health = health.clone();
         async move {

@@ -1,0 +1,205 @@
+//! Which watch events are worth a reconcile. A controller that wrote an object's status, or a cluster
+//! controller that counts a quota's usage, changes the object without changing anything a reconcile
+//! reads; waking on those costs a reconcile each (and, through status, often a write). A [`Filter`]
+//! passes an object only when what its [`Fingerprint`] covers changed, and always passes a deletion.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::Value;
+
+/// What of an object matters to the controller being woken.
+pub type Fingerprint<K> = fn(&K) -> u64;
+
+/// Every change counts (for children whose status a reconcile reads, such as a StatefulSet's ready
+/// replicas).
+pub fn any_change<K: Resource>(o: &K) -> u64 {
+    hash(&o.meta().resource_version)
+}
+
+/// Everything but `status` (and the bookkeeping the API server changes with it): spec, labels,
+/// annotations, owners, finalizers, deletion.
+pub fn all_but_status<K: Resource + Serialize>(o: &K) -> u64 {
+    hash(&without_status(o).to_string())
+}
+
+/// As [`all_but_status`], plus `status.observedGeneration` and the `Ready` condition (without its
+/// timestamp): a parent that reports its children's readiness is woken when it flips or its reason
+/// changes, not for every replica count.
+pub fn all_but_status_except_readiness<K: Resource + Serialize>(o: &K) -> u64 {
+    let v = serde_json::to_value(o).unwrap_or_default();
+    let observed = v.pointer("/status/observedGeneration").map(Value::to_string);
+    let ready = v
+        .pointer("/status/conditions")
+        .cloned()
+        .and_then(|c| match c {
+            Value::Array(conditions) => conditions
+                .into_iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready")),
+            _ => None,
+        })
+        .map(|mut c| {
+            if let Some(c) = c.as_object_mut() {
+                c.remove("lastTransitionTime");
+            }
+            c.to_string()
+        });
+    hash(&(all_but_status(o), observed, ready))
+}
+
+fn without_status<K: Serialize>(o: &K) -> Value {
+    let mut v = serde_json::to_value(o).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("status");
+    }
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in ["resourceVersion", "managedFields", "generation"] {
+            meta.remove(field);
+        }
+    }
+    v
+}
+
+fn hash(v: &impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+/// Remembers each object's last fingerprint, by uid (a re-created object is new).
+pub struct Filter<K> {
+    fingerprint: Fingerprint<K>,
+    seen: HashMap<String, u64>,
+}
+
+impl<K: Resource> Filter<K> {
+    #[must_use]
+    pub fn new(fingerprint: Fingerprint<K>) -> Self {
+        Self {
+            fingerprint,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// An object was added or changed: does it differ from last time in what the fingerprint covers?
+    pub fn changed(&mut self, o: &K) -> bool {
+        let print = (self.fingerprint)(o);
+        self.seen.insert(o.uid().unwrap_or_default(), print) != Some(print)
+    }
+
+    /// An object was deleted: always worth a reconcile, and forgotten.
+    pub fn deleted(&mut self, o: &K) {
+        self.seen.remove(&o.uid().unwrap_or_default());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_api::{Database, DatabaseSpec, DatabaseStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    use super::*;
+
+    fn db(storage: &str) -> Database {
+        let mut db = Database::new(
+            "db",
+            DatabaseSpec {
+                storage: k8s_openapi::apimachinery::pkg::api::resource::Quantity(storage.to_owned()),
+                ..DatabaseSpec::default()
+            },
+        );
+        db.metadata.uid = Some("u1".to_owned());
+        db.metadata.resource_version = Some("1".to_owned());
+        db
+    }
+
+    fn condition(type_: &str, status: &str, reason: &str, at: i64) -> Condition {
+        Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: Time(timestamp(at)),
+        }
+    }
+
+    fn timestamp(secs: i64) -> k8s_openapi::jiff::Timestamp {
+        k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default()
+    }
+
+    fn with_status(mut d: Database, conditions: Vec<Condition>, replicas: i32, rv: &str) -> Database {
+        d.metadata.resource_version = Some(rv.to_owned());
+        d.status = Some(DatabaseStatus {
+            conditions,
+            ready_replicas: Some(replicas),
+            ..DatabaseStatus::default()
+        });
+        d
+    }
+
+    #[test]
+    fn status_only_changes_are_dropped_spec_changes_pass() {
+        let mut f = Filter::new(all_but_status::<Database>);
+        assert!(f.changed(&db("1Gi")), "a new object passes");
+        let counted = with_status(db("1Gi"), vec![], 2, "2");
+        assert!(!f.changed(&counted), "only status and resourceVersion changed");
+        assert!(f.changed(&db("2Gi")), "spec changed");
+        let mut labelled = db("2Gi");
+        labelled.labels_mut().insert("a".to_owned(), "b".to_owned());
+        assert!(f.changed(&labelled), "labels changed");
+        let mut recreated = labelled.clone();
+        recreated.metadata.uid = Some("u2".to_owned());
+        assert!(f.changed(&recreated), "a re-created object is new");
+    }
+
+    #[test]
+    fn ready_flips_and_reasons_pass_replica_counts_and_timestamps_do_not() {
+        let mut f = Filter::new(all_but_status_except_readiness::<Database>);
+        let not_ready = vec![condition("Ready", "False", "Creating", 1)];
+        assert!(f.changed(&with_status(db("1Gi"), not_ready.clone(), 0, "1")));
+        assert!(
+            !f.changed(&with_status(db("1Gi"), not_ready, 1, "2")),
+            "replica count only"
+        );
+        let other = vec![
+            condition("Ready", "False", "Creating", 1),
+            condition("PoolReady", "True", "Available", 5),
+        ];
+        assert!(
+            !f.changed(&with_status(db("1Gi"), other, 1, "3")),
+            "another condition only"
+        );
+        let ready = vec![condition("Ready", "True", "Ready", 9)];
+        assert!(f.changed(&with_status(db("1Gi"), ready, 2, "4")), "Ready flipped");
+        let ready_later = vec![condition("Ready", "True", "Ready", 10)];
+        assert!(
+            !f.changed(&with_status(db("1Gi"), ready_later.clone(), 2, "5")),
+            "timestamp only"
+        );
+        let mut observed = with_status(db("1Gi"), ready_later, 2, "6");
+        if let Some(s) = observed.status.as_mut() {
+            s.observed_generation = Some(2);
+        }
+        assert!(
+            f.changed(&observed),
+            "the child's controller observed a new generation"
+        );
+    }
+
+    #[test]
+    fn any_change_passes_every_new_version_and_deletion_forgets() {
+        let mut f = Filter::new(any_change::<Database>);
+        let d = db("1Gi");
+        assert!(f.changed(&d));
+        assert!(
+            !f.changed(&d),
+            "the same version twice (a relist) is not a change"
+        );
+        assert!(f.changed(&with_status(db("1Gi"), vec![], 1, "2")));
+        f.deleted(&d);
+        assert!(f.changed(&d), "after a deletion the object is new again");
+    }
+}
