@@ -368,7 +368,8 @@ where
         + Clone
         + serde::Serialize
         + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+        + std::fmt::Debug
+        + berth_kit::slim::Slim,
 {
     let api: Api<K> = kit.api(ns);
     match desired {

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result, backoff};
 use crate::metrics::{ErrorLabels, Metrics, WriteLabels};
+use crate::slim::Slim;
 
 /// Operator-wide settings the Helm chart can change.
 #[derive(Clone, Debug)]
@@ -97,7 +98,7 @@ impl Context {
     #[tracing::instrument(name = "apply", skip_all, fields(kind = %K::kind(&()), name = %obj.name_any()))]
     pub async fn apply<K>(&self, api: &Api<K>, obj: &K) -> Result<K>
     where
-        K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+        K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug + Slim,
     {
         self.count_write("apply");
         let applied = crate::apply::apply(api, obj).await?;
@@ -117,7 +118,7 @@ impl Context {
     /// Whatever the API server answers.
     pub async fn apply_unless_unchanged<K>(&self, api: &Api<K>, obj: &K, cached: Option<Arc<K>>) -> Result<K>
     where
-        K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+        K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug + Slim,
     {
         match cached {
             Some(cached) if self.unchanged(obj, &cached) => Ok((*cached).clone()),
@@ -127,14 +128,18 @@ impl Context {
 
     fn unchanged<K: Resource<DynamicType = ()> + Serialize>(&self, desired: &K, cached: &K) -> bool {
         self.applied.lock().ok().is_some_and(|memo| {
-            memo.get(&memo_key(desired))
-                .is_some_and(|(wanted, seen)| *wanted == hash(desired) && *seen == fingerprint(cached))
+            memo.get(&memo_key(desired)).is_some_and(|(wanted, seen)| {
+                *wanted == hash(desired) && *seen == fingerprint(desired, cached)
+            })
         })
     }
 
-    fn remember<K: Resource<DynamicType = ()> + Serialize>(&self, desired: &K, applied: &K) {
+    fn remember<K: Resource<DynamicType = ()> + Serialize + Clone + Slim>(&self, desired: &K, applied: &K) {
+        // Compared later with the cache's copy, so reduced the way the cache reduces it.
+        let mut applied = applied.clone();
+        applied.slim();
         if let Ok(mut memo) = self.applied.lock() {
-            memo.insert(memo_key(desired), (hash(desired), fingerprint(applied)));
+            memo.insert(memo_key(desired), (hash(desired), fingerprint(desired, &applied)));
         }
     }
 
@@ -255,15 +260,32 @@ fn hash_json(value: &serde_json::Value) -> u64 {
     h.finish()
 }
 
-/// An object as berth and people shape it: without its status and the stamps every write moves
-/// (resourceVersion, managedFields), which other controllers change without changing what berth applied.
-fn fingerprint<K: Serialize>(obj: &K) -> u64 {
+/// What berth's last apply left of `obj`: not its status and version stamps, nor the labels and
+/// annotations others add (the Deployment controller's revision, say), which an apply would leave alone.
+fn fingerprint<K: Resource + Serialize>(desired: &K, obj: &K) -> u64 {
     let mut value = serde_json::to_value(obj).unwrap_or_default();
     if let Some(o) = value.as_object_mut() {
         o.remove("status");
         if let Some(meta) = o.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
             meta.remove("resourceVersion");
             meta.remove("managedFields");
+            let ours = |field: &str,
+                        keys: &std::collections::BTreeMap<String, String>,
+                        meta: &mut serde_json::Map<String, serde_json::Value>| {
+                if let Some(map) = meta.get_mut(field).and_then(serde_json::Value::as_object_mut) {
+                    map.retain(|k, _| keys.contains_key(k) || k == crate::slim::DIGEST);
+                }
+            };
+            ours(
+                "labels",
+                desired.meta().labels.as_ref().unwrap_or(&Default::default()),
+                meta,
+            );
+            ours(
+                "annotations",
+                desired.meta().annotations.as_ref().unwrap_or(&Default::default()),
+                meta,
+            );
         }
     }
     hash_json(&value)
@@ -302,32 +324,44 @@ mod tests {
         cm
     }
 
+    /// The watch cache's copy: slimmed on the way in.
+    fn cached(value: &str, rv: &str) -> ConfigMap {
+        let mut cm = config_map(value, Some(rv));
+        cm.slim();
+        cm
+    }
+
     #[tokio::test]
     async fn unchanged_only_when_desired_and_object_are_as_last_applied() {
         let ctx = context();
         let desired = config_map("v1", None);
         assert!(
-            !ctx.unchanged(&desired, &config_map("v1", Some("7"))),
+            !ctx.unchanged(&desired, &cached("v1", "7")),
             "never applied by this process"
         );
         ctx.remember(&desired, &config_map("v1", Some("7")));
-        assert!(ctx.unchanged(&desired, &config_map("v1", Some("7"))));
+        assert!(ctx.unchanged(&desired, &cached("v1", "7")));
         assert!(
-            ctx.unchanged(&desired, &config_map("v1", Some("8"))),
+            ctx.unchanged(&desired, &cached("v1", "8")),
             "a new version alone, as after a status write"
         );
-        let mut edited = config_map("v1", Some("9"));
-        edited.metadata.labels = None;
+        let mut annotated = cached("v1", "8");
+        annotated
+            .annotations_mut()
+            .insert("deployment.kubernetes.io/revision".to_owned(), "1".to_owned());
         assert!(
-            !ctx.unchanged(&desired, &edited),
-            "someone changed what berth applied"
+            ctx.unchanged(&desired, &annotated),
+            "another controller's annotation, which an apply would keep"
         );
+        let mut edited = cached("v1", "9");
+        edited.metadata.labels = None;
+        assert!(!ctx.unchanged(&desired, &edited), "someone removed berth's label");
         assert!(
-            !ctx.unchanged(&desired, &config_map("other", Some("9"))),
+            !ctx.unchanged(&desired, &cached("other", "9")),
             "someone changed the data"
         );
         assert!(
-            !ctx.unchanged(&config_map("v2", None), &config_map("v1", Some("7"))),
+            !ctx.unchanged(&config_map("v2", None), &cached("v1", "7")),
             "berth wants something else"
         );
     }

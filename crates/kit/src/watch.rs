@@ -13,10 +13,12 @@ use serde::de::DeserializeOwned;
 
 use crate::changes::{Filter, Fingerprint};
 use crate::labels::managed_selector;
+use crate::slim::Slim;
 
 /// A store of every `K` berth manages, and the stream that fills it (pass it to `Controller::owns_stream`),
 /// which passes a change only when `fingerprint` sees one (deletions always).
-/// managedFields are dropped on the way in: they are most of an object's bytes and no controller reads them.
+/// managedFields are dropped on the way in (most of an object's bytes, and no controller reads them), and
+/// each object is slimmed (see [`crate::slim`]).
 pub fn owned<K>(
     api: Api<K>,
     fingerprint: Fingerprint<K>,
@@ -25,7 +27,7 @@ pub fn owned<K>(
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + Slim + 'static,
     K::DynamicType: Eq + Hash + Clone,
 {
     let (store, writer) = reflector::store();
@@ -35,7 +37,10 @@ where
     let mut filter = Filter::new(fingerprint);
     let stream = watcher(api, config)
         .default_backoff()
-        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .modify(|o: &mut K| {
+            o.managed_fields_mut().clear();
+            o.slim();
+        })
         .reflect(writer)
         .filter_map(move |event| {
             std::future::ready(match event {
