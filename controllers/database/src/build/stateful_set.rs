@@ -37,11 +37,7 @@ pub(super) fn server(inputs: &Inputs<'_>) -> StatefulSet {
                 }),
                 spec: Some(pod(inputs)),
             },
-            volume_claim_templates: Some(
-                inputs
-                    .existing_claims
-                    .map_or_else(|| vec![claim(inputs)], <[PersistentVolumeClaim]>::to_vec),
-            ),
+            volume_claim_templates: Some(claims(inputs)),
             persistent_volume_claim_retention_policy: Some(retention(inputs.db.spec.deletion_policy)),
             ..StatefulSetSpec::default()
         }),
@@ -59,6 +55,32 @@ fn retention(policy: DeletionPolicy) -> StatefulSetPersistentVolumeClaimRetentio
         when_deleted: Some(when_deleted.to_owned()),
         when_scaled: Some("Retain".to_owned()),
     }
+}
+
+/// A StatefulSet's claim templates cannot change, so a server created with other ones keeps them. When they
+/// say what berth would build, berth's own template is applied: the server's copy carries defaults
+/// (`volumeMode`, `status`) that would make every reconcile's desired state look new.
+fn claims(inputs: &Inputs<'_>) -> Vec<PersistentVolumeClaim> {
+    let wanted = claim(inputs);
+    match inputs.existing_claims {
+        Some(existing) if !matches!(existing, [one] if same_claim(one, &wanted)) => existing.to_vec(),
+        _ => vec![wanted],
+    }
+}
+
+/// Equal in what berth sets.
+fn same_claim(a: &PersistentVolumeClaim, b: &PersistentVolumeClaim) -> bool {
+    let set = |c: &PersistentVolumeClaim| {
+        let spec = c.spec.clone().unwrap_or_default();
+        (
+            c.metadata.name.clone(),
+            c.metadata.labels.clone(),
+            spec.access_modes,
+            spec.storage_class_name,
+            spec.resources.and_then(|r| r.requests),
+        )
+    };
+    set(a) == set(b)
 }
 
 fn claim(inputs: &Inputs<'_>) -> PersistentVolumeClaim {
@@ -248,6 +270,30 @@ mod tests {
             mounts
                 .iter()
                 .any(|m| m.name == "data" && m.mount_path == names::DATA_MOUNT)
+        );
+    }
+
+    #[test]
+    fn claim_templates_the_server_only_defaulted_give_the_same_desired_state() {
+        let db = database("storage: 7Gi\n");
+        let built = build(&db).server.spec.unwrap().volume_claim_templates.unwrap();
+        let mut stored = built.clone();
+        if let Some(spec) = stored[0].spec.as_mut() {
+            spec.volume_mode = Some("Filesystem".to_owned());
+        }
+        stored[0].status = Some(k8s_openapi::api::core::v1::PersistentVolumeClaimStatus {
+            phase: Some("Pending".to_owned()),
+            ..Default::default()
+        });
+        let again = build_with(&db, Some(&stored))
+            .server
+            .spec
+            .unwrap()
+            .volume_claim_templates
+            .unwrap();
+        assert_eq!(
+            again, built,
+            "berth's own template, not the server's defaulted copy"
         );
     }
 
