@@ -134,14 +134,24 @@ struct Loaded {
 }
 
 impl Loaded {
-    /// The credentials Secret is read from the API server, not from a cache: whether it exists decides
-    /// whether passwords are generated, and a lagging cache must not answer that. The workloads come
-    /// from the caches the controller's watches fill.
+    /// The credentials Secret comes from the cache when it is there (a cache can lag, but never shows a
+    /// Secret that does not exist), and from the API server when it is not: whether it exists decides
+    /// whether passwords are generated, and a lagging cache must not answer "no". The workloads come from
+    /// the caches the controller's watches fill.
     async fn load(ctx: &Ctx, namespace: &str, name: &str) -> Result<Self> {
         ctx.synced.wait().await?;
-        let secrets = ctx.kit.api::<Secret>(namespace);
+        let key = ObjectRef::new(&names::credentials(name)).within(namespace);
+        let credentials = match ctx.caches.secrets.get(&key) {
+            Some(cached) => Some((*cached).clone()),
+            None => {
+                ctx.kit
+                    .api::<Secret>(namespace)
+                    .get_opt(&names::credentials(name))
+                    .await?
+            }
+        };
         Ok(Self {
-            credentials: secrets.get_opt(&names::credentials(name)).await?,
+            credentials,
             server: ctx
                 .caches
                 .servers
