@@ -48,7 +48,7 @@ pub struct Shared {
 pub async fn run(
     kit: Arc<Context>,
     shared: Shared,
-    concurrency: u16,
+    config: controller::Config,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = kit.client.clone();
@@ -85,7 +85,7 @@ pub async fn run(
         .watches_stream(rb_stream, |o| owner(&o))
         .watches_shared_stream(shared.databases.changes, |o| owner(o.as_ref()))
         .watches_shared_stream(shared.schedulers.changes, |o| owner(o.as_ref()))
-        .with_config(controller::Config::default().concurrency(concurrency))
+        .with_config(config)
         .graceful_shutdown_on(shutdown)
         .run(
             reconcile::reconcile,

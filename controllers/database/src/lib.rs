@@ -49,7 +49,7 @@ pub const NAME: &str = "database";
 pub async fn run(
     kit: Arc<Context>,
     databases: Subscription<Database>,
-    concurrency: u16,
+    config: controller::Config,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = kit.client.clone();
@@ -89,7 +89,7 @@ pub async fn run(
         .owns_stream(pool_stream)
         .owns_stream(service_stream)
         .owns_stream(budget_stream)
-        .with_config(controller::Config::default().concurrency(concurrency))
+        .with_config(config)
         .graceful_shutdown_on(shutdown)
         .run(
             reconcile::reconcile,

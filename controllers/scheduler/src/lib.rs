@@ -31,14 +31,14 @@ pub use reconcile::reconcile;
 pub const NAME: &str = "scheduler";
 
 /// Runs the Scheduler controller until `shutdown` resolves (then lets running reconciles finish), with at
-/// most `concurrency` Schedulers reconciled at once.
+/// most `config.concurrency` Schedulers reconciled at once.
 ///
 /// Jobs are watched by berth's `managed-by` label only (the operator never caches other Jobs); a finished,
 /// started or deleted run wakes its Scheduler, and each Scheduler also wakes at its next due time.
 pub async fn run(
     ctx: Arc<Context>,
     schedulers: Subscription<Scheduler>,
-    concurrency: u16,
+    config: Config,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
@@ -49,7 +49,7 @@ pub async fn run(
             Api::<Job>::all(client),
             watcher::Config::default().labels(&managed_selector()),
         )
-        .with_config(Config::default().concurrency(concurrency))
+        .with_config(config)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, |obj, err, ctx| ctx.failed(obj.as_ref(), err), ctx)
         .for_each(|result| async move { berth_kit::trace::log_outcome(NAME, &result) })

@@ -32,6 +32,11 @@ pub struct Args {
     #[arg(long, env = "BERTH_CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
 
+    /// Milliseconds a controller waits for an object's events to settle before reconciling it: a burst
+    /// (a new tenant's children appearing one by one) becomes one reconcile instead of one per event.
+    #[arg(long, env = "BERTH_DEBOUNCE_MS", default_value_t = 500)]
+    pub debounce_ms: u64,
+
     /// API requests this process has in flight at most, across all controllers; more wait their turn.
     /// Watches count only while they are being opened.
     #[arg(long, env = "BERTH_API_MAX_IN_FLIGHT", default_value_t = 32)]

@@ -103,6 +103,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // Kinds more than one controller reads are watched once for the process (see `berth_kit::shared`).
     let mut databases = Shared::new(Api::<Database>::all(client.clone()));
     let mut schedulers = Shared::new(Api::<Scheduler>::all(client.clone()));
+    let config = kube::runtime::controller::Config::default()
+        .concurrency(args.concurrency)
+        .debounce(Duration::from_millis(args.debounce_ms));
     let mut controllers = JoinSet::new();
     let mut synced = Vec::new();
     for c in &args.controllers {
@@ -119,18 +122,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     databases: databases.subscribe(all_but_status_except_readiness),
                     schedulers: schedulers.subscribe(all_but_status_except_readiness),
                 };
-                controllers.spawn(berth_customer::run(ctx, shared, args.concurrency, done))
+                controllers.spawn(berth_customer::run(ctx, shared, config.clone(), done))
             }
             Controller::Database => controllers.spawn(berth_database::run(
                 ctx,
                 databases.subscribe(all_but_status),
-                args.concurrency,
+                config.clone(),
                 done,
             )),
             Controller::Scheduler => controllers.spawn(berth_scheduler::run(
                 ctx,
                 schedulers.subscribe(all_but_status),
-                args.concurrency,
+                config.clone(),
                 done,
             )),
         };
