@@ -51,5 +51,5 @@ if [ -z "${KUBECONFIG:-}" ]; then
   export KUBECONFIG
 fi
 
-export BERTH_BIN="$repo/target/release/berth"
+export BERTH_BIN="${BERTH_BIN:-$repo/target/release/berth}"
 "$repo/target/release/bench"

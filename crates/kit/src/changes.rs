@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::Value;
@@ -92,6 +93,24 @@ impl<K: Resource> Filter<K> {
     /// An object was deleted: always worth a reconcile, and forgotten.
     pub fn deleted(&mut self, o: &K) {
         self.seen.remove(&o.uid().unwrap_or_default());
+    }
+
+    /// A watch event as a controller trigger: the object when it changed (or, with `deletions`, was
+    /// deleted), errors as they are, nothing for list bookkeeping.
+    pub fn pass(
+        &mut self,
+        event: Result<watcher::Event<K>, watcher::Error>,
+        deletions: bool,
+    ) -> Option<Result<K, watcher::Error>> {
+        match event {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => self.changed(&o).then_some(Ok(o)),
+            Ok(watcher::Event::Delete(o)) => {
+                self.deleted(&o);
+                deletions.then_some(Ok(o))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        }
     }
 }
 
@@ -187,6 +206,31 @@ mod tests {
             f.changed(&observed),
             "the child's controller observed a new generation"
         );
+    }
+
+    #[test]
+    fn watch_events_become_triggers_only_when_something_changed() {
+        let mut f = Filter::new(any_change::<Database>);
+        let pass = |f: &mut Filter<Database>, e: watcher::Event<Database>, deletions: bool| {
+            f.pass(Ok(e), deletions).map(|r| r.is_ok())
+        };
+        assert_eq!(pass(&mut f, watcher::Event::Init, true), None);
+        assert_eq!(
+            pass(&mut f, watcher::Event::InitApply(db("1Gi")), true),
+            Some(true)
+        );
+        assert_eq!(pass(&mut f, watcher::Event::InitDone, true), None);
+        assert_eq!(
+            pass(&mut f, watcher::Event::Apply(db("1Gi")), true),
+            None,
+            "same version"
+        );
+        assert_eq!(
+            pass(&mut f, watcher::Event::Delete(db("1Gi")), false),
+            None,
+            "owner's own deletion"
+        );
+        assert_eq!(pass(&mut f, watcher::Event::Delete(db("1Gi")), true), Some(true));
     }
 
     #[test]

@@ -42,19 +42,7 @@ where
             o.slim();
         })
         .reflect(writer)
-        .filter_map(move |event| {
-            std::future::ready(match event {
-                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                    filter.changed(&o).then_some(Ok(o))
-                }
-                Ok(watcher::Event::Delete(o)) => {
-                    filter.deleted(&o);
-                    Some(Ok(o))
-                }
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-                Err(e) => Some(Err(e)),
-            })
-        });
+        .filter_map(move |event| std::future::ready(filter.pass(event, true)));
     (store, stream)
 }
 
@@ -84,20 +72,8 @@ where
         })
         .modify(|o: &mut K| o.managed_fields_mut().clear())
         .reflect(writer)
-        .filter_map(move |event| {
-            std::future::ready(match event {
-                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                    filter.changed(&o).then_some(Ok(o))
-                }
-                Ok(watcher::Event::Delete(o)) => {
-                    // Its own deletion is seen through the finalizer, while the object still exists.
-                    filter.deleted(&o);
-                    None
-                }
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-                Err(e) => Some(Err(e)),
-            })
-        });
+        // Its own deletion is seen through the finalizer, while the object still exists.
+        .filter_map(move |event| std::future::ready(filter.pass(event, false)));
     (store, stream)
 }
 
