@@ -68,41 +68,43 @@ pub fn synthetic_customer(name: &str, index: usize) -> anyhow::Result<Customer> 
 
 /// Watches the floor's workloads and marks tenants ready in `tracker`. Runs until aborted.
 pub fn watch_ready(client: &Client, tracker: &Arc<Tracker>) -> Vec<tokio::task::JoinHandle<()>> {
-    let selector = berth_kit::labels::managed_selector();
-    let sts = {
-        let api: Api<StatefulSet> = Api::all(client.clone());
-        let tracker = tracker.clone();
-        let cfg = watcher::Config::default().labels(&selector);
-        tokio::spawn(async move {
-            let stream = watcher(api, cfg).default_backoff().applied_objects();
-            futures::pin_mut!(stream);
-            while let Some(next) = stream.next().await {
-                let Ok(s) = next else { continue };
-                let ready = s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0) >= 1;
-                if ready && let Some(ns) = s.namespace() {
-                    tracker.part_ready(&ns, SERVER);
-                }
+    let server_ready = |s: &StatefulSet| s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0) >= 1;
+    vec![
+        watch_part(client, tracker, SERVER, server_ready),
+        watch_part(client, tracker, POOL, pool_available),
+    ]
+}
+
+/// Marks `part` ready for a tenant when one of its `K`s (berth-labelled) satisfies `ready`.
+fn watch_part<K>(
+    client: &Client,
+    tracker: &Arc<Tracker>,
+    part: u8,
+    ready: fn(&K) -> bool,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let tracker = tracker.clone();
+    let cfg = watcher::Config::default().labels(&berth_kit::labels::managed_selector());
+    tokio::spawn(async move {
+        let stream = watcher(api, cfg).default_backoff().applied_objects();
+        futures::pin_mut!(stream);
+        while let Some(next) = stream.next().await {
+            let Ok(o) = next else { continue };
+            if ready(&o)
+                && let Some(ns) = o.namespace()
+            {
+                tracker.part_ready(&ns, part);
             }
-        })
-    };
-    let pools = {
-        let api: Api<Deployment> = Api::all(client.clone());
-        let tracker = tracker.clone();
-        let cfg = watcher::Config::default().labels(&selector);
-        tokio::spawn(async move {
-            let stream = watcher(api, cfg).default_backoff().applied_objects();
-            futures::pin_mut!(stream);
-            while let Some(next) = stream.next().await {
-                let Ok(d) = next else { continue };
-                if pool_available(&d)
-                    && let Some(ns) = d.namespace()
-                {
-                    tracker.part_ready(&ns, POOL);
-                }
-            }
-        })
-    };
-    vec![sts, pools]
+        }
+    })
 }
 
 /// The Database controller's `PoolReady`: at least one pod available and the `Available` condition.
@@ -235,6 +237,9 @@ async fn database_children(
         settings: &Settings::default(),
         existing_claims: None,
     });
+    for (_, meta) in kids.metas_mut() {
+        meta.owner_references = None;
+    }
     let Children {
         credentials,
         server_init,
@@ -246,21 +251,7 @@ async fn database_children(
         server_service,
         pool_service,
         pool_budget,
-    } = &mut kids;
-    for meta in [
-        &mut credentials.metadata,
-        &mut server_init.metadata,
-        &mut pool_config.metadata,
-        &mut pool_auth.metadata,
-        &mut connection.metadata,
-        &mut server.metadata,
-        &mut pool.metadata,
-        &mut server_service.metadata,
-        &mut pool_service.metadata,
-        &mut pool_budget.metadata,
-    ] {
-        meta.owner_references = None;
-    }
+    } = &kids;
     put(&Api::namespaced(client.clone(), &ns), credentials, verb, stats).await?;
     put(&Api::namespaced(client.clone(), &ns), server_init, verb, stats).await?;
     put(&Api::namespaced(client.clone(), &ns), pool_config, verb, stats).await?;

@@ -60,6 +60,24 @@ pub struct Children {
     pub pool_budget: PodDisruptionBudget,
 }
 
+impl Children {
+    /// Every child's kind and metadata, in the order the controller applies them.
+    pub fn metas_mut(&mut self) -> [(&'static str, &mut ObjectMeta); 10] {
+        [
+            ("Secret", &mut self.credentials.metadata),
+            ("ConfigMap", &mut self.server_init.metadata),
+            ("ConfigMap", &mut self.pool_config.metadata),
+            ("Secret", &mut self.pool_auth.metadata),
+            ("Secret", &mut self.connection.metadata),
+            ("StatefulSet", &mut self.server.metadata),
+            ("Deployment", &mut self.pool.metadata),
+            ("Service", &mut self.server_service.metadata),
+            ("Service", &mut self.pool_service.metadata),
+            ("PodDisruptionBudget", &mut self.pool_budget.metadata),
+        ]
+    }
+}
+
 /// The whole desired state of one Database.
 pub fn children(inputs: &Inputs<'_>) -> Children {
     let pool_config = PoolConfig::new(
@@ -200,41 +218,14 @@ pub(crate) mod tests {
         build_with(db, None)
     }
 
-    /// (field, kind, metadata) of every child.
-    fn all_metas(c: &Children) -> Vec<(&'static str, &'static str, &ObjectMeta)> {
-        let Children {
-            credentials,
-            server_init,
-            pool_config,
-            pool_auth,
-            connection,
-            server,
-            pool,
-            server_service,
-            pool_service,
-            pool_budget,
-        } = c;
-        vec![
-            ("credentials", "Secret", &credentials.metadata),
-            ("server_init", "ConfigMap", &server_init.metadata),
-            ("pool_config", "ConfigMap", &pool_config.metadata),
-            ("pool_auth", "Secret", &pool_auth.metadata),
-            ("connection", "Secret", &connection.metadata),
-            ("server", "StatefulSet", &server.metadata),
-            ("pool", "Deployment", &pool.metadata),
-            ("server_service", "Service", &server_service.metadata),
-            ("pool_service", "Service", &pool_service.metadata),
-            ("pool_budget", "PodDisruptionBudget", &pool_budget.metadata),
-        ]
-    }
-
     const SPEC: &str = "storage: 5Gi\nstorageClassName: fast-ssd\n";
 
     #[test]
     fn every_child_is_labelled_namespaced_and_named_once() {
-        let c = build(&database(SPEC));
+        let mut c = build(&database(SPEC));
         let mut seen = std::collections::BTreeSet::new();
-        for (what, kind, meta) in all_metas(&c) {
+        for (kind, meta) in c.metas_mut() {
+            let what = format!("{kind} {:?}", meta.name);
             let l = meta.labels.as_ref().unwrap();
             assert_eq!(l["app.kubernetes.io/managed-by"], "berth", "{what}");
             assert_eq!(l["berth.dev/customer"], "acme-corp", "{what}");
@@ -254,10 +245,13 @@ pub(crate) mod tests {
     #[test]
     fn every_child_but_retained_credentials_is_controlled_by_the_database() {
         for policy in ["Retain", "Delete"] {
-            let c = build(&database(&format!("{SPEC}deletionPolicy: {policy}\n")));
-            for (what, _, meta) in all_metas(&c) {
+            let mut c = build(&database(&format!("{SPEC}deletionPolicy: {policy}\n")));
+            for (kind, meta) in c.metas_mut() {
+                let what = format!("{kind} {:?}", meta.name);
                 let refs = meta.owner_references.clone().unwrap_or_default();
-                if what == "credentials" && policy == "Retain" {
+                if meta.name.as_deref() == Some(crate::names::credentials("ledger").as_str())
+                    && policy == "Retain"
+                {
                     assert!(refs.is_empty(), "retained credentials must outlive the Database");
                     continue;
                 }
