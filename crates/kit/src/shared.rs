@@ -36,14 +36,15 @@ pub struct Shared<K: Resource<DynamicType = ()> + Clone + 'static> {
 struct Subscriber<K> {
     tx: mpsc::Sender<Arc<K>>,
     filter: Filter<K>,
+    deletions: bool,
 }
 
 /// One controller's view of a shared watch.
 pub struct Subscription<K: Resource<DynamicType = ()> + Clone + 'static> {
     /// The process-wide cache of the kind.
     pub store: Store<K>,
-    /// Every object that was added, changed or deleted (pass it to `Controller::for_shared_stream` or
-    /// `watches_shared_stream`).
+    /// Every object that was added or changed, and deleted if asked for (pass it to
+    /// `Controller::for_shared_stream` or `watches_shared_stream`).
     pub changes: mpsc::Receiver<Arc<K>>,
     listed: tokio::sync::watch::Receiver<bool>,
 }
@@ -77,13 +78,16 @@ where
         }
     }
 
-    /// A new subscriber, told of a change only when `fingerprint` sees one (and of every deletion). Only
-    /// valid before [`Shared::start`], so that nobody misses the first list.
-    pub fn subscribe(&mut self, fingerprint: Fingerprint<K>) -> Subscription<K> {
+    /// A new subscriber, told of a change only when `fingerprint` sees one, and of deletions when it asks
+    /// for them (a parent re-creating a child does; a controller of the kind itself sees its objects go
+    /// through their finalizers instead). Only valid before [`Shared::start`], so that nobody misses the
+    /// first list.
+    pub fn subscribe(&mut self, fingerprint: Fingerprint<K>, deletions: bool) -> Subscription<K> {
         let (tx, rx) = mpsc::channel(BUFFER);
         self.subscribers.push(Subscriber {
             tx,
             filter: Filter::new(fingerprint),
+            deletions,
         });
         Subscription {
             store: self.store.clone(),
@@ -140,7 +144,7 @@ where
                 for mut s in subscribers {
                     let wanted = if deleted {
                         s.filter.deleted(&object);
-                        true
+                        s.deletions
                     } else {
                         s.filter.changed(&object)
                     };

@@ -119,20 +119,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         match c {
             Controller::Customer => {
                 let shared = berth_customer::Shared {
-                    databases: databases.subscribe(all_but_status_except_readiness),
-                    schedulers: schedulers.subscribe(all_but_status_except_readiness),
+                    databases: databases.subscribe(all_but_status_except_readiness, true),
+                    schedulers: schedulers.subscribe(all_but_status_except_readiness, true),
                 };
                 controllers.spawn(berth_customer::run(ctx, shared, config.clone(), done))
             }
             Controller::Database => controllers.spawn(berth_database::run(
                 ctx,
-                databases.subscribe(all_but_status),
+                databases.subscribe(all_but_status, false),
                 config.clone(),
                 done,
             )),
             Controller::Scheduler => controllers.spawn(berth_scheduler::run(
                 ctx,
-                schedulers.subscribe(all_but_status),
+                schedulers.subscribe(all_but_status, false),
                 config.clone(),
                 done,
             )),
