@@ -21,6 +21,17 @@ const READY_WITHIN: Duration = Duration::from_secs(120);
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The cluster to themselves: these tests start their own operators, which share one Lease, so they run
+/// one at a time and not at all where berth already runs in the cluster.
+async fn own_operators() -> Option<(tokio::sync::MutexGuard<'static, ()>, Client)> {
+    if external() {
+        eprintln!("berth runs in the cluster; this test needs to start its own operators");
+        return None;
+    }
+    let serial = SERIAL.lock().await;
+    Some((serial, prepare().await))
+}
+
 /// A small tenant: namespace, guard rails and a Scheduler, no database.
 async fn customer(c: &Client, prefix: &str) -> String {
     let name = unique(prefix);
@@ -62,11 +73,9 @@ async fn leading(op: &Operator, within: Duration) {
 
 #[tokio::test]
 async fn only_the_leader_reconciles_and_a_killed_leader_is_replaced_within_the_lease() {
-    if external() {
-        return eprintln!("berth runs in the cluster; this test needs to start its own operators");
-    }
-    let _serial = SERIAL.lock().await;
-    let c = prepare().await;
+    let Some((_serial, c)) = own_operators().await else {
+        return;
+    };
     let a = Operator::start("leader-a", &[]);
     leading(&a, Duration::from_secs(30)).await;
     let b = Operator::start("leader-b", &[]);
@@ -97,11 +106,9 @@ async fn only_the_leader_reconciles_and_a_killed_leader_is_replaced_within_the_l
 
 #[tokio::test]
 async fn sigterm_releases_the_lease_so_the_standby_takes_over_at_once() {
-    if external() {
-        return eprintln!("berth runs in the cluster; this test needs to start its own operators");
-    }
-    let _serial = SERIAL.lock().await;
-    let _c = prepare().await;
+    let Some((_serial, _c)) = own_operators().await else {
+        return;
+    };
     let a = Operator::start("term-a", &[]);
     leading(&a, Duration::from_secs(30)).await;
     let b = Operator::start("term-b", &[]);
@@ -126,11 +133,9 @@ async fn sigterm_releases_the_lease_so_the_standby_takes_over_at_once() {
 
 #[tokio::test]
 async fn probes_tell_alive_from_ready_and_metrics_count_reconciles() {
-    if external() {
-        return eprintln!("berth runs in the cluster; this test needs to start its own operators");
-    }
-    let _serial = SERIAL.lock().await;
-    let c = prepare().await;
+    let Some((_serial, c)) = own_operators().await else {
+        return;
+    };
 
     // An API server that cannot be reached: alive, never ready.
     let nowhere = std::env::temp_dir().join(format!("{}.kubeconfig", unique("nowhere")));
@@ -185,11 +190,9 @@ async fn probes_tell_alive_from_ready_and_metrics_count_reconciles() {
 
 #[tokio::test]
 async fn each_kind_is_listed_once_even_when_two_controllers_read_it() {
-    if external() {
-        return eprintln!("berth runs in the cluster; this test needs to start its own operators");
-    }
-    let _serial = SERIAL.lock().await;
-    let _c = prepare().await;
+    let Some((_serial, _c)) = own_operators().await else {
+        return;
+    };
     let op = Operator::start("shared", &[]);
     leading(&op, Duration::from_secs(30)).await;
     eventually(Duration::from_secs(30), "/readyz", || async {
@@ -232,11 +235,9 @@ async fn each_kind_is_listed_once_even_when_two_controllers_read_it() {
 
 #[tokio::test]
 async fn sigterm_during_a_fan_out_loses_and_duplicates_nothing() {
-    if external() {
-        return eprintln!("berth runs in the cluster; this test needs to start its own operators");
-    }
-    let _serial = SERIAL.lock().await;
-    let c = prepare().await;
+    let Some((_serial, c)) = own_operators().await else {
+        return;
+    };
     let first = Operator::start("fanout-a", &[]);
     leading(&first, Duration::from_secs(30)).await;
     let mut names = Vec::new();
@@ -282,11 +283,9 @@ async fn sigterm_during_a_fan_out_loses_and_duplicates_nothing() {
 
 #[tokio::test]
 async fn reconcile_spans_reach_a_real_opentelemetry_collector() {
-    if external() {
-        return eprintln!("berth runs in the cluster; this test needs to start its own operators");
-    }
-    let _serial = SERIAL.lock().await;
-    let c = prepare().await;
+    let Some((_serial, c)) = own_operators().await else {
+        return;
+    };
     let collector = Collector::start(&collector_binary());
     let endpoint = collector.endpoint();
     let op = Operator::start_with_env(
