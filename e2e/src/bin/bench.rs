@@ -805,52 +805,43 @@ fn print_table(
     println!();
     println!("{:<38} {:>16} {:>16}", "", "floor", "berth");
     let row = |label: &str, a: String, b: String| println!("{label:<38} {a:>16} {b:>16}");
-    row(
-        "time until all Ready (s)",
-        report::num(f(&fl["t_seconds"]), 1),
-        report::num(f(&be["t_seconds"]), 1),
-    );
+    // A figure both phases report under the same key.
+    let both = |label: &str, key: &str, digits: usize| {
+        row(
+            label,
+            report::num(f(&fl[key]), digits),
+            report::num(f(&be[key]), digits),
+        );
+    };
+    let cpu = |label: &str, component: &str| {
+        row(
+            label,
+            report::num(comp(fl, component), 1),
+            report::num(comp(be, component), 1),
+        );
+    };
+    both("time until all Ready (s)", "t_seconds", 1);
     row(
         "tenants Ready",
         format!("{}/{}", fl["ready"], r["n"]),
         format!("{}/{}", be["ready"], r["n"]),
     );
-    row(
-        "requests issued in (s)",
-        report::num(f(&fl["create_seconds"]), 1),
-        report::num(f(&be["create_seconds"]), 1),
-    );
-    row(
+    both("requests issued in (s)", "create_seconds", 1);
+    both(
         "every child object exists after (s)",
-        report::num(f(&fl["all_objects_exist_seconds"]), 1),
-        report::num(f(&be["all_objects_exist_seconds"]), 1),
+        "all_objects_exist_seconds",
+        1,
     );
     row("create→Ready p50/p95/p99 (s)", lat(fl), lat(be));
-    row(
-        "API writes (total)",
-        report::num(f(&fl["writes"]), 0),
-        report::num(f(&be["writes"]), 0),
-    );
+    both("API writes (total)", "writes", 0);
     row(
         "API writes per tenant",
         report::num(f(&fl["writes"]).map(|w| w / n), 1),
         report::num(f(&be["writes"]).map(|w| w / n), 1),
     );
-    row(
-        "kube-apiserver CPU (s)",
-        report::num(comp(fl, "kube-apiserver"), 1),
-        report::num(comp(be, "kube-apiserver"), 1),
-    );
-    row(
-        "etcd CPU (s)",
-        report::num(comp(fl, "etcd"), 1),
-        report::num(comp(be, "etcd"), 1),
-    );
-    row(
-        "kube-controller-manager CPU (s)",
-        report::num(comp(fl, "kube-controller-manager"), 1),
-        report::num(comp(be, "kube-controller-manager"), 1),
-    );
+    cpu("kube-apiserver CPU (s)", "kube-apiserver");
+    cpu("etcd CPU (s)", "etcd");
+    cpu("kube-controller-manager CPU (s)", "kube-controller-manager");
     row(
         "client CPU (s): bench / berth",
         report::num(f(&fl["client_cpu_seconds"]), 1),
