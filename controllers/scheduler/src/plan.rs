@@ -30,6 +30,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use berth_api::{ConcurrencyPolicy, SchedulerSpec, Workflow, WorkflowStatus};
 use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::schedule::Schedule;
 
@@ -81,6 +82,7 @@ pub struct WorkflowPlan {
     /// The newest due time acted on (started, skipped by `Forbid`, or missed).
     pub last_schedule: Option<Timestamp>,
     pub last_successful: Option<Timestamp>,
+    pub last_failed: Option<Timestamp>,
     /// The newest run's name.
     pub last_run: Option<String>,
     /// Skipped due times, all told (the previous count plus `newly_missed`).
@@ -241,12 +243,18 @@ fn decide(
         }
     }
 
-    w.last_successful = own
-        .iter()
-        .filter(|r| r.state == RunState::Succeeded)
-        .filter_map(|r| r.finished)
-        .chain(prev.and_then(|p| p.last_successful_time.as_ref()).map(|t| t.0))
-        .max();
+    let last_finished = |state: RunState, remembered: Option<&Time>| {
+        own.iter()
+            .filter(|r| r.state == state)
+            .filter_map(|r| r.finished)
+            .chain(remembered.map(|t| t.0))
+            .max()
+    };
+    w.last_successful = last_finished(
+        RunState::Succeeded,
+        prev.and_then(|p| p.last_successful_time.as_ref()),
+    );
+    w.last_failed = last_finished(RunState::Failed, prev.and_then(|p| p.last_failed_time.as_ref()));
     // The newest run: just created, still there, or remembered (its Job may have been pruned).
     let newest = run
         .iter()
@@ -425,6 +433,7 @@ mod tests {
                 name: w.name.clone(),
                 last_schedule_time: w.last_schedule.map(Time),
                 last_successful_time: w.last_successful.map(Time),
+                last_failed_time: w.last_failed.map(Time),
                 last_run: w.last_run.clone(),
                 missed: w.missed,
             })
@@ -721,6 +730,7 @@ mod tests {
             "3 succeeded and 1 failed stay; the active run is not history"
         );
         assert_eq!(p.workflows[0].last_successful, Some(ts("2025-01-01T06:00:30Z")));
+        assert_eq!(p.workflows[0].last_failed, Some(ts("2025-01-01T07:00:30Z")));
         assert_eq!(p.workflows[0].last_run.as_deref(), Some(runs[7].name.as_str()));
     }
 

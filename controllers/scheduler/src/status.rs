@@ -73,6 +73,7 @@ pub fn status(
                 name: w.name.clone(),
                 last_schedule_time: w.last_schedule.map(Time),
                 last_successful_time: w.last_successful.map(Time),
+                last_failed_time: w.last_failed.map(Time),
                 last_run: w.last_run.clone(),
                 missed: w.missed,
             })

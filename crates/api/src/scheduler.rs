@@ -95,6 +95,10 @@ pub struct WorkflowStatus {
     pub last_schedule_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_time: Option<Time>,
+    /// When a run last failed: its command exited non-zero more than `backoffLimit` times, or it ran past
+    /// `activeDeadlineSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<String>,
     /// Runs skipped because they were missed by more than the starting deadline.
