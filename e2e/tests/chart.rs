@@ -243,8 +243,9 @@ fn the_operator_pod_runs_locked_down_with_the_chart_settings() {
         ("BERTH_LOG_FORMAT", "json"),
         ("BERTH_CONCURRENCY", "8"),
         ("BERTH_CONTROLLERS", "customer,database,scheduler"),
-        ("BERTH_POSTGRES_IMAGE", "postgres:17-alpine"),
-        ("BERTH_PGBOUNCER_IMAGE", "bitnami/pgbouncer:1.24.1"),
+        ("BERTH_POSTGRES_IMAGE", "ghcr.io/cloudnative-pg/postgresql:17"),
+        ("BERTH_PGBOUNCER_IMAGE", "ghcr.io/cloudnative-pg/pgbouncer:1.24.1"),
+        ("BERTH_POSTGRES_BIN_DIR", ""),
         ("BERTH_SHUTDOWN_SECONDS", "45"),
     ] {
         assert_eq!(env(name)["value"].as_str(), Some(value), "{name}");

@@ -10,8 +10,10 @@ use k8s_openapi::api::core::v1::Secret;
 /// Length of every generated password.
 pub const PASSWORD_LEN: usize = 32;
 
-/// Keys of the credentials Secret. They are the environment variable names the PostgreSQL image and
-/// the init script read, so the StatefulSet maps them one to one.
+/// Keys of the credentials Secret. Named after the official PostgreSQL image's variables, from when
+/// berth relied on its entrypoint; no container reads them as such any more (the init container gets
+/// them as `BERTH_*` variables), but the names stay so the Secrets of existing Databases, which are
+/// never regenerated, keep reading.
 pub const SUPERUSER_KEY: &str = "POSTGRES_USER";
 pub const SUPERUSER_PASSWORD_KEY: &str = "POSTGRES_PASSWORD";
 pub const DATABASE_KEY: &str = "POSTGRES_DB";

@@ -2,8 +2,9 @@
 //! (Deployment, Service named like the Database, PodDisruptionBudget), with credentials generated once
 //! and a connection Secret for apps. See `reconcile` for the pipeline and `names` for every child.
 //!
-//! The renderers in [`pgbouncer`] and the script in [`postgres`] are public so the real-component test
-//! (`e2e/tests/pool_real.rs`) runs exactly what the operator ships.
+//! The renderers in [`pgbouncer`] and [`postgres`] (the server's bootstrap script and command) are public
+//! so the real-component tests (`e2e/tests/pool_real.rs`, `e2e/tests/bootstrap_real.rs`) run exactly what
+//! the operator ships.
 
 pub mod build;
 pub mod credentials;

@@ -7,7 +7,7 @@ pub const SERVER_COMPONENT: &str = "database";
 /// Component label of the pgbouncer side: ConfigMap, userlist Secret, Deployment, Service, PDB.
 pub const POOL_COMPONENT: &str = "pool";
 
-/// The PostgreSQL superuser (`POSTGRES_USER` of the image); also pgbouncer's admin console user.
+/// The PostgreSQL superuser. pgbouncer never sees it: its userlist holds the app role only.
 pub const SUPERUSER: &str = "postgres";
 /// The role applications log in as; it owns the tenant's database.
 pub const APP_USER: &str = "app";
@@ -33,7 +33,7 @@ pub fn server(db: &str) -> String {
     format!("{db}-postgres")
 }
 
-/// ConfigMap with the script that creates the app role when the server initialises its volume.
+/// ConfigMap with the server's bootstrap script and the pod's account file.
 #[must_use]
 pub fn server_init(db: &str) -> String {
     format!("{db}-postgres-init")
@@ -88,10 +88,12 @@ pub fn sql_database(db: &str) -> String {
 /// `lost+found` at the volume's root does not upset `initdb`).
 pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
 pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
-/// Where the PostgreSQL image runs the scripts of a first start.
-pub const INIT_MOUNT: &str = "/docker-entrypoint-initdb.d";
-/// Key (file name) of the init script in its ConfigMap.
-pub const INIT_KEY: &str = "10-app-role.sh";
+/// Where the init container finds the bootstrap ConfigMap.
+pub const INIT_MOUNT: &str = "/etc/berth";
+/// Keys (file names) in the bootstrap ConfigMap: the init container's script, and the `/etc/passwd`
+/// both containers mount.
+pub const INIT_KEY: &str = "bootstrap.sh";
+pub const PASSWD_KEY: &str = "passwd";
 
 /// Where pgbouncer finds its two files in the pod.
 pub const POOL_CONFIG_DIR: &str = "/etc/pgbouncer/config";

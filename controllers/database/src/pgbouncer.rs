@@ -61,13 +61,13 @@ pub struct PoolConfig {
     mode: PoolMode,
     default_pool_size: i32,
     max_client_conn: i32,
-    admin_user: String,
+    stats_user: String,
     pub endpoints: Endpoints,
 }
 
 impl PoolConfig {
-    /// The pool configuration of a Database: its pool settings, its database, and its superuser as
-    /// pgbouncer's admin (the only role allowed on the `pgbouncer` admin console, for `SHOW`/`RELOAD`).
+    /// The pool configuration of a Database: its pool settings, its database, and its app role, which
+    /// may read the pool's statistics on the `pgbouncer` console (`SHOW POOLS`, `SHOW STATS`, …).
     #[must_use]
     pub fn new(pool: &PoolSpec, credentials: &Credentials, endpoints: Endpoints) -> Self {
         Self {
@@ -75,7 +75,7 @@ impl PoolConfig {
             mode: pool.mode,
             default_pool_size: pool.default_pool_size,
             max_client_conn: pool.max_client_connections,
-            admin_user: credentials.superuser.clone(),
+            stats_user: credentials.app_user.clone(),
             endpoints,
         }
     }
@@ -92,6 +92,10 @@ impl PoolConfig {
 /// SCRAM everywhere: clients authenticate to pgbouncer with `scram-sha-256` against the userlist, and
 /// pgbouncer logs in to PostgreSQL the same way with the password it finds there. No unix socket, log
 /// file or pid file is written, so the container's root filesystem stays read-only.
+///
+/// The admin console has no admin (`admin_users` empty): nobody can `PAUSE`, `RELOAD`, `KILL` or
+/// `SHUTDOWN` the pool through it; pgbouncer is steered by its pod (signals, a new config). The app
+/// role may only read statistics (`stats_users`).
 #[must_use]
 pub fn render_ini(cfg: &PoolConfig) -> String {
     let e = &cfg.endpoints;
@@ -107,7 +111,8 @@ listen_port = {listen_port}
 unix_socket_dir =
 auth_type = scram-sha-256
 auth_file = {auth_file}
-admin_users = {admin}
+admin_users =
+stats_users = {stats}
 pool_mode = {mode}
 default_pool_size = {pool_size}
 max_client_conn = {max_client}
@@ -119,24 +124,24 @@ ignore_startup_parameters = extra_float_digits
         listen_addr = e.listen_addr,
         listen_port = e.listen_port,
         auth_file = e.auth_file,
-        admin = cfg.admin_user,
+        stats = cfg.stats_user,
         mode = cfg.mode.as_str(),
         pool_size = cfg.default_pool_size,
         max_client = cfg.max_client_conn,
     )
 }
 
-/// `userlist.txt`: the app role and the superuser with their passwords in plain text, which pgbouncer
-/// needs to log in to PostgreSQL with SCRAM on the client's behalf. It lives in a Secret.
+/// `userlist.txt`: the app role and its password in plain text, which pgbouncer needs to log in to
+/// PostgreSQL with SCRAM on the client's behalf. It lives in a Secret. The app role only: the pool is
+/// the tenant's door, so it never holds the superuser's password, and the superuser cannot log in
+/// through it.
 #[must_use]
 pub fn render_userlist(credentials: &Credentials) -> String {
-    [
-        (&credentials.app_user, &credentials.app_password),
-        (&credentials.superuser, &credentials.superuser_password),
-    ]
-    .into_iter()
-    .map(|(user, password)| format!("{} {}\n", quote(user), quote(password)))
-    .collect()
+    format!(
+        "{} {}\n",
+        quote(&credentials.app_user),
+        quote(&credentials.app_password)
+    )
 }
 
 /// pgbouncer's quoting: in double quotes, a double quote doubled.
@@ -196,7 +201,8 @@ mod tests {
         assert_eq!(kv["listen_port"], "5432");
         assert_eq!(kv["auth_type"], "scram-sha-256");
         assert_eq!(kv["auth_file"], "/etc/pgbouncer/auth/userlist.txt");
-        assert_eq!(kv["admin_users"], "su");
+        assert!(ini.contains("\nadmin_users =\n"), "no admin on the console");
+        assert_eq!(kv["stats_users"], "web");
         assert_eq!(kv["pool_mode"], "statement");
         assert_eq!(kv["default_pool_size"], "7");
         assert_eq!(kv["max_client_conn"], "70");
@@ -229,11 +235,8 @@ mod tests {
     }
 
     #[test]
-    fn userlist_quotes_both_roles() {
-        assert_eq!(
-            render_userlist(&creds()),
-            "\"web\" \"W3b\"\"pw\"\n\"su\" \"Sup3r\"\n"
-        );
+    fn userlist_holds_the_app_role_only_quoted() {
+        assert_eq!(render_userlist(&creds()), "\"web\" \"W3b\"\"pw\"\n");
     }
 
     #[test]

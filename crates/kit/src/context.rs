@@ -24,13 +24,16 @@ pub struct Settings {
     pub postgres_image: String,
     /// Image of the pgbouncer pool.
     pub pgbouncer_image: String,
+    /// Directory of PostgreSQL's server binaries in the server image; empty means they are on `PATH`.
+    pub postgres_bin_dir: String,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            postgres_image: "postgres:17-alpine".to_owned(),
-            pgbouncer_image: "bitnami/pgbouncer:1.24.1".to_owned(),
+            postgres_image: "ghcr.io/cloudnative-pg/postgresql:17".to_owned(),
+            pgbouncer_image: "ghcr.io/cloudnative-pg/pgbouncer:1.24.1".to_owned(),
+            postgres_bin_dir: String::new(),
         }
     }
 }

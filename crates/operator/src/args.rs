@@ -77,6 +77,11 @@ pub struct Args {
     #[arg(long, env = "BERTH_PGBOUNCER_IMAGE")]
     pub pgbouncer_image: Option<String>,
 
+    /// Directory of PostgreSQL's server binaries (initdb, pg_ctl, postgres, psql, pg_isready) in the
+    /// PostgreSQL images; empty: they are on the image's PATH.
+    #[arg(long, env = "BERTH_POSTGRES_BIN_DIR")]
+    pub postgres_bin_dir: Option<String>,
+
     /// Shut down when standard input closes, as on SIGTERM; lets a supervising process (the e2e
     /// harness) stop berth by simply going away.
     #[arg(long, hide = true)]

@@ -246,6 +246,9 @@ fn settings(args: &Args) -> Settings {
     if let Some(image) = &args.pgbouncer_image {
         s.pgbouncer_image.clone_from(image);
     }
+    if let Some(dir) = &args.postgres_bin_dir {
+        s.postgres_bin_dir.clone_from(dir);
+    }
     s
 }
 

@@ -1,21 +1,23 @@
-//! ConfigMaps: the server's first-start script and pgbouncer's `pgbouncer.ini`.
+//! ConfigMaps: the server's bootstrap files and pgbouncer's `pgbouncer.ini`.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use super::Inputs;
+use super::{Inputs, POSTGRES_UID};
 use crate::names;
-use crate::postgres::INIT_SCRIPT;
+use crate::postgres::{bootstrap_script, passwd};
 
-/// The script that creates the app role when the server initialises its volume.
+/// The init container's bootstrap script and the pod's `/etc/passwd`. Neither holds a secret. A new
+/// script (a new berth) takes effect at the server's next start rather than restarting it: the pod
+/// template does not change with it.
 pub(super) fn server_init(inputs: &Inputs<'_>) -> ConfigMap {
     ConfigMap {
         metadata: inputs.meta(names::server_init(inputs.name), names::SERVER_COMPONENT),
-        data: Some(BTreeMap::from([(
-            names::INIT_KEY.to_owned(),
-            INIT_SCRIPT.to_owned(),
-        )])),
+        data: Some(BTreeMap::from([
+            (names::INIT_KEY.to_owned(), bootstrap_script()),
+            (names::PASSWD_KEY.to_owned(), passwd(POSTGRES_UID)),
+        ])),
         ..ConfigMap::default()
     }
 }
@@ -51,8 +53,11 @@ mod tests {
     }
 
     #[test]
-    fn init_script_is_shipped() {
+    fn bootstrap_files_are_shipped() {
         let c = build(&database("storage: 1Gi\n"));
-        assert_eq!(c.server_init.data.as_ref().unwrap()[names::INIT_KEY], INIT_SCRIPT);
+        let data = c.server_init.data.unwrap();
+        assert_eq!(data[names::INIT_KEY], bootstrap_script());
+        assert_eq!(data[names::PASSWD_KEY], passwd(POSTGRES_UID));
+        assert_eq!(data.len(), 2);
     }
 }

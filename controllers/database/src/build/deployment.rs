@@ -11,8 +11,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::stateful_set::{empty_dir, mount};
-use super::{Inputs, POOL_UID, container_security, pod_security};
+use super::{Inputs, POOL_UID, container_security, empty_dir, mount, pod_security};
 use crate::names;
 
 /// `hash` is [`crate::pgbouncer::config_hash`] of the files the pods mount: a new hash rolls them.
@@ -60,7 +59,8 @@ fn pod(inputs: &Inputs<'_>) -> PodSpec {
         name: "pgbouncer".to_owned(),
         image: Some(inputs.settings.pgbouncer_image.clone()),
         // The image's own entrypoint (which would write a config from environment variables) is bypassed:
-        // pgbouncer reads exactly the rendered file.
+        // pgbouncer, from PATH (`/usr/bin` in CloudNativePG's image, `/usr/sbin` in Debian's package),
+        // reads exactly the rendered file.
         command: Some(vec![
             "pgbouncer".to_owned(),
             format!("{}/{}", names::POOL_CONFIG_DIR, names::INI_KEY),

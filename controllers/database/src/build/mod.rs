@@ -5,6 +5,7 @@ mod config_map;
 mod deployment;
 mod pdb;
 mod secret;
+mod server_pod;
 mod service;
 mod stateful_set;
 
@@ -15,8 +16,8 @@ use berth_kit::Settings;
 use berth_kit::labels::{COMPONENT, INSTANCE, MANAGED_BY, labels};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, PersistentVolumeClaim, PodSecurityContext, SeccompProfile, Secret,
-    SecurityContext, Service,
+    Capabilities, ConfigMap, EmptyDirVolumeSource, PersistentVolumeClaim, PodSecurityContext, SeccompProfile,
+    Secret, SecurityContext, Service, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -24,10 +25,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use crate::credentials::Credentials;
 use crate::pgbouncer::{Endpoints, PoolConfig, config_hash, render_ini, render_userlist};
 
-/// User and group of the `postgres` account in the alpine PostgreSQL image.
-pub(crate) const POSTGRES_UID: i64 = 70;
-/// User and group the pgbouncer image runs as (the default image's non-root account).
-pub(crate) const POOL_UID: i64 = 1001;
+/// User and group of the PostgreSQL server, whatever the image: the pod mounts its own `/etc/passwd`
+/// naming this uid (see [`crate::postgres::passwd`]). 999 is `postgres` in Debian's and the official
+/// images, so their files and berth's pod agree.
+pub(crate) const POSTGRES_UID: i64 = 999;
+/// User and group of pgbouncer: the `pgbouncer` account of the default (CloudNativePG) image. pgbouncer
+/// looks no account up, so any image runs as it.
+pub(crate) const POOL_UID: i64 = 998;
 
 /// What the builders read.
 pub struct Inputs<'a> {
@@ -159,6 +163,24 @@ fn pod_security(uid: i64) -> PodSecurityContext {
     }
 }
 
+fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: volume.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+/// Writable scratch space for a container whose root filesystem is read-only.
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
 /// Container-level part of the `restricted` Pod Security Standard, with a read-only root filesystem.
 fn container_security() -> SecurityContext {
     SecurityContext {
@@ -199,17 +221,28 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn build_with(db: &Database, claims: Option<&[PersistentVolumeClaim]>) -> Children {
+        build_from(db, claims, &Settings::default(), &credentials())
+    }
+
+    pub(crate) fn build_settings(db: &Database, settings: &Settings) -> Children {
+        build_from(db, None, settings, &credentials())
+    }
+
+    fn build_from(
+        db: &Database,
+        claims: Option<&[PersistentVolumeClaim]>,
+        settings: &Settings,
+        creds: &Credentials,
+    ) -> Children {
         let owner = berth_kit::owner_ref(db).unwrap();
-        let settings = Settings::default();
-        let creds = credentials();
         children(&Inputs {
             db,
             namespace: "tenant-zz",
             name: "ledger",
             customer: "acme-corp",
             owner: &owner,
-            credentials: &creds,
-            settings: &settings,
+            credentials: creds,
+            settings,
             existing_claims: claims,
         })
     }
@@ -269,6 +302,67 @@ pub(crate) mod tests {
             }
         }
         assert_eq!(database(SPEC).spec.deletion_policy, DeletionPolicy::Retain);
+    }
+
+    /// Passwords live in Secrets only: no ConfigMap, workload, Service, budget or status carries one
+    /// (pods get them through `secretKeyRef`s), and the pool's Secrets carry the app role's only.
+    #[test]
+    fn no_password_outside_secrets() {
+        let creds = Credentials {
+            superuser_password: "Superuser-Pw-7f3a9c".into(),
+            app_password: "App-Pw-51be0d".into(),
+            ..credentials()
+        };
+        let passwords = [&creds.superuser_password, &creds.app_password];
+        let db = database(&format!("{SPEC}pool: {{replicas: 3}}\n"));
+        let Children {
+            credentials: stored,
+            server_init,
+            pool_config,
+            pool_auth,
+            connection,
+            server,
+            pool,
+            server_service,
+            pool_service,
+            pool_budget,
+        } = build_from(&db, None, &Settings::default(), &creds);
+        let now =
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let observed = crate::status::Observed::from(Some(&server), Some(&pool));
+        let status = crate::status::status(&db, "tenant-zz", &observed, &now);
+        let public = [
+            ("server_init", serde_json::to_string(&server_init)),
+            ("pool_config", serde_json::to_string(&pool_config)),
+            ("server", serde_json::to_string(&server)),
+            ("pool", serde_json::to_string(&pool)),
+            ("server_service", serde_json::to_string(&server_service)),
+            ("pool_service", serde_json::to_string(&pool_service)),
+            ("pool_budget", serde_json::to_string(&pool_budget)),
+            ("status", serde_json::to_string(&status)),
+        ];
+        for (what, json) in public {
+            let json = json.unwrap();
+            for pw in passwords {
+                assert!(!json.contains(pw.as_str()), "{what} holds a password");
+            }
+        }
+        let text = |s: &Secret| -> String {
+            s.data
+                .as_ref()
+                .unwrap()
+                .values()
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                .collect()
+        };
+        assert!(text(&stored).contains(&creds.superuser_password));
+        for (what, secret) in [("pool_auth", &pool_auth), ("connection", &connection)] {
+            assert!(text(secret).contains(&creds.app_password), "{what}");
+            assert!(
+                !text(secret).contains(&creds.superuser_password),
+                "{what} holds the superuser's"
+            );
+        }
     }
 
     #[test]

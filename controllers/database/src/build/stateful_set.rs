@@ -1,4 +1,4 @@
-//! The PostgreSQL server: one replica with its volume.
+//! The PostgreSQL server: one replica with its volume (the pod is in `server_pod`).
 
 use std::collections::BTreeMap;
 
@@ -7,20 +7,13 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SecretKeySelector, Volume, VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodTemplateSpec, VolumeResourceRequirements,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::{Inputs, POSTGRES_UID, container_security, pod_security};
-use crate::credentials::{
-    APP_PASSWORD_KEY, APP_USER_KEY, DATABASE_KEY, SUPERUSER_KEY, SUPERUSER_PASSWORD_KEY,
-};
+use super::Inputs;
+use super::server_pod::{DATA_VOLUME, pod};
 use crate::names;
-
-const DATA_VOLUME: &str = "data";
 
 pub(super) fn server(inputs: &Inputs<'_>) -> StatefulSet {
     let name = names::server(inputs.name);
@@ -101,145 +94,6 @@ fn claim(inputs: &Inputs<'_>) -> PersistentVolumeClaim {
             ..PersistentVolumeClaimSpec::default()
         }),
         ..PersistentVolumeClaim::default()
-    }
-}
-
-fn pod(inputs: &Inputs<'_>) -> PodSpec {
-    let spec = &inputs.db.spec;
-    let image = spec
-        .image
-        .clone()
-        .unwrap_or_else(|| inputs.settings.postgres_image.clone());
-    let secret = names::credentials(inputs.name);
-    let from_secret = |env: &str, key: &str| EnvVar {
-        name: env.to_owned(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.clone(),
-                key: key.to_owned(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    };
-    let value = |env: &str, value: &str| EnvVar {
-        name: env.to_owned(),
-        value: Some(value.to_owned()),
-        ..EnvVar::default()
-    };
-    let ready = pg_isready(&inputs.credentials.superuser);
-    let container = Container {
-        name: "postgres".to_owned(),
-        image: Some(image),
-        ports: Some(vec![ContainerPort {
-            name: Some("postgres".to_owned()),
-            container_port: i32::from(names::PORT),
-            protocol: Some("TCP".to_owned()),
-            ..ContainerPort::default()
-        }]),
-        env: Some(vec![
-            from_secret("POSTGRES_USER", SUPERUSER_KEY),
-            from_secret("POSTGRES_PASSWORD", SUPERUSER_PASSWORD_KEY),
-            from_secret("POSTGRES_DB", DATABASE_KEY),
-            from_secret("APP_USER", APP_USER_KEY),
-            from_secret("APP_PASSWORD", APP_PASSWORD_KEY),
-            value("POSTGRES_HOST_AUTH_METHOD", "scram-sha-256"),
-            value("PGDATA", names::PGDATA),
-        ]),
-        readiness_probe: Some(Probe {
-            initial_delay_seconds: Some(5),
-            period_seconds: Some(10),
-            timeout_seconds: Some(5),
-            failure_threshold: Some(3),
-            ..ready.clone()
-        }),
-        liveness_probe: Some(Probe {
-            initial_delay_seconds: Some(30),
-            period_seconds: Some(10),
-            timeout_seconds: Some(5),
-            failure_threshold: Some(6),
-            ..ready
-        }),
-        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
-        security_context: Some(container_security()),
-        volume_mounts: Some(vec![
-            mount(DATA_VOLUME, names::DATA_MOUNT, false),
-            mount("run", "/var/run/postgresql", false),
-            mount("tmp", "/tmp", false),
-            mount("init", names::INIT_MOUNT, true),
-        ]),
-        ..Container::default()
-    };
-    PodSpec {
-        containers: vec![container],
-        security_context: Some(pod_security(POSTGRES_UID)),
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
-        volumes: Some(vec![
-            empty_dir("run"),
-            empty_dir("tmp"),
-            Volume {
-                name: "init".to_owned(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: names::server_init(inputs.name),
-                    default_mode: Some(0o555),
-                    ..ConfigMapVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-        ]),
-        ..PodSpec::default()
-    }
-}
-
-/// `pg_isready` over TCP: false while the image's first-start server listens on its socket only.
-fn pg_isready(user: &str) -> Probe {
-    let command = [
-        "pg_isready",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &names::PORT.to_string(),
-        "--username",
-        user,
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    Probe {
-        exec: Some(ExecAction {
-            command: Some(command),
-        }),
-        ..Probe::default()
-    }
-}
-
-fn default_resources() -> ResourceRequirements {
-    let q = |s: &str| Quantity(s.to_owned());
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_owned(), q("250m")),
-            ("memory".to_owned(), q("512Mi")),
-        ])),
-        limits: Some(BTreeMap::from([("memory".to_owned(), q("1Gi"))])),
-        ..ResourceRequirements::default()
-    }
-}
-
-pub(super) fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: volume.to_owned(),
-        mount_path: path.to_owned(),
-        read_only: read_only.then_some(true),
-        ..VolumeMount::default()
-    }
-}
-
-pub(super) fn empty_dir(name: &str) -> Volume {
-    Volume {
-        name: name.to_owned(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Volume::default()
     }
 }
 
@@ -326,100 +180,6 @@ mod tests {
         assert_eq!(
             (drop.when_deleted.as_deref(), drop.when_scaled.as_deref()),
             (Some("Delete"), Some("Retain"))
-        );
-    }
-
-    #[test]
-    fn image_from_settings_unless_the_spec_names_one() {
-        let default = sts_spec("storage: 1Gi\n").template.spec.unwrap();
-        assert_eq!(default.containers[0].image.as_deref(), Some("postgres:17-alpine"));
-        let own = sts_spec("storage: 1Gi\nimage: registry.example/pg:16\n")
-            .template
-            .spec
-            .unwrap();
-        assert_eq!(own.containers[0].image.as_deref(), Some("registry.example/pg:16"));
-    }
-
-    #[test]
-    fn probes_ask_pg_isready() {
-        let pod = sts_spec("storage: 1Gi\n").template.spec.unwrap();
-        let c = &pod.containers[0];
-        for probe in [
-            c.readiness_probe.as_ref().unwrap(),
-            c.liveness_probe.as_ref().unwrap(),
-        ] {
-            let cmd = probe.exec.as_ref().unwrap().command.clone().unwrap();
-            assert_eq!(cmd[0], "pg_isready");
-            assert!(cmd.contains(&"postgres".to_owned()));
-        }
-        assert!(
-            c.liveness_probe.as_ref().unwrap().initial_delay_seconds
-                > c.readiness_probe.as_ref().unwrap().initial_delay_seconds
-        );
-    }
-
-    #[test]
-    fn restricted_security_with_writable_scratch_only() {
-        let pod = sts_spec("storage: 1Gi\n").template.spec.unwrap();
-        let p = pod.security_context.unwrap();
-        assert_eq!(
-            (p.run_as_non_root, p.run_as_user, p.fs_group),
-            (Some(true), Some(70), Some(70))
-        );
-        assert_eq!(p.seccomp_profile.unwrap().type_, "RuntimeDefault");
-        let c = pod.containers[0].security_context.clone().unwrap();
-        assert_eq!(c.allow_privilege_escalation, Some(false));
-        assert_eq!(c.read_only_root_filesystem, Some(true));
-        assert_eq!(c.capabilities.unwrap().drop, Some(vec!["ALL".to_owned()]));
-        let mounts = pod.containers[0].volume_mounts.clone().unwrap();
-        for path in ["/var/run/postgresql", "/tmp"] {
-            let m = mounts.iter().find(|m| m.mount_path == path).unwrap();
-            let v = pod
-                .volumes
-                .as_ref()
-                .unwrap()
-                .iter()
-                .find(|v| v.name == m.name)
-                .unwrap();
-            assert!(v.empty_dir.is_some(), "{path}");
-        }
-    }
-
-    #[test]
-    fn env_comes_from_the_credentials_secret_and_pgdata_is_below_the_mount() {
-        let pod = sts_spec("storage: 1Gi\n").template.spec.unwrap();
-        let env = pod.containers[0].env.clone().unwrap();
-        let pw = env.iter().find(|e| e.name == "POSTGRES_PASSWORD").unwrap();
-        let sel = pw.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
-        assert_eq!(
-            (sel.name.as_str(), sel.key.as_str()),
-            ("ledger-credentials", SUPERUSER_PASSWORD_KEY)
-        );
-        assert!(
-            env.iter().all(|e| e.value.as_deref() != Some(&"A".repeat(32))),
-            "no password inline"
-        );
-        let pgdata = env
-            .iter()
-            .find(|e| e.name == "PGDATA")
-            .unwrap()
-            .value
-            .clone()
-            .unwrap();
-        assert!(pgdata.starts_with(&format!("{}/", names::DATA_MOUNT)));
-    }
-
-    #[test]
-    fn resources_from_spec_or_defaults() {
-        let pod = sts_spec("storage: 1Gi\n").template.spec.unwrap();
-        assert_eq!(pod.containers[0].resources, Some(default_resources()));
-        let own = sts_spec("storage: 1Gi\nresources:\n  requests:\n    cpu: '2'\n")
-            .template
-            .spec
-            .unwrap();
-        assert_eq!(
-            own.containers[0].resources.clone().unwrap().requests.unwrap()["cpu"].0,
-            "2"
         );
     }
 
