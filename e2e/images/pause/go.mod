@@ -1,0 +1,3 @@
+module berth.dev/localbuild/pause
+
+go 1.22
