@@ -36,8 +36,9 @@ wrapper() {
   fi
 }
 
+# The real node's kubelet and kube-proxy come from the same source and version as the control plane.
 build_kubernetes() {
-  local want=(kube-apiserver kube-controller-manager kube-scheduler kubectl) missing=0 c
+  local want=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy) missing=0 c
   for c in "${want[@]}"; do [ -x "$bin/$c" ] || missing=1; done
   [ "$missing" = 1 ] || return 0
   local dir="$src/kubernetes-$K8S_VERSION" minor staging gomod replaces=""
@@ -80,4 +81,14 @@ simple kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok \
   "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
 simple helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
   "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+# Cluster DNS of the real node (e2e/images.sh wraps it in an image) and its NetworkPolicy enforcer, kube-router
+# with only its firewall controller (a host process).
+simple coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns \
+  "-X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
+simple kube-router github.com/cloudnativelabs/kube-router/v2 "$KUBE_ROUTER_VERSION" \
+  github.com/cloudnativelabs/kube-router/v2/cmd/kube-router \
+  "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION"
+# Volumes on the real node: the provisioner kind uses, a host process here (its helper pods run on the node).
+simple local-path-provisioner github.com/rancher/local-path-provisioner "$LOCAL_PATH_VERSION" \
+  github.com/rancher/local-path-provisioner
 echo "$bin"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A local Kubernetes control plane for berth's e2e tests, made of upstream components started as plain processes:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (which plays the kubelets of fake nodes
-# and a fake volume provisioner). No Docker, no root, no real containers. See e2e/README.md.
+# and a fake volume provisioner). No Docker, no root, no real containers. With BERTH_REAL_NODE=1 the fake nodes
+# make way for one real node (e2e/node.sh: containerd, kubelet, kube-proxy, CNI, DNS, NetworkPolicies; needs
+# root). See e2e/README.md.
 #
 #   e2e/cluster.sh up           build what is missing, start everything, wait until usable (running twice is harmless)
 #   e2e/cluster.sh down         stop what `up` started and delete the state directory
@@ -15,7 +17,9 @@
 #   BERTH_ETCD_PORT, BERTH_ETCD_PEER_PORT, BERTH_KCM_PORT, BERTH_SCHEDULER_PORT
 #                         the other loopback ports (defaults 23790, 23800, 16257, 16259); all of them must differ
 #                         to run a second cluster next to the first one (with another BERTH_CLUSTER_DIR)
-#   BERTH_NODES           number of fake nodes kwok-node-0..N-1 (default 3)
+#   BERTH_NODES           number of fake nodes kwok-node-0..N-1 (default 3; 0 with BERTH_REAL_NODE=1)
+#   BERTH_REAL_NODE       1: a real node instead of fake ones; the API server then listens on the node's
+#                         address (BERTH_NODE_IP, default 10.243.0.1) so that pods reach it
 #   BERTH_UP_TIMEOUT      seconds each readiness wait may take (default 120)
 #   BERTH_CACHE           build cache of e2e/build-components.sh (default ~/.cache/berth)
 set -euo pipefail
@@ -27,7 +31,17 @@ source "$here/versions.env"
 
 state=${BERTH_CLUSTER_DIR:-$repo/.cluster}
 api_port=${BERTH_APISERVER_PORT:-16443}
-nodes=${BERTH_NODES:-3}
+real=${BERTH_REAL_NODE:-0}
+# Without BERTH_REAL_NODE, a cluster that exists keeps the mode it was started in.
+if [ -z "${BERTH_REAL_NODE:-}" ] && grep -qx 'real=1' "$state/.berth-cluster" 2>/dev/null; then real=1; fi
+node_ip=${BERTH_NODE_IP:-10.243.0.1}
+if [ "$real" = 1 ]; then
+  nodes=${BERTH_NODES:-0}
+  api_host=$node_ip
+else
+  nodes=${BERTH_NODES:-3}
+  api_host=127.0.0.1
+fi
 timeout=${BERTH_UP_TIMEOUT:-120}
 bin="${BERTH_CACHE:-$HOME/.cache/berth}/k8s-$K8S_VERSION/bin"
 # Non-default ports, so that a developer's own etcd or cluster on the usual ports does not collide.
@@ -43,185 +57,14 @@ logs="$state/logs"
 pids="$state/pids"
 kubeconfig="$state/kubeconfig"
 # Start order; `down` stops in reverse.
-components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+[ "$real" = 1 ] || components+=(kwok)
+log_tag=cluster
 
-log() { printf '[cluster] %s\n' "$*" >&2; }
-die() {
-  log "error: $*"
-  exit 1
-}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh"
 
 kubectl() { "$bin/kubectl" --kubeconfig "$kubeconfig" "$@"; }
-
-# ------------------------------------------------------------------------------------------------ processes
-
-# alive PID: the process exists and is not a zombie (the components outlive `up`, so their parent is init,
-# which may take a while to reap them).
-alive() {
-  local stat
-  stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-  case "$stat" in *Z*) return 1 ;; esac
-}
-
-# pid_of NAME: prints the PID of the running component NAME, or fails. A PID file alone is not trusted: the PID
-# must be alive and still run our binary (PIDs are reused).
-pid_of() {
-  local name=$1 pid args
-  [ -f "$pids/$name.pid" ] || return 1
-  pid=$(<"$pids/$name.pid")
-  [ -n "$pid" ] && alive "$pid" || return 1
-  args=$(ps -p "$pid" -o args= 2>/dev/null) || return 1
-  case "$args" in
-    "$bin/$name" | "$bin/$name "*) echo "$pid" ;;
-    *) return 1 ;;
-  esac
-}
-
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# start NAME PORT ARGS...: start the component in the background unless it already runs. PORT (- for none) must
-# be free before starting.
-start() {
-  local name=$1 port=$2 pid
-  shift 2
-  if pid=$(pid_of "$name"); then
-    log "$name already running (pid $pid), reusing it"
-    return 0
-  fi
-  if [ "$port" != - ] && port_busy "$port"; then
-    die "$name: port 127.0.0.1:$port is taken by another process (not started by this script; see ss -ltnp)"
-  fi
-  printf '\n===== %s starting %s\n' "$(date -u +%FT%TZ)" "$name" >>"$logs/$name.log"
-  nohup "$bin/$name" "$@" >>"$logs/$name.log" 2>&1 &
-  echo $! >"$pids/$name.pid"
-  log "$name started (pid $!, log $logs/$name.log)"
-}
-
-# stop NAME: TERM, then KILL after 10 s.
-stop() {
-  local name=$1 pid i
-  if ! pid=$(pid_of "$name"); then
-    rm -f "$pids/$name.pid"
-    return 0
-  fi
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
-    alive "$pid" || break
-    sleep 0.2
-  done
-  if alive "$pid"; then
-    log "$name (pid $pid) ignored SIGTERM, sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pids/$name.pid"
-  log "$name stopped"
-}
-
-# wait_for WHAT COMPONENT CMD...: run CMD until it succeeds, for at most $timeout seconds. Fails early if
-# COMPONENT (whose log is shown on failure) dies.
-wait_for() {
-  local what=$1 component=$2 deadline
-  shift 2
-  deadline=$((SECONDS + timeout))
-  until "$@" >/dev/null 2>&1; do
-    if ! pid_of "$component" >/dev/null; then
-      log "$component is not running while waiting for: $what"
-      fail_logs "$component"
-    fi
-    if ((SECONDS >= deadline)); then
-      log "timed out after ${timeout}s waiting for: $what"
-      fail_logs "$component"
-    fi
-    sleep 0.5
-  done
-}
-
-fail_logs() {
-  local c
-  for c in "$@"; do
-    printf '\n----- last 30 lines of %s\n' "$logs/$c.log" >&2
-    tail -n 30 "$logs/$c.log" >&2 2>/dev/null || true
-  done
-  die "cluster is not usable; logs in $logs, stop it with: $0 down"
-}
-
-# ------------------------------------------------------------------------------------------------ certificates
-
-b64() { base64 <"$1" | tr -d '\n'; }
-
-# ECDSA P-256 everywhere: generating RSA keys costs seconds on a busy machine, EC keys milliseconds.
-newkey() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
-
-# cert NAME SUBJECT EXTENSIONS [CA]: a key and a certificate signed by CA (default: ca), kept if they exist.
-cert() {
-  local name=$1 subject=$2 ext=$3 ca=${4:-ca}
-  [ -s "$pki/$name.crt" ] && return 0
-  printf '%b\n' "$ext" >"$pki/$name.ext"
-  newkey "$pki/$name.key"
-  openssl req -new -key "$pki/$name.key" -subj "$subject" -out "$pki/$name.csr" 2>/dev/null
-  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/$ca.crt" -CAkey "$pki/$ca.key" -CAcreateserial -days 3650 \
-    -sha256 -extfile "$pki/$name.ext" -out "$pki/$name.crt" 2>/dev/null
-  rm -f "$pki/$name.csr" "$pki/$name.ext"
-}
-
-certificates() {
-  local client='basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth'
-  if [ ! -s "$pki/ca.crt" ]; then
-    log "generating certificates in $pki"
-    newkey "$pki/ca.key"
-    openssl req -x509 -new -key "$pki/ca.key" -days 3650 -sha256 -subj "/CN=berth-local-ca" \
-      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
-      -out "$pki/ca.crt" 2>/dev/null
-  fi
-  cert kube-apiserver "/CN=kube-apiserver" \
-    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,\
-DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
-  cert admin "/O=system:masters/CN=berth-admin" "$client"
-  cert kube-controller-manager "/CN=system:kube-controller-manager" "$client"
-  cert kube-scheduler "/CN=system:kube-scheduler" "$client"
-  cert kwok "/O=system:masters/CN=kwok-controller" "$client"
-  # The front proxy (request-header authentication) has its own CA: a certificate from the cluster CA must not
-  # be able to assert arbitrary X-Remote-User headers.
-  if [ ! -s "$pki/front-proxy-ca.crt" ]; then
-    newkey "$pki/front-proxy-ca.key"
-    openssl req -x509 -new -key "$pki/front-proxy-ca.key" -days 3650 -sha256 -subj "/CN=berth-local-front-proxy-ca" \
-      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
-      -out "$pki/front-proxy-ca.crt" 2>/dev/null
-  fi
-  cert front-proxy-client "/CN=front-proxy-client" "$client" front-proxy-ca
-  if [ ! -s "$pki/service-account.key" ]; then
-    newkey "$pki/service-account.key"
-    openssl pkey -in "$pki/service-account.key" -pubout -out "$pki/service-account.pub" 2>/dev/null
-  fi
-  chmod 600 "$pki"/*.key
-}
-
-# write_kubeconfig FILE CERT: a kubeconfig for 127.0.0.1:$api_port with the client certificate CERT.
-write_kubeconfig() {
-  local file=$1 user=$2
-  cat >"$file" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: berth-local
-  cluster:
-    server: https://127.0.0.1:$api_port
-    certificate-authority-data: $(b64 "$pki/ca.crt")
-users:
-- name: $user
-  user:
-    client-certificate-data: $(b64 "$pki/$user.crt")
-    client-key-data: $(b64 "$pki/$user.key")
-contexts:
-- name: berth-local
-  context:
-    cluster: berth-local
-    user: $user
-current-context: berth-local
-EOF
-  chmod 600 "$file"
-}
 
 # ------------------------------------------------------------------------------------------------ bootstrap
 
@@ -269,8 +112,13 @@ up() {
   local t0=$SECONDS built
   built=$("$here/build-components.sh" | tail -n 1)
   [ "$built" = "$bin" ] || die "build-components.sh printed $built, expected $bin"
+  if [ -f "$state/.berth-cluster" ] && [ "$(cat "$state/.berth-cluster")" != "real=$real" ]; then
+    die "$state holds a cluster with $(cat "$state/.berth-cluster") (this call asks for real=$real); run $0 down first"
+  fi
   mkdir -p "$pki" "$logs" "$pids"
-  touch "$state/.berth-cluster"
+  echo "real=$real" >"$state/.berth-cluster"
+  # The node's address must exist before the API server binds to it.
+  [ "$real" = 1 ] && "$here/node.sh" address
   certificates
   write_kubeconfig "$kubeconfig" admin
   local c
@@ -289,10 +137,17 @@ up() {
     --unsafe-no-fsync --log-level=warn
   wait_for "etcd /health" etcd curl -fsS "http://127.0.0.1:$etcd_port/health"
 
+  local apiserver_node_args=(--advertise-address=127.0.0.1 --endpoint-reconciler-type=none)
+  if [ "$real" = 1 ]; then
+    # Pods reach the API server through the kubernetes Service, whose endpoint is the advertised address; the
+    # API server reaches the kubelet (logs, exec) with a client certificate and checks the kubelet's.
+    apiserver_node_args=(--advertise-address="$api_host" --endpoint-reconciler-type=lease
+      --kubelet-client-certificate="$pki/kubelet-client.crt" --kubelet-client-key="$pki/kubelet-client.key"
+      --kubelet-certificate-authority="$pki/ca.crt" --kubelet-preferred-address-types=InternalIP)
+  fi
   start kube-apiserver "$api_port" \
     --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address=127.0.0.1 --secure-port="$api_port" \
-    --advertise-address=127.0.0.1 --endpoint-reconciler-type=none \
+    --bind-address="$api_host" --secure-port="$api_port" "${apiserver_node_args[@]}" \
     --tls-cert-file="$pki/kube-apiserver.crt" --tls-private-key-file="$pki/kube-apiserver.key" \
     --client-ca-file="$pki/ca.crt" \
     --requestheader-client-ca-file="$pki/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
@@ -325,21 +180,23 @@ up() {
     --authorization-kubeconfig="$state/kube-scheduler.kubeconfig" \
     --bind-address=127.0.0.1 --secure-port="$scheduler_port" --leader-elect=false
 
-  # kwok serves nothing (no --node-port / --server-address): kubectl logs/exec cannot work without containers.
-  start kwok - \
-    --kubeconfig="$state/kwok.kubeconfig" --config="$here/kwok/stages.yaml" \
-    --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --node-lease-duration-seconds=40 --cidr="$pod_cidr"
-
-  kubectl apply -f "$here/kwok/storageclass.yaml" >/dev/null
-  node_manifests | kubectl apply -f - >/dev/null
+  if [ "$real" != 1 ]; then
+    # kwok serves nothing (no --node-port / --server-address): kubectl logs/exec cannot work without containers.
+    start kwok - \
+      --kubeconfig="$state/kwok.kubeconfig" --config="$here/kwok/stages.yaml" \
+      --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+      --node-lease-duration-seconds=40 --cidr="$pod_cidr"
+    kubectl apply -f "$here/kwok/storageclass.yaml" >/dev/null
+    node_manifests | kubectl apply -f - >/dev/null
+  fi
 
   wait_for "kube-controller-manager /healthz" kube-controller-manager \
     curl -fsSk "https://127.0.0.1:$kcm_port/healthz"
   wait_for "kube-scheduler /readyz" kube-scheduler curl -fsSk "https://127.0.0.1:$scheduler_port/readyz"
-  wait_for "$nodes kwok nodes Ready and untainted" kwok nodes_ready
+  [ "$real" = 1 ] || wait_for "$nodes kwok nodes Ready and untainted" kwok nodes_ready
   wait_for "ServiceAccount default/default (serviceaccount controller)" kube-controller-manager \
     kubectl -n default get serviceaccount default
+  [ "$real" = 1 ] && "$here/node.sh" up
 
   log "cluster ready in $((SECONDS - t0))s"
   kubectl version
@@ -355,9 +212,17 @@ down() {
   fi
   [ -f "$state/.berth-cluster" ] || die "$state was not created by this script; not touching it"
   local i
+  # The node first, while the API server still answers, so its pods are torn down as usual; with the
+  # controllers stopped, nothing re-creates them.
+  if [ -d "$state/node" ]; then
+    stop kube-controller-manager
+    stop kube-scheduler
+    "$here/node.sh" down
+  fi
   for ((i = ${#components[@]} - 1; i >= 0; i--)); do
     stop "${components[i]}"
   done
+  [ -d "$state/node" ] && "$here/node.sh" address-down
   rm -rf "$state"
   log "removed $state"
 }
@@ -379,6 +244,7 @@ status() {
     printf '%-24s %s\n' "readyz" "$ready"
     printf '%-24s %s\n' "kubeconfig" "$kubeconfig"
   fi
+  if [ "$real" = 1 ]; then "$here/node.sh" status || all=0; fi
   [ "$all" = 1 ] && [ "$any" = 1 ]
 }
 
