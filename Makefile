@@ -4,7 +4,7 @@ SHELL := bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help demo test lint fmt unit e2e crds cluster cluster-down operator chart-check bench clean
+.PHONY: help demo test lint fmt unit e2e e2e-real crds cluster cluster-down operator chart-check bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -12,7 +12,7 @@ help: ## List the targets
 demo: ## Start the local cluster, install berth, run it, apply the example Customer and show the result
 	e2e/demo.sh
 
-test: lint unit e2e ## Everything CI runs: format, clippy, unit tests, CRD drift, e2e on a real control plane
+test: lint unit e2e e2e-real ## Everything CI runs: format, clippy, unit tests, CRD drift, e2e on kwok and on a real node
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
@@ -28,11 +28,14 @@ unit: ## Unit tests, CRD drift test, real pgbouncer/PostgreSQL test (no cluster 
 e2e: ## e2e tests: on $$KUBECONFIG if set, else on a local control plane started (and stopped) for the run
 	e2e/run.sh
 
+e2e-real: ## e2e tests on a real node (root): berth installed by Helm as pods, real containers for the tenants
+	BERTH_REAL_NODE=1 e2e/run.sh
+
 crds: ## Regenerate crds/ from the Rust types
 	$(CARGO) run -q -p berth-api --bin crdgen
 	cp crds/*.yaml charts/berth/crds/ 2>/dev/null || true
 
-cluster: ## Start the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)
+cluster: ## Start the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok); BERTH_REAL_NODE=1: a real node
 	e2e/cluster.sh up
 
 cluster-down: ## Stop the demo operator and the local control plane, and delete its state

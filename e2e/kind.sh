@@ -81,7 +81,10 @@ up() {
 run_tests() {
   [ -f "$kubeconfig" ] || die "no kubeconfig at $kubeconfig; run: $0 up"
   cd "$repo"
-  KUBECONFIG=$kubeconfig BERTH_E2E_OPERATOR=external cargo test -p berth-e2e -- --test-threads=2
+  # The real-node tests pull public images there (kind's nodes have a registry; this machine's images do not
+  # exist), and kind's network (kindnet) enforces NetworkPolicies.
+  KUBECONFIG=$kubeconfig BERTH_E2E_OPERATOR=external BERTH_E2E_BUSYBOX_IMAGE=busybox:1.36 \
+    BERTH_E2E_POSTGRES_IMAGE=ghcr.io/cloudnative-pg/postgresql:17 cargo test -p berth-e2e -- --test-threads=2
 }
 
 down() {

@@ -1,0 +1,434 @@
+//! berth on a real node (issue #13): what only a container runtime can show. The chart-installed operator
+//! runs as pods whose readiness the kubelet's probes decide, one of them holds the Lease; a tenant's
+//! workflows run real containers that print, exit and are counted from pod phases, never more than
+//! `workers` at once; a command that exits 1 is retried `backoffLimit` times and reported as failed; a
+//! tenant's database is a real PostgreSQL behind real pgbouncers that a tenant pod writes to and reads from
+//! through the `db` Service, and that another tenant's pod cannot reach at all.
+//!
+//! Runs against a cluster with real nodes and berth installed by Helm (`e2e/run.sh` does both with
+//! `BERTH_REAL_NODE=1`; on kind, load the images and set `BERTH_E2E_BUSYBOX_IMAGE`). Every workflow runs
+//! each minute, so a test waits for the next minute boundary before its first runs.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use berth_api::{Customer, Scheduler};
+use berth_e2e::{client, eventually, unique, wait_for, wait_gone};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+const RELEASE_NAMESPACE: &str = "berth-system";
+/// Label of the Job pods of one workflow (berth-scheduler's `job` module; this crate does not link it).
+const WORKFLOW: &str = "berth.dev/workflow";
+/// Until the next minute boundary, plus starting and running the containers.
+const RUNS: Duration = Duration::from_secs(150);
+
+fn busybox() -> String {
+    std::env::var("BERTH_E2E_BUSYBOX_IMAGE").unwrap_or_else(|_| "berth.local/busybox:1.36".to_owned())
+}
+
+/// An image with `psql` and `pg_isready`.
+fn postgres() -> String {
+    std::env::var("BERTH_E2E_POSTGRES_IMAGE").unwrap_or_else(|_| "berth.local/postgres:15".to_owned())
+}
+
+/// Applies a Customer (deletion policy Delete) with these features.
+async fn tenant(client: &Client, prefix: &str, features: serde_json::Value) -> String {
+    let name = unique(prefix);
+    let customer = json!({
+        "apiVersion": "berth.dev/v1alpha1",
+        "kind": "Customer",
+        "metadata": {"name": name},
+        "spec": {"deletionPolicy": "Delete", "features": features}
+    });
+    Api::<Customer>::all(client.clone())
+        .patch(
+            &name,
+            &PatchParams::apply("berth-e2e").force(),
+            &Patch::Apply(&customer),
+        )
+        .await
+        .expect("apply Customer");
+    name
+}
+
+fn scheduler_only(workers: i32, workflows: &serde_json::Value) -> serde_json::Value {
+    json!({
+        "database": {"enabled": false},
+        "scheduler": {"enabled": true, "workers": workers, "workflows": workflows},
+        "webhooks": {"enabled": false}
+    })
+}
+
+/// Runs `script` in a pod of `namespace` that Pod Security `restricted` admits, with `env_from` Secrets,
+/// and returns its exit code and output.
+async fn run_pod(
+    client: &Client,
+    namespace: &str,
+    image: &str,
+    script: &str,
+    env_from: &[&str],
+) -> (i32, String) {
+    let api = Api::<Pod>::namespaced(client.clone(), namespace);
+    let name = unique("probe");
+    let env_from: Vec<_> = env_from
+        .iter()
+        .map(|s| json!({"secretRef": {"name": s}}))
+        .collect();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "probe", "image": image, "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", script], "envFrom": env_from,
+                "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                                    "capabilities": {"drop": ["ALL"]}}
+            }]
+        }
+    }))
+    .unwrap();
+    api.create(&kube::api::PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    let done = wait_for(&api, &name, Duration::from_secs(90), "the pod to finish", |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    })
+    .await;
+    let code = done.status.unwrap().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap()
+        .exit_code;
+    let log = api.logs(&name, &LogParams::default()).await.expect("logs");
+    (code, log)
+}
+
+async fn remove(client: &Client, name: &str) {
+    let api = Api::<Customer>::all(client.clone());
+    api.delete(name, &DeleteParams::foreground())
+        .await
+        .expect("delete Customer");
+    wait_gone(&api, name, Duration::from_secs(120)).await;
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+#[tokio::test]
+async fn the_chart_installed_operator_runs_as_ready_pods_and_one_leads() {
+    let client = client().await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), RELEASE_NAMESPACE);
+    let wanted = deployments
+        .get("berth")
+        .await
+        .expect("the chart's Deployment")
+        .spec
+        .unwrap()
+        .replicas
+        .unwrap();
+    assert!(
+        wanted >= 2,
+        "the chart's default of 2 replicas: one leader and a standby"
+    );
+    wait_for(
+        &deployments,
+        "berth",
+        Duration::from_secs(120),
+        "all replicas ready",
+        |d| d.status.as_ref().and_then(|s| s.ready_replicas) == Some(wanted),
+    )
+    .await;
+
+    let pods = Api::<Pod>::namespaced(client.clone(), RELEASE_NAMESPACE)
+        .list(&ListParams::default().labels("app.kubernetes.io/name=berth"))
+        .await
+        .unwrap()
+        .items;
+    let nodes = Api::<Node>::all(client.clone());
+    let mut names = BTreeSet::new();
+    for pod in &pods {
+        let spec = pod.spec.as_ref().unwrap();
+        let c = &spec.containers[0];
+        assert!(
+            c.readiness_probe.is_some() && c.liveness_probe.is_some(),
+            "Ready must come from the kubelet probing berth, not from a pod without probes"
+        );
+        let status = pod.status.as_ref().unwrap();
+        let cs = &status.container_statuses.as_ref().unwrap()[0];
+        assert!(
+            cs.ready && cs.state.as_ref().unwrap().running.is_some(),
+            "{} is running and ready",
+            pod.name_any()
+        );
+        assert!(
+            cs.image_id.starts_with("sha256:") || cs.image_id.contains("@sha256:"),
+            "a real runtime reports the image it ran: {:?}",
+            cs.image_id
+        );
+        let node = nodes.get(spec.node_name.as_deref().unwrap()).await.unwrap();
+        let runtime = node.status.unwrap().node_info.unwrap().container_runtime_version;
+        assert!(
+            runtime.starts_with("containerd://"),
+            "{} runs on a containerd node, not {runtime}",
+            pod.name_any()
+        );
+        names.insert(pod.name_any());
+    }
+    assert_eq!(names.len(), usize::try_from(wanted).unwrap(), "{names:?}");
+
+    let holder = eventually(Duration::from_secs(60), "a leader", || async {
+        let lease = Api::<Lease>::namespaced(client.clone(), RELEASE_NAMESPACE)
+            .get_opt("berth-leader")
+            .await
+            .ok()??;
+        lease.spec?.holder_identity.filter(|h| names.contains(h))
+    })
+    .await;
+    assert!(
+        names.contains(&holder),
+        "the Lease is held by one of the pods: {holder}"
+    );
+}
+
+/// Counts pods of `namespace` in phase Running at every change, until `done` holds for the pods seen.
+async fn watch_pods(
+    client: &Client,
+    namespace: &str,
+    done: impl Fn(&BTreeMap<String, Pod>) -> bool,
+) -> (BTreeMap<String, Pod>, usize) {
+    let api = Api::<Pod>::namespaced(client.clone(), namespace);
+    let mut events = watcher(api, watcher::Config::default()).applied_objects().boxed();
+    let mut pods = BTreeMap::new();
+    let mut most = 0;
+    let observed = tokio::time::timeout(RUNS, async {
+        while let Some(pod) = events.try_next().await.expect("pod watch") {
+            pods.insert(pod.name_any(), pod);
+            most = most.max(pods.values().filter(|p| phase(p) == "Running").count());
+            if done(&pods) {
+                return;
+            }
+        }
+    })
+    .await;
+    let phases: Vec<_> = pods
+        .values()
+        .map(|p| (p.name_any(), phase(p).to_owned()))
+        .collect();
+    assert!(observed.is_ok(), "timed out after {RUNS:?}; pods: {phases:?}");
+    (pods, most)
+}
+
+#[tokio::test]
+async fn workflows_run_real_containers_never_more_than_workers_at_once() {
+    let client = client().await;
+    // Four runs come due at the same minute; two workers; each run takes a few seconds.
+    let workflows: Vec<_> = (0..4)
+        .map(|i| {
+            json!({"name": format!("step-{i}"), "schedule": "* * * * *", "image": busybox(),
+                   "command": ["sh", "-c", format!("echo ran step-{i} as $(id -u); sleep 5")]})
+        })
+        .collect();
+    let name = tenant(&client, "real-sched", scheduler_only(2, &json!(workflows))).await;
+
+    let succeeded_workflows = |pods: &BTreeMap<String, Pod>| {
+        pods.values()
+            .filter(|p| phase(p) == "Succeeded")
+            .filter_map(|p| p.labels().get(WORKFLOW).cloned())
+            .collect::<BTreeSet<_>>()
+    };
+    let (pods, most) = watch_pods(&client, &name, |pods| succeeded_workflows(pods).len() == 4).await;
+    assert!(most <= 2, "{most} pods ran at once with 2 workers");
+    assert!(most >= 1, "a run was seen running");
+
+    let api = Api::<Pod>::namespaced(client.clone(), &name);
+    for pod in pods.values().filter(|p| phase(p) == "Succeeded") {
+        let workflow = &pod.labels()[WORKFLOW];
+        let log = api
+            .logs(&pod.name_any(), &LogParams::default())
+            .await
+            .expect("kubectl logs");
+        assert_eq!(
+            log.trim(),
+            format!("ran {workflow} as 65532"),
+            "the container's own output"
+        );
+    }
+    remove(&client, &name).await;
+}
+
+#[tokio::test]
+async fn a_run_that_exits_1_is_retried_backoff_limit_times_and_reported_failed() {
+    let client = client().await;
+    let workflows = json!([{"name": "broken", "schedule": "* * * * *", "image": busybox(),
+                           "command": ["sh", "-c", "echo failing; exit 1"], "backoffLimit": 1}]);
+    let name = tenant(&client, "real-fail", scheduler_only(1, &workflows)).await;
+
+    let jobs = Api::<Job>::namespaced(client.clone(), &name);
+    let failed = eventually(RUNS, "a failed run", || async {
+        jobs.list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|j| {
+                j.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Failed" && c.status == "True"))
+            })
+    })
+    .await;
+    let reason = failed
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.type_ == "Failed")
+        .and_then(|c| c.reason.clone());
+    assert_eq!(reason.as_deref(), Some("BackoffLimitExceeded"));
+
+    let pods = Api::<Pod>::namespaced(client.clone(), &name)
+        .list(&ListParams::default().labels(&format!("job-name={}", failed.name_any())))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(pods.len(), 2, "the first attempt and backoffLimit 1 retry");
+    for pod in &pods {
+        let status = pod.status.as_ref().unwrap();
+        assert_eq!(status.phase.as_deref(), Some("Failed"));
+        let terminated = status.container_statuses.as_ref().unwrap()[0]
+            .state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .clone()
+            .unwrap();
+        assert_eq!(terminated.exit_code, 1, "the command's own exit code");
+    }
+
+    let schedulers = Api::<Scheduler>::namespaced(client.clone(), &name);
+    let reported = eventually(
+        Duration::from_secs(30),
+        "lastFailedTime in the Scheduler's status",
+        || async {
+            let s = schedulers
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .next()?;
+            s.status?
+                .workflows
+                .into_iter()
+                .find(|w| w.name == "broken")?
+                .last_failed_time
+        },
+    )
+    .await;
+    let finished = failed
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Failed")
+        .unwrap()
+        .last_transition_time;
+    assert_eq!(Some(reported), finished, "the status reports when the run failed");
+    remove(&client, &name).await;
+}
+
+#[tokio::test]
+async fn a_tenant_pod_uses_its_database_through_the_pool_and_other_tenants_cannot_reach_it() {
+    let client = client().await;
+    let database = json!({
+        "database": {"enabled": true, "storage": "1Gi"},
+        "scheduler": {"enabled": false},
+        "webhooks": {"enabled": false}
+    });
+    let name = tenant(&client, "real-db", database).await;
+    let other = tenant(&client, "real-other", scheduler_only(1, &json!([]))).await;
+    let customers = Api::<Customer>::all(client.clone());
+    for n in [&name, &other] {
+        wait_for(
+            &customers,
+            n,
+            Duration::from_secs(180),
+            "Ready",
+            berth_e2e::customer_ready,
+        )
+        .await;
+    }
+
+    // A real server and two real pools, on a node with a container runtime.
+    let pods = Api::<Pod>::namespaced(client.clone(), &name)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let running: Vec<_> = pods
+        .iter()
+        .filter(|p| phase(p) == "Running")
+        .map(ResourceExt::name_any)
+        .collect();
+    assert_eq!(
+        running.iter().filter(|n| n.starts_with("db-postgres-")).count(),
+        1,
+        "{running:?}"
+    );
+    assert_eq!(
+        running.iter().filter(|n| n.starts_with("db-pgbouncer-")).count(),
+        2,
+        "{running:?}"
+    );
+
+    // The app reads nothing but the connection Secret. It waits for the pool to answer first: the
+    // NetworkPolicy enforcer learns a new pod's address a moment after the pod starts.
+    let sql = "until pg_isready -q -d \"$DATABASE_URL\"; do sleep 1; done; psql \"$DATABASE_URL\" -v ON_ERROR_STOP=1 -tA \
+               -c 'create table visits (n int)' -c 'insert into visits select generate_series(1, 5)' \
+               -c 'select count(*), sum(n) from visits'";
+    let (code, out) = run_pod(&client, &name, &postgres(), sql, &["db-connection"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.lines().any(|l| l == "5|15"),
+        "rows written and read back through the pool: {out}"
+    );
+
+    // Inside the tenant the pool answers; from another tenant's namespace nothing does (berth's
+    // NetworkPolicies, enforced on the node). pg_isready: 0 accepting, 2 no response.
+    let probe = format!("pg_isready -U probe -d probe -t 5 -h db.{name}.svc.cluster.local -p 5432");
+    // Up to 20 tries for the pod the enforcer has not seen yet; only a refusal every time fails.
+    // The name must resolve (exit 9 otherwise), so that "no response" means the packets were dropped.
+    let patient = format!(
+        "nslookup db.{name}.svc.cluster.local >/dev/null || exit 9; \
+         for i in $(seq 20); do {probe} && exit 0; sleep 1; done; exit 2"
+    );
+    let (inside, out) = run_pod(&client, &name, &postgres(), &patient, &[]).await;
+    assert_eq!(inside, 0, "same namespace: {out}");
+    let (outside, out) = run_pod(&client, &other, &postgres(), &patient, &[]).await;
+    assert_eq!(outside, 2, "another tenant must get no answer: {out}");
+
+    remove(&client, &other).await;
+    remove(&client, &name).await;
+}
