@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: start the local cluster with a real node, build berth's images, install the chart (berth runs as
-# pods), apply the seed Customer and show what berth made of it, down to a workflow's own log output. Everything
-# keeps running afterwards so you can look around; `make cluster-down` stops it all.
+# pods), apply the seed Customer and show what berth made of it, down to a workflow's own log output and a query
+# answered through the tenant's pool. Everything keeps running afterwards so you can look around;
+# `make cluster-down` stops it all.
 #
 # The real node needs root. Without root (or with BERTH_REAL_NODE=0) the demo runs on kwok's simulated nodes:
 # berth then runs as a host process with the chart's ServiceAccount, and no container executes.
@@ -81,6 +82,29 @@ if [ "$real" = 1 ]; then
   kubectl -n big-client-0815 wait --for=condition=Complete "$job" --timeout=2m
   say "kubectl -n big-client-0815 logs $job"
   kubectl -n big-client-0815 logs "$job"
+
+  say "A query through the tenant's pool, from a pod that reads only the db-connection Secret"
+  postgres=$("$here/images.sh" names | grep '/postgres:')
+  kubectl -n big-client-0815 delete job pool-query --ignore-not-found >/dev/null
+  kubectl -n big-client-0815 apply -f - <<EOF
+apiVersion: batch/v1
+kind: Job
+metadata: {name: pool-query}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      securityContext: {runAsNonRoot: true, runAsUser: 1000, seccompProfile: {type: RuntimeDefault}}
+      containers:
+        - name: psql
+          image: $postgres
+          envFrom: [{secretRef: {name: db-connection}}]
+          command: [sh, -c, 'until pg_isready -q -d "\$DATABASE_URL"; do sleep 1; done; psql "\$DATABASE_URL" -c "select current_user, version()"']
+          securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+EOF
+  kubectl -n big-client-0815 wait --for=condition=Complete job/pool-query --timeout=2m
+  kubectl -n big-client-0815 logs job/pool-query
 fi
 
 cat <<EOF
