@@ -269,8 +269,8 @@ drain() {
   kubectl delete node "$node_name" --wait=false >/dev/null 2>&1 || true
 }
 
-# unkube iptables|ip6tables: the kubelet's own chains (KUBE-FIREWALL, KUBE-KUBELET-CANARY, ...) and the jumps
-# to them; the kubelet makes them whatever the proxy mode.
+# unkube iptables|ip6tables: the KUBE-* chains and the jumps to them: the kubelet makes some whatever the proxy
+# mode (KUBE-FIREWALL, KUBE-KUBELET-CANARY, ...), kube-router its KUBE-ROUTER-* and policy chains.
 unkube() {
   local t rule chain
   for t in filter nat mangle; do
