@@ -3,7 +3,9 @@
 //! workflows run real containers that print, exit and are counted from pod phases, never more than
 //! `workers` at once; a command that exits 1 is retried `backoffLimit` times and reported as failed; a
 //! tenant's database is a real PostgreSQL behind real pgbouncers that a tenant pod writes to and reads from
-//! through the `db` Service, and that another tenant's pod cannot reach at all.
+//! through the `db` Service, and that another tenant's pod cannot reach at all (issue #14 continues it: rows
+//! survive a deleted server pod, a suspend, an operator restart and, under `Retain`, the Customer's deletion;
+//! many clients share a few server connections, and one client too many is refused).
 //!
 //! Runs against a cluster with real nodes and berth installed by Helm (`e2e/run.sh` does both with
 //! `BERTH_REAL_NODE=1`; on kind, load the images and set `BERTH_E2E_BUSYBOX_IMAGE`). Every workflow runs
@@ -93,8 +95,10 @@ async fn run_pod(
                 "name": "probe", "image": image, "imagePullPolicy": "IfNotPresent",
                 "command": ["sh", "-c", script], "envFrom": env_from,
                 "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-                                    "capabilities": {"drop": ["ALL"]}}
-            }]
+                                    "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]
+            }],
+            "volumes": [{"name": "tmp", "emptyDir": {}}]
         }
     }))
     .unwrap();
@@ -430,5 +434,246 @@ async fn a_tenant_pod_uses_its_database_through_the_pool_and_other_tenants_canno
     assert_eq!(outside, 2, "another tenant must get no answer: {out}");
 
     remove(&client, &other).await;
+    remove(&client, &name).await;
+}
+
+/// A database feature of `storage: 1Gi` with these pool settings.
+fn with_database(pool: &serde_json::Value) -> serde_json::Value {
+    json!({
+        "database": {"enabled": true, "storage": "1Gi", "pool": pool},
+        "scheduler": {"enabled": false},
+        "webhooks": {"enabled": false}
+    })
+}
+
+/// Runs SQL through the tenant's pool as its app would (only `db-connection`), waiting for the pool to
+/// answer first; returns psql's unaligned output.
+async fn through_pool(client: &Client, namespace: &str, sql: &str) -> String {
+    let script = format!(
+        "until pg_isready -q -d \"$DATABASE_URL\"; do sleep 1; done; \
+         psql \"$DATABASE_URL\" -v ON_ERROR_STOP=1 -tA -c \"{sql}\""
+    );
+    let (code, out) = run_pod(client, namespace, &postgres(), &script, &["db-connection"]).await;
+    assert_eq!(code, 0, "{sql}: {out}");
+    out.trim().to_owned()
+}
+
+async fn ready(client: &Client, name: &str) {
+    let customers = Api::<Customer>::all(client.clone());
+    wait_for(
+        &customers,
+        name,
+        Duration::from_secs(180),
+        "Ready",
+        berth_e2e::customer_ready,
+    )
+    .await;
+}
+
+/// The server pod's UID once it runs and is ready.
+async fn server_pod_ready(client: &Client, namespace: &str) -> String {
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+    let pod = wait_for(
+        &pods,
+        "db-postgres-0",
+        Duration::from_secs(120),
+        "the server Ready",
+        |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                && p.metadata.deletion_timestamp.is_none()
+        },
+    )
+    .await;
+    pod.uid().unwrap()
+}
+
+async fn set_suspend(client: &Client, name: &str, suspend: bool) {
+    Api::<Customer>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": suspend}})),
+        )
+        .await
+        .expect("suspend");
+}
+
+#[tokio::test]
+async fn rows_survive_a_deleted_server_pod_a_suspend_and_an_operator_restart() {
+    let client = client().await;
+    let name = tenant(&client, "real-keep", with_database(&json!({}))).await;
+    ready(&client, &name).await;
+    through_pool(
+        &client,
+        &name,
+        "create table kept (n int); insert into kept values (1), (2), (3)",
+    )
+    .await;
+    let count = "select count(*) from kept";
+
+    // The server pod goes; the StatefulSet makes a new one on the same volume.
+    let pods = Api::<Pod>::namespaced(client.clone(), &name);
+    let first = server_pod_ready(&client, &name).await;
+    pods.delete("db-postgres-0", &DeleteParams::default())
+        .await
+        .expect("delete the server pod");
+    let second = eventually(Duration::from_secs(120), "a new server pod", || async {
+        let uid = server_pod_ready(&client, &name).await;
+        (uid != first).then_some(uid)
+    })
+    .await;
+    assert_ne!(first, second);
+    assert_eq!(
+        through_pool(&client, &name, count).await,
+        "3",
+        "after the server pod was deleted"
+    );
+
+    // Suspend scales the server and the pool to zero; resume brings the same data back.
+    set_suspend(&client, &name, true).await;
+    wait_gone(&pods, "db-postgres-0", Duration::from_secs(120)).await;
+    set_suspend(&client, &name, false).await;
+    ready(&client, &name).await;
+    assert_eq!(
+        through_pool(&client, &name, count).await,
+        "3",
+        "after suspend and resume"
+    );
+    let resumed = server_pod_ready(&client, &name).await;
+
+    // Every operator pod replaced: the new leader adopts the running tenant and changes nothing.
+    let operators = Api::<Pod>::namespaced(client.clone(), RELEASE_NAMESPACE);
+    operators
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("app.kubernetes.io/name=berth"),
+        )
+        .await
+        .expect("delete the operator pods");
+    let deployments = Api::<Deployment>::namespaced(client.clone(), RELEASE_NAMESPACE);
+    eventually(Duration::from_secs(120), "new operator pods Ready", || async {
+        let d = deployments.get("berth").await.ok()?;
+        let status = d.status?;
+        (status.ready_replicas == d.spec?.replicas && status.updated_replicas == status.replicas)
+            .then_some(())
+    })
+    .await;
+    through_pool(&client, &name, "insert into kept values (4)").await;
+    assert_eq!(
+        through_pool(&client, &name, count).await,
+        "4",
+        "after the operator restart"
+    );
+    assert_eq!(
+        server_pod_ready(&client, &name).await,
+        resumed,
+        "the restart did not touch the server"
+    );
+    remove(&client, &name).await;
+}
+
+#[tokio::test]
+async fn under_retain_the_data_outlives_the_customer_and_comes_back_with_it() {
+    let client = client().await;
+    let name = unique("real-retain");
+    let apply = |deletion_policy: &str| {
+        json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "Customer", "metadata": {"name": name},
+            "spec": {"deletionPolicy": deletion_policy, "features": with_database(&json!({}))}
+        })
+    };
+    let customers = Api::<Customer>::all(client.clone());
+    let ssa = PatchParams::apply("berth-e2e").force();
+    customers
+        .patch(&name, &ssa, &Patch::Apply(&apply("Retain")))
+        .await
+        .expect("apply");
+    ready(&client, &name).await;
+    through_pool(
+        &client,
+        &name,
+        "create table kept (n int); insert into kept values (7)",
+    )
+    .await;
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &name);
+    let password = |s: k8s_openapi::api::core::v1::Secret| s.data.unwrap()["password"].clone();
+    let before = password(secrets.get("db-connection").await.unwrap());
+
+    customers
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete Customer");
+    wait_gone(&customers, &name, Duration::from_secs(120)).await;
+    let claims = Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(client.clone(), &name);
+    let claim = claims
+        .get("data-db-postgres-0")
+        .await
+        .expect("the volume's claim is kept");
+    assert!(
+        secrets.get_opt("db-credentials").await.unwrap().is_some(),
+        "the credentials are kept"
+    );
+
+    customers
+        .patch(&name, &ssa, &Patch::Apply(&apply("Delete")))
+        .await
+        .expect("re-create");
+    ready(&client, &name).await;
+    let again = claims.get("data-db-postgres-0").await.unwrap();
+    assert_eq!(again.uid(), claim.uid(), "the same claim, so the same volume");
+    assert_eq!(
+        password(secrets.get("db-connection").await.unwrap()),
+        before,
+        "the old password"
+    );
+    assert_eq!(
+        through_pool(&client, &name, "select n from kept").await,
+        "7",
+        "the old rows"
+    );
+    remove(&client, &name).await;
+}
+
+#[tokio::test]
+async fn many_clients_share_a_few_server_connections_and_one_too_many_is_refused() {
+    let client = client().await;
+    let pool = json!({"defaultPoolSize": 3, "maxClientConnections": 12, "replicas": 1});
+    let name = tenant(&client, "real-pool", with_database(&pool)).await;
+    ready(&client, &name).await;
+
+    // 12 clients each hold a transaction for 6 s through the pool; meanwhile a 13th is refused by pgbouncer,
+    // and a direct session on the server counts the app's other sessions. pg_isready waits for the pool.
+    let script = r#"
+        until pg_isready -q -d "$DATABASE_URL"; do sleep 1; done
+        for i in $(seq 12); do psql "$DATABASE_URL" -tA -c 'select pg_sleep(6)' >/dev/null 2>&1 && echo ok >>/tmp/done & done
+        sleep 3
+        psql "$DATABASE_URL" -tA -c 'select 1' 2>&1 | sed 's/^/extra: /'
+        server="host=db-postgres-0.db-postgres port=5432 dbname=$database user=$user password=$password"
+        psql "$server" -tA -c "select 'server: ' || count(*) from pg_stat_activity where usename = '$user' and pid <> pg_backend_pid()"
+        wait
+        echo "done: $(wc -l </tmp/done)"
+    "#;
+    let (code, out) = run_pod(&client, &name, &postgres(), script, &["db-connection"]).await;
+    assert_eq!(code, 0, "{out}");
+    let line = |prefix: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {out}"))
+            .trim()
+            .to_owned()
+    };
+    let server: u32 = line("server: ").parse().unwrap();
+    assert!(
+        (1..=3).contains(&server),
+        "12 clients through at most defaultPoolSize (3) server connections: {server}"
+    );
+    assert!(
+        line("extra: ").contains("no more connections allowed (max_client_conn)"),
+        "{out}"
+    );
+    assert_eq!(line("done: "), "12", "every pooled client got its answer: {out}");
     remove(&client, &name).await;
 }
