@@ -1,6 +1,7 @@
 //! The Database controller: a tenant's PostgreSQL (StatefulSet with its volume) behind a pgbouncer pool
 //! (Deployment, Service named like the Database, PodDisruptionBudget), with credentials generated once
-//! and a connection Secret for apps. See `reconcile` for the pipeline and `names` for every child.
+//! (and never for a volume that may hold data, see `origin`) and a connection Secret for apps. See
+//! `reconcile` for the pipeline, `volume` for the server's volume and `names` for every child.
 //!
 //! The renderers in [`pgbouncer`] and [`postgres`] (the server's bootstrap script and command) are public
 //! so the real-component tests (`e2e/tests/pool_real.rs`, `e2e/tests/bootstrap_real.rs`) run exactly what
@@ -9,11 +10,13 @@
 pub mod build;
 pub mod credentials;
 pub mod names;
+mod origin;
 pub mod pgbouncer;
 pub mod postgres;
 mod reconcile;
 mod status;
 mod validate;
+mod volume;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,7 +28,7 @@ use berth_kit::shared::Subscription;
 use berth_kit::watch::{Synced, listed, owned};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
 use kube::runtime::{Controller, controller};
@@ -46,7 +49,8 @@ pub const NAME: &str = "database";
 /// RBAC it needs (the chart's ClusterRole): `databases` list/watch, `databases/status` patch,
 /// `databases/finalizers` update (for `blockOwnerDeletion`); `secrets` get/list/watch/create/patch;
 /// `configmaps`, `services`, `statefulsets`, `deployments`, `poddisruptionbudgets`
-/// list/watch/create/patch; `events` create.
+/// list/watch/create/patch; `persistentvolumeclaims` get/list/watch; `persistentvolumes` get/patch
+/// (cluster-scoped: a `Retain` Database's volume gets reclaim policy `Retain`); `events` create.
 pub async fn run(
     kit: Arc<Context>,
     databases: Subscription<Database>,
@@ -60,6 +64,7 @@ pub async fn run(
     let (pools, pool_stream) = owned(Api::<Deployment>::all(client.clone()), any_change);
     let (services, service_stream) = owned(Api::<Service>::all(client.clone()), all_but_status);
     let (budgets, budget_stream) = owned(Api::<PodDisruptionBudget>::all(client.clone()), all_but_status);
+    let (claims, claim_stream) = volume::claims(Api::<PersistentVolumeClaim>::all(client.clone()));
     berth_kit::watch::mark_synced_when(&kit, databases.listed());
     let controller = Controller::for_shared_stream(databases.changes, databases.store);
     let synced = Synced::new(vec![
@@ -69,6 +74,7 @@ pub async fn run(
         listed(&pools),
         listed(&services),
         listed(&budgets),
+        listed(&claims),
     ]);
     let ctx = Arc::new(Ctx {
         kit,
@@ -80,16 +86,21 @@ pub async fn run(
             pools,
             services,
             budgets,
+            claims,
         },
         synced,
+        retained: volume::Retained::default(),
     });
     controller
-        .owns_stream(secret_stream)
+        // Like `owns_stream`, plus the credentials Secret, which under `Retain` has no owner.
+        .watches_stream(secret_stream, |secret| origin::databases_of(&secret))
         .owns_stream(config_map_stream)
         .owns_stream(server_stream)
         .owns_stream(pool_stream)
         .owns_stream(service_stream)
         .owns_stream(budget_stream)
+        // A claim has no owner berth can be found by; its labels name its Database.
+        .watches_stream(claim_stream, |claim| volume::database_of(&claim))
         .with_config(config)
         .graceful_shutdown_on(shutdown)
         .run(

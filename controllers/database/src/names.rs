@@ -33,6 +33,18 @@ pub fn server(db: &str) -> String {
     format!("{db}-postgres")
 }
 
+/// The server's volume claim template, mounted at [`DATA_MOUNT`]. Never renamed: the claims of existing
+/// servers carry it (claim templates are immutable, and berth finds the claim by this name).
+pub const DATA_VOLUME: &str = "data";
+
+/// The claim the StatefulSet controller creates from [`DATA_VOLUME`] for the server's only pod:
+/// `<template>-<StatefulSet>-<ordinal>`, the StatefulSet controller's naming, so a claim created by hand
+/// under this name before the server (to pre-bind a retained volume) is the one the pod mounts.
+#[must_use]
+pub fn data_claim(db: &str) -> String {
+    format!("{DATA_VOLUME}-{}-0", server(db))
+}
+
 /// ConfigMap with the server's bootstrap script and the pod's account file.
 #[must_use]
 pub fn server_init(db: &str) -> String {
@@ -110,6 +122,7 @@ mod tests {
     fn children_names_derive_from_the_database_name() {
         assert_eq!(credentials("orders"), "orders-credentials");
         assert_eq!(server("orders"), "orders-postgres");
+        assert_eq!(data_claim("orders"), "data-orders-postgres-0");
         assert_eq!(pool("orders"), "orders-pgbouncer");
         assert_eq!(pool_auth("orders"), "orders-pgbouncer-auth");
         assert_eq!(pool_service("orders"), "orders");

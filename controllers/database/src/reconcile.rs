@@ -1,17 +1,18 @@
-//! One reconcile of a Database, top to bottom: validate (pure) → load (the only reads) → credentials
-//! (read back, generated only if absent) → build (pure) → apply (in a fixed order) → status (once, and
-//! only when it changed).
+//! One reconcile of a Database, top to bottom: validate (pure) → load (the reads) → credentials
+//! (read back; generated only while nothing can hold data, see `origin`) → build (pure) → apply (in a
+//! fixed order, then the volume kept under `Retain`) → status (once, and only when it changed).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_api::Database;
 use berth_kit::conditions::READY;
-use berth_kit::labels::{BERTH, MANAGED_BY, customer_of};
+use berth_kit::labels::customer_of;
 use berth_kit::metrics::ControllerLabel;
 use berth_kit::watch::current;
 use berth_kit::{Context, Error, FIELD_MANAGER, Result, owner_ref};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -22,10 +23,16 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
 use crate::build::{self, Children, Inputs};
-use crate::credentials::Credentials;
 use crate::names;
+use crate::origin::{self, Origin, Seen};
 use crate::status::{self, Observed};
 use crate::validate::validate;
+use crate::volume::{self, Retained};
+
+/// How often a Database whose credentials are missing is looked at again. The watches wake it when its
+/// Secret, StatefulSet or claim changes, but not for objects without berth's label: a Secret restored
+/// without it (refused as foreign, so the status says so) or a claim created by hand and deleted again.
+const RECHECK: Duration = Duration::from_secs(30);
 
 /// What a reconcile gets: kit's context and the caches filled by the watches that wake the controller.
 pub(crate) struct Ctx {
@@ -33,6 +40,8 @@ pub(crate) struct Ctx {
     pub(crate) databases: Store<Database>,
     pub(crate) caches: Caches,
     pub(crate) synced: berth_kit::watch::Synced,
+    /// Volumes this process has seen at reclaim policy `Retain` (see `volume::Retained`).
+    pub(crate) retained: Retained,
 }
 
 /// What the controller's label-selected watches hold of its children.
@@ -43,6 +52,8 @@ pub(crate) struct Caches {
     pub(crate) pools: Store<Deployment>,
     pub(crate) services: Store<Service>,
     pub(crate) budgets: Store<PodDisruptionBudget>,
+    /// The servers' volume claims (see `volume::claims`).
+    pub(crate) claims: Store<PersistentVolumeClaim>,
 }
 
 pub(crate) async fn reconcile(db: Arc<Database>, ctx: Arc<Ctx>) -> Result<Action> {
@@ -87,11 +98,16 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
     // Validate: pure, before anything is read or written.
     validate(db).map_err(Error::InvalidSpec)?;
 
-    // Load: the only reads.
+    // Load: every read but the volume's (see `volume::keep`).
     let loaded = Loaded::load(ctx, &namespace, &name).await?;
 
-    // Credentials: read back from their Secret; new ones only when there is none.
-    let credentials = credentials_for(loaded.credentials.as_ref(), &name)?;
+    // Credentials: read back from their Secret; new ones only while nothing can hold data yet; with data
+    // and no Secret, nothing is generated or applied and the status says how to recover.
+    let credentials = match origin::origin(loaded.seen()) {
+        Origin::Use(secret) => origin::existing(secret)?,
+        Origin::Generate => origin::generate(&name)?,
+        Origin::Missing => return credentials_missing(ctx, db, &namespace, &name, &loaded).await,
+    };
 
     // Build: pure.
     let owner = owner_ref(db).ok_or_else(|| Error::InvalidSpec("the Database has no uid yet".into()))?;
@@ -117,6 +133,9 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
         loaded.credentials.as_ref(),
     )
     .await?;
+    // The volume: under `Retain`, its PersistentVolume keeps the data even when the namespace is deleted.
+    // (One read of a cluster-scoped volume per process, which no cache holds; see `volume`.)
+    volume::keep(kit, &ctx.retained, db, loaded.claim.as_deref()).await?;
 
     // Status: from the workloads as the apply answered them (this spec, latest status); their own
     // status changes wake the controller again through the `owns` watches.
@@ -131,17 +150,23 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
 struct Loaded {
     credentials: Option<Secret>,
     server: Option<Arc<StatefulSet>>,
+    pool: Option<Arc<Deployment>>,
+    claim: Option<Arc<PersistentVolumeClaim>>,
 }
 
 impl Loaded {
     /// The credentials Secret comes from the cache when it is there (a cache can lag, but never shows a
     /// Secret that does not exist), and from the API server when it is not: whether it exists decides
-    /// whether passwords are generated, and a lagging cache must not answer "no". The workloads come from
-    /// the caches the controller's watches fill.
+    /// whether passwords are generated, and a lagging cache must not answer "no". The workloads and the
+    /// server's volume claim come from the caches the controller's watches fill; the claim, too, is asked
+    /// of the API server when neither the Secret nor the server is there, since it then decides between
+    /// fresh passwords and none, and a claim created by hand (to pre-bind a retained volume) may lack the
+    /// label berth's watch selects on.
     async fn load(ctx: &Ctx, namespace: &str, name: &str) -> Result<Self> {
         ctx.synced.wait().await?;
+        let c = &ctx.caches;
         let key = ObjectRef::new(&names::credentials(name)).within(namespace);
-        let credentials = match ctx.caches.secrets.get(&key) {
+        let credentials = match c.secrets.get(&key) {
             Some(cached) => Some((*cached).clone()),
             None => {
                 ctx.kit
@@ -150,13 +175,35 @@ impl Loaded {
                     .await?
             }
         };
+        let server = c
+            .servers
+            .get(&ObjectRef::new(&names::server(name)).within(namespace));
+        let pool = c.pools.get(&ObjectRef::new(&names::pool(name)).within(namespace));
+        let claim_name = names::data_claim(name);
+        let mut claim = c.claims.get(&ObjectRef::new(&claim_name).within(namespace));
+        if credentials.is_none() && server.is_none() && claim.is_none() {
+            claim = ctx
+                .kit
+                .api::<PersistentVolumeClaim>(namespace)
+                .get_opt(&claim_name)
+                .await?
+                .map(Arc::new);
+        }
         Ok(Self {
             credentials,
-            server: ctx
-                .caches
-                .servers
-                .get(&ObjectRef::new(&names::server(name)).within(namespace)),
+            server,
+            pool,
+            claim,
         })
+    }
+
+    /// What decides where the passwords come from (see `origin::origin`).
+    fn seen(&self) -> Seen<'_> {
+        Seen {
+            secret: self.credentials.as_ref(),
+            server: self.server.is_some(),
+            claim: self.claim.is_some(),
+        }
     }
 
     fn server_claims(&self) -> Option<&[k8s_openapi::api::core::v1::PersistentVolumeClaim]> {
@@ -169,44 +216,36 @@ impl Loaded {
     }
 }
 
-/// The credentials of Database `name`: those in its Secret when there is one (every later reconcile,
-/// and every reconcile after an operator restart, since nothing is kept in memory), fresh ones only
-/// when there is none.
-fn credentials_for(existing: Option<&Secret>, name: &str) -> Result<Credentials> {
-    match existing {
-        Some(secret) => existing_credentials(secret),
-        None => Credentials::generate(names::SUPERUSER, &names::sql_database(name), names::APP_USER).map_err(
-            |e| {
-                internal(&format!(
-                    "reading the OS random generator for new credentials: {e}"
-                ))
-            },
-        ),
+/// The credentials Secret is gone while the server's volume may hold data (see `origin`): nothing is
+/// generated or applied, the workloads are left as they are (a running server keeps serving with the
+/// passwords it started with), the volume is kept under `Retain` all the same, and `Ready` says how to
+/// recover, with a Warning event when that news is new. Looked at again every [`RECHECK`]; once the Secret
+/// is back (or the StatefulSet and the claim are gone), the Database converges as usual.
+async fn credentials_missing(
+    ctx: &Ctx,
+    db: &Database,
+    namespace: &str,
+    name: &str,
+    loaded: &Loaded,
+) -> Result<Action> {
+    let kit = ctx.kit.as_ref();
+    let message = origin::missing_message(name);
+    let observed = Observed::from(loaded.server.as_deref(), loaded.pool.as_deref());
+    let status = status::credentials_missing(db, namespace, &observed, &message, &now());
+    if ready_changed(db, &status) {
+        kit.event(
+            &db.object_ref(&()),
+            EventType::Warning,
+            status::CREDENTIALS_MISSING,
+            message,
+        )
+        .await;
     }
-}
-
-/// Credentials from an existing Secret, which must be berth's and complete: berth never overwrites a
-/// password that a volume may already hold.
-fn existing_credentials(secret: &Secret) -> Result<Credentials> {
-    let name = secret.name_any();
-    if secret.labels().get(MANAGED_BY).map(String::as_str) != Some(BERTH) {
-        return Err(Error::Conflict(format!(
-            "Secret {name} exists and is not managed by berth; rename or remove it"
-        )));
-    }
-    Credentials::from_secret(secret).map_err(|problem| {
-        Error::Conflict(format!(
-            "credentials Secret {name}: {problem}; berth never regenerates credentials, restore the key"
-        ))
-    })
-}
-
-/// A local failure that is neither the API server's nor the user's, retried with back-off.
-///
-/// kit's `Error` has no variant for it yet (reported to the lead); until it has, such failures travel
-/// as `Serialization`, which is transient and never reported as a problem with the spec.
-fn internal(message: &str) -> Error {
-    Error::Serialization(<serde_json::Error as serde::de::Error>::custom(message))
+    kit.apply_status(&kit.api::<Database>(namespace), db, db.status.as_ref(), &status)
+        .await?;
+    // After the status, so a failure here cannot hide the news.
+    volume::keep(kit, &ctx.retained, db, loaded.claim.as_deref()).await?;
+    Ok(Action::requeue(RECHECK))
 }
 
 /// Applies every child, in an order that lets each find what it needs.
@@ -342,11 +381,7 @@ async fn report(kit: &Context, db: &Database, error: &Error) -> Result<()> {
         return Ok(());
     };
     let status = status::blocked(db, error.category(), &error.to_string(), &now());
-    let unchanged = db.status.as_ref().is_some_and(|s| {
-        berth_api::find_condition(&s.conditions, READY)
-            == berth_api::find_condition(&status.conditions, READY)
-    });
-    if unchanged {
+    if !ready_changed(db, &status) {
         return Ok(());
     }
     kit.event(
@@ -360,6 +395,14 @@ async fn report(kit: &Context, db: &Database, error: &Error) -> Result<()> {
         .await
 }
 
+/// True when `status` would change the Database's `Ready` condition: news worth an event.
+fn ready_changed(db: &Database, status: &berth_api::DatabaseStatus) -> bool {
+    db.status.as_ref().is_none_or(|s| {
+        berth_api::find_condition(&s.conditions, READY)
+            != berth_api::find_condition(&status.conditions, READY)
+    })
+}
+
 /// The present, to the second (the precision the API server keeps).
 fn now() -> Time {
     let now = Timestamp::now();
@@ -370,31 +413,6 @@ fn now() -> Time {
 mod tests {
     use super::*;
     use crate::build::tests::{build, database};
-    use berth_kit::labels::labels;
-
-    #[test]
-    fn a_second_reconcile_or_a_restart_reads_the_same_passwords_back() {
-        let db = database("storage: 1Gi\n");
-        // First reconcile: no Secret yet, so credentials are generated and the Secret is built from them.
-        let first = credentials_for(None, "ledger").unwrap();
-        let mut stored = build(&db).credentials;
-        stored.data = Some(first.to_data());
-        // Second reconcile, or the first one of a restarted operator: only the Secret in the cluster is
-        // known, and it gives back the same passwords...
-        for _ in 0..2 {
-            let again = credentials_for(Some(&stored), "ledger").unwrap();
-            assert_eq!(again, first);
-            assert_eq!(again.app_password, first.app_password);
-            assert_eq!(again.superuser_password, first.superuser_password);
-        }
-        // ...and the Secret is not written again.
-        assert!(!needs_apply(&stored, &stored));
-        // Whereas a Database without a Secret would get other passwords.
-        assert_ne!(
-            credentials_for(None, "ledger").unwrap().app_password,
-            first.app_password
-        );
-    }
 
     #[test]
     fn an_existing_secret_is_not_applied_again_when_it_already_matches() {
@@ -414,26 +432,6 @@ mod tests {
         );
         assert!(needs_apply(&deleted, &retained), "Delete → Retain removes it");
         assert_eq!(retained.data, deleted.data, "with the same values");
-    }
-
-    #[test]
-    fn foreign_or_incomplete_secrets_are_refused_not_overwritten() {
-        let mut foreign = build(&database("storage: 1Gi\n")).credentials;
-        foreign.metadata.labels = None;
-        assert!(matches!(existing_credentials(&foreign), Err(Error::Conflict(_))));
-
-        let mut incomplete = build(&database("storage: 1Gi\n")).credentials;
-        incomplete.metadata.labels = Some(labels("acme-corp", "database"));
-        incomplete
-            .data
-            .as_mut()
-            .unwrap()
-            .remove(crate::credentials::APP_PASSWORD_KEY);
-        let err = existing_credentials(&incomplete).unwrap_err();
-        assert!(
-            err.is_permanent() && err.to_string().contains("APP_PASSWORD"),
-            "{err}"
-        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! gives an identical status and no write.
 
 use berth_api::{Database, DatabaseStatus};
-use berth_kit::conditions::{Verdict, conditions, ready};
+use berth_kit::conditions::{READY, Verdict, conditions, ready};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -13,6 +13,8 @@ use crate::names;
 pub(crate) const SERVER_READY: &str = "ServerReady";
 pub(crate) const POOL_READY: &str = "PoolReady";
 const SUSPENDED: &str = "Suspended";
+/// Reason of `Ready` when the credentials Secret is gone and the volume may hold data (see `origin`).
+pub(crate) const CREDENTIALS_MISSING: &str = "CredentialsMissing";
 
 /// What the cluster shows of the two workloads (`None`: not there yet).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -86,11 +88,37 @@ pub(crate) fn verdicts(db: &Database, observed: &Observed) -> [Verdict; 2] {
 /// The status of a Database whose children were applied.
 pub(crate) fn status(db: &Database, namespace: &str, observed: &Observed, now: &Time) -> DatabaseStatus {
     let [server, pool] = verdicts(db, observed);
-    let all = [ready(&[server.clone(), pool.clone()]), server, pool];
+    let overall = ready(&[server.clone(), pool.clone()]);
+    assemble(db, namespace, observed, &[overall, server, pool], now)
+}
+
+/// The status of a Database whose credentials Secret is gone while its volume may hold data: `Ready` is
+/// false with reason [`CREDENTIALS_MISSING`] and `message` (the way out), while `ServerReady` and
+/// `PoolReady` keep telling what the workloads, left as they were, are doing.
+pub(crate) fn credentials_missing(
+    db: &Database,
+    namespace: &str,
+    observed: &Observed,
+    message: &str,
+    now: &Time,
+) -> DatabaseStatus {
+    let [server, pool] = verdicts(db, observed);
+    let overall = Verdict::new(READY, false, CREDENTIALS_MISSING, message);
+    assemble(db, namespace, observed, &[overall, server, pool], now)
+}
+
+/// `Ready`, `ServerReady` and `PoolReady` (in that order) with the rest of the status.
+fn assemble(
+    db: &Database,
+    namespace: &str,
+    observed: &Observed,
+    all: &[Verdict; 3],
+    now: &Time,
+) -> DatabaseStatus {
     let name = db.name_any();
     DatabaseStatus {
         observed_generation: db.metadata.generation,
-        conditions: conditions(old(db), &all, db.metadata.generation, now),
+        conditions: conditions(old(db), all, db.metadata.generation, now),
         endpoint: Some(format!(
             "{}:{}",
             names::service_host(&names::pool_service(&name), namespace),
@@ -105,7 +133,7 @@ pub(crate) fn status(db: &Database, namespace: &str, observed: &Observed, now: &
 /// says why, the rest of the status is kept as it was.
 pub(crate) fn blocked(db: &Database, reason: &str, message: &str, now: &Time) -> DatabaseStatus {
     let all = [
-        Verdict::new(berth_kit::conditions::READY, false, reason, message),
+        Verdict::new(READY, false, reason, message),
         Verdict::new(SERVER_READY, false, reason, message),
         Verdict::new(POOL_READY, false, reason, message),
     ];
@@ -243,6 +271,36 @@ mod tests {
             status(&db, "n", &seen, &at(999)),
             first,
             "no flip, no new time, no write"
+        );
+    }
+
+    #[test]
+    fn missing_credentials_turn_ready_false_and_keep_telling_what_the_workloads_do() {
+        let mut db = database("storage: 1Gi\n");
+        let seen = Observed::from(Some(&sts(Some(1))), Some(&deploy(2, 2, "True")));
+        db.status = Some(status(&db, "tenant-zz", &seen, &at(10)));
+        let s = credentials_missing(&db, "tenant-zz", &seen, "restore it", &at(20));
+        let r = find_condition(&s.conditions, "Ready").unwrap();
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str(), r.message.as_str()),
+            ("False", "CredentialsMissing", "restore it")
+        );
+        assert_eq!(r.last_transition_time, at(20), "Ready flipped");
+        assert_eq!(condition_status(&s.conditions, SERVER_READY), Some(true));
+        assert_eq!(condition_status(&s.conditions, POOL_READY), Some(true));
+        assert_eq!(s.endpoint.as_deref(), Some("ledger.tenant-zz.svc:5432"));
+
+        db.status = Some(s.clone());
+        assert_eq!(
+            credentials_missing(&db, "tenant-zz", &seen, "restore it", &at(50)),
+            s,
+            "no write while nothing changes"
+        );
+        let back = status(&db, "tenant-zz", &seen, &at(60));
+        assert_eq!(
+            condition_status(&back.conditions, "Ready"),
+            Some(true),
+            "converges again"
         );
     }
 

@@ -47,7 +47,8 @@ pub struct DatabaseSpec {
     /// Scale the server and the pool to zero; volumes and credentials stay.
     #[serde(default)]
     pub suspend: bool,
-    /// `Retain` keeps the volume and the credentials Secret when the Database is deleted.
+    /// `Retain` keeps the volume and the credentials Secret when the Database is deleted, and sets the
+    /// bound PersistentVolume's reclaim policy to `Retain`, so even deleting the namespace keeps the data.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 }

@@ -14,11 +14,9 @@ use super::{Inputs, POSTGRES_UID, container_security, empty_dir, mount, pod_secu
 use crate::credentials::{
     APP_PASSWORD_KEY, APP_USER_KEY, DATABASE_KEY, SUPERUSER_KEY, SUPERUSER_PASSWORD_KEY,
 };
-use crate::names;
+use crate::names::{self, DATA_VOLUME};
 use crate::postgres::{self, env};
 
-/// The volume claim template's name, mounted at [`names::DATA_MOUNT`].
-pub(super) const DATA_VOLUME: &str = "data";
 /// The bootstrap ConfigMap ([`names::server_init`]): script and `/etc/passwd`.
 const BOOTSTRAP_VOLUME: &str = "bootstrap";
 /// The init container's private scratch space: the bootstrap server's socket and configuration.

@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::Inputs;
-use super::server_pod::{DATA_VOLUME, pod};
-use crate::names;
+use super::server_pod::pod;
+use crate::names::{self, DATA_VOLUME};
 
 pub(super) fn server(inputs: &Inputs<'_>) -> StatefulSet {
     let name = names::server(inputs.name);
