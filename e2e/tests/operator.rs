@@ -217,6 +217,7 @@ async fn each_kind_is_listed_once_even_when_two_controllers_read_it() {
         "deployments",
         "poddisruptionbudgets",
         "jobs",
+        "persistentvolumeclaims",
     ];
     for resource in kinds {
         let lists = op

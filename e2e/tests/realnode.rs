@@ -5,7 +5,8 @@
 //! tenant's database is a real PostgreSQL behind real pgbouncers that a tenant pod writes to and reads from
 //! through the `db` Service, and that another tenant's pod cannot reach at all (issue #14 continues it: rows
 //! survive a deleted server pod, a suspend, an operator restart and, under `Retain`, the Customer's deletion;
-//! many clients share a few server connections, and one client too many is refused).
+//! many clients share a few server connections, and one client too many is refused; a lost credentials
+//! Secret is reported, never regenerated over existing data; a retained volume outlives its namespace).
 //!
 //! Runs against a cluster with real nodes and berth installed by Helm (`e2e/run.sh` does both with
 //! `BERTH_REAL_NODE=1`; on kind, load the images and set `BERTH_E2E_BUSYBOX_IMAGE`). Every workflow runs
@@ -22,7 +23,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -598,8 +599,8 @@ async fn under_retain_the_data_outlives_the_customer_and_comes_back_with_it() {
         "create table kept (n int); insert into kept values (7)",
     )
     .await;
-    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &name);
-    let password = |s: k8s_openapi::api::core::v1::Secret| s.data.unwrap()["password"].clone();
+    let secrets = Api::<Secret>::namespaced(client.clone(), &name);
+    let password = |s: Secret| s.data.unwrap()["password"].clone();
     let before = password(secrets.get("db-connection").await.unwrap());
 
     customers
@@ -607,7 +608,7 @@ async fn under_retain_the_data_outlives_the_customer_and_comes_back_with_it() {
         .await
         .expect("delete Customer");
     wait_gone(&customers, &name, Duration::from_secs(120)).await;
-    let claims = Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(client.clone(), &name);
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &name);
     let claim = claims
         .get("data-db-postgres-0")
         .await
@@ -676,4 +677,131 @@ async fn many_clients_share_a_few_server_connections_and_one_too_many_is_refused
     );
     assert_eq!(line("done: "), "12", "every pooled client got its answer: {out}");
     remove(&client, &name).await;
+}
+
+#[tokio::test]
+async fn a_lost_credentials_secret_is_reported_and_never_regenerated_over_the_data() {
+    let client = client().await;
+    let name = tenant(&client, "real-creds", with_database(&json!({}))).await;
+    ready(&client, &name).await;
+    through_pool(
+        &client,
+        &name,
+        "create table kept (n int); insert into kept values (5)",
+    )
+    .await;
+    let server = server_pod_ready(&client, &name).await;
+
+    let secrets = Api::<Secret>::namespaced(client.clone(), &name);
+    let lost = secrets.get("db-credentials").await.unwrap();
+    secrets
+        .delete("db-credentials", &DeleteParams::default())
+        .await
+        .unwrap();
+    let databases = Api::<berth_api::Database>::namespaced(client.clone(), &name);
+    let reported = wait_for(
+        &databases,
+        "db",
+        Duration::from_secs(60),
+        "CredentialsMissing",
+        |d| {
+            let conditions = d
+                .status
+                .as_ref()
+                .map(|s| s.conditions.as_slice())
+                .unwrap_or_default();
+            berth_api::find_condition(conditions, "Ready").is_some_and(|c| c.reason == "CredentialsMissing")
+        },
+    )
+    .await;
+    let conditions = reported.status.unwrap().conditions;
+    let message = &berth_api::find_condition(&conditions, "Ready").unwrap().message;
+    assert!(
+        message.contains("restore Secret db-credentials"),
+        "says how to recover: {message}"
+    );
+    assert!(
+        secrets.get_opt("db-credentials").await.unwrap().is_none(),
+        "no new passwords were made"
+    );
+    assert_eq!(
+        server_pod_ready(&client, &name).await,
+        server,
+        "the server was left alone"
+    );
+
+    // The platform team restores the Secret from its backup; the old password reads the old rows.
+    let mut restored = lost.clone();
+    restored.metadata = kube::api::ObjectMeta {
+        name: lost.metadata.name.clone(),
+        labels: lost.metadata.labels.clone(),
+        owner_references: lost.metadata.owner_references.clone(),
+        ..kube::api::ObjectMeta::default()
+    };
+    secrets
+        .create(&kube::api::PostParams::default(), &restored)
+        .await
+        .expect("restore");
+    ready(&client, &name).await;
+    assert_eq!(through_pool(&client, &name, "select n from kept").await, "5");
+    remove(&client, &name).await;
+}
+
+#[tokio::test]
+async fn a_retained_databases_volume_outlives_a_deleted_namespace() {
+    let client = client().await;
+    let name = unique("real-pv");
+    let customer = json!({
+        "apiVersion": "berth.dev/v1alpha1", "kind": "Customer", "metadata": {"name": name},
+        "spec": {"deletionPolicy": "Retain", "features": with_database(&json!({}))}
+    });
+    let customers = Api::<Customer>::all(client.clone());
+    customers
+        .patch(
+            &name,
+            &PatchParams::apply("berth-e2e").force(),
+            &Patch::Apply(&customer),
+        )
+        .await
+        .unwrap();
+    ready(&client, &name).await;
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &name);
+    let volume = claims
+        .get("data-db-postgres-0")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .volume_name
+        .unwrap();
+    let volumes = Api::<PersistentVolume>::all(client.clone());
+    wait_for(
+        &volumes,
+        &volume,
+        Duration::from_secs(60),
+        "reclaim policy Retain",
+        |pv| {
+            pv.spec
+                .as_ref()
+                .and_then(|s| s.persistent_volume_reclaim_policy.as_deref())
+                == Some("Retain")
+        },
+    )
+    .await;
+
+    // The Customer goes (its namespace stays, under Retain); then someone deletes the namespace itself.
+    customers.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_gone(&customers, &name, Duration::from_secs(120)).await;
+    let namespaces = Api::<Namespace>::all(client.clone());
+    namespaces.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_gone(&namespaces, &name, Duration::from_secs(180)).await;
+    let kept = wait_for(&volumes, &volume, Duration::from_secs(60), "Released", |pv| {
+        pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Released")
+    })
+    .await;
+    assert_eq!(
+        kept.spec.unwrap().claim_ref.unwrap().namespace.as_deref(),
+        Some(name.as_str())
+    );
+    volumes.delete(&volume, &DeleteParams::default()).await.unwrap();
 }
