@@ -6,7 +6,8 @@
 //! through the `db` Service, and that another tenant's pod cannot reach at all (issue #14 continues it: rows
 //! survive a deleted server pod, a suspend, an operator restart and, under `Retain`, the Customer's deletion;
 //! many clients share a few server connections, and one client too many is refused; a lost credentials
-//! Secret is reported, never regenerated over existing data; a retained volume outlives its namespace).
+//! Secret is reported, never regenerated over existing data; a retained volume outlives its namespace; the
+//! pool rolls to new settings while a client loop runs, and not one of its transactions fails).
 //!
 //! Runs against a cluster with real nodes and berth installed by Helm (`e2e/run.sh` does both with
 //! `BERTH_REAL_NODE=1`; on kind, load the images and set `BERTH_E2E_BUSYBOX_IMAGE`). Every workflow runs
@@ -88,7 +89,7 @@ async fn run_pod(
         .map(|s| json!({"secretRef": {"name": s}}))
         .collect();
     let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": {"run-by": "berth-e2e"}},
         "spec": {
             "restartPolicy": "Never",
             "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
@@ -804,4 +805,86 @@ async fn a_retained_databases_volume_outlives_a_deleted_namespace() {
         Some(name.as_str())
     );
     volumes.delete(&volume, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_pool_rolls_to_new_settings_without_a_failed_transaction() {
+    let client = client().await;
+    let name = tenant(
+        &client,
+        "real-roll",
+        with_database(&json!({"defaultPoolSize": 5})),
+    )
+    .await;
+    ready(&client, &name).await;
+    through_pool(&client, &name, "create table ticks (n int)").await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &name);
+    let pool_pods = || async {
+        let listed = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/component=pool"))
+            .await;
+        listed
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|p| p.name_any())
+            .collect::<BTreeSet<_>>()
+    };
+    let before = pool_pods().await;
+
+    // A client that opens a connection per transaction, as a web app's short requests do, for 75 s.
+    let script = r#"
+        until pg_isready -q -d "$DATABASE_URL"; do sleep 1; done
+        ok=0; failed=0; end=$(( $(date +%s) + 75 ))
+        while [ "$(date +%s)" -lt "$end" ]; do
+            if psql "$DATABASE_URL" -tA -c "insert into ticks values (1)" >/dev/null 2>>/tmp/errors; then
+                ok=$((ok + 1)); else failed=$((failed + 1)); fi
+        done
+        echo "ok: $ok"; echo "failed: $failed"; cat /tmp/errors
+    "#;
+    let loop_client = {
+        let client = client.clone();
+        let name = name.clone();
+        tokio::spawn(async move { run_pod(&client, &name, &postgres(), script, &["db-connection"]).await })
+    };
+    // Once the loop's pod runs, change a pool setting: the config hash changes and the pods roll.
+    eventually(Duration::from_secs(60), "the client loop running", || async {
+        let listed = pods
+            .list(&ListParams::default().labels("run-by=berth-e2e"))
+            .await
+            .ok()?;
+        listed.items.iter().any(|p| phase(p) == "Running").then_some(())
+    })
+    .await;
+    Api::<Customer>::all(client.clone())
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"features": {"database": {"pool": {"defaultPoolSize": 6}}}}})),
+        )
+        .await
+        .expect("change the pool size");
+    let rolled = eventually(Duration::from_secs(70), "every pool pod replaced", || async {
+        let now = pool_pods().await;
+        (now.len() == 2 && now.is_disjoint(&before)).then_some(now)
+    })
+    .await;
+
+    let (code, out) = loop_client.await.unwrap();
+    assert_eq!(code, 0, "{out}");
+    let count = |prefix: &str| -> u32 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(count("ok: ") > 10, "{out}");
+    assert_eq!(
+        count("failed: "),
+        0,
+        "not one transaction may fail while {before:?} became {rolled:?}: {out}"
+    );
+    remove(&client, &name).await;
 }

@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SecretVolumeSource, TCPSocketAction, TopologySpreadConstraint, Volume,
+    ConfigMapVolumeSource, Container, ContainerPort, ExecAction, Lifecycle, LifecycleHandler, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SecretVolumeSource, TCPSocketAction,
+    TopologySpreadConstraint, Volume,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -13,6 +14,13 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{Inputs, POOL_UID, container_security, empty_dir, mount, pod_security};
 use crate::names;
+
+/// Seconds a stopping pool pod keeps serving after it left the Service's endpoints, so that clients which
+/// picked it just before still get their transaction through.
+const DRAIN_SECONDS: u32 = 10;
+/// Then pgbouncer's safe shutdown (SIGINT, in every version: it waits until the servers are released,
+/// i.e. until the transactions in flight end) has this long before the kubelet kills the pod.
+const SHUTDOWN_SECONDS: i64 = 30;
 
 /// `hash` is [`crate::pgbouncer::config_hash`] of the files the pods mount: a new hash rolls them.
 pub(super) fn pool(inputs: &Inputs<'_>, hash: &str) -> Deployment {
@@ -82,6 +90,18 @@ fn pod(inputs: &Inputs<'_>) -> PodSpec {
             failure_threshold: Some(6),
             ..tcp
         }),
+        // A pod being stopped is taken out of the Service's endpoints at once, but clients (and kube-proxy)
+        // learn that a moment later: keep serving for a while, then shut down safely. SIGTERM is no signal
+        // to rely on: before pgbouncer 1.23 it stops at once, from 1.23 on it waits for every client.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(vec!["sh".to_owned(), "-c".to_owned(), drain_script()]),
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         resources: Some(resources()),
         security_context: Some(container_security()),
         volume_mounts: Some(vec![
@@ -93,6 +113,7 @@ fn pod(inputs: &Inputs<'_>) -> PodSpec {
     };
     PodSpec {
         containers: vec![container],
+        termination_grace_period_seconds: Some(i64::from(DRAIN_SECONDS) + SHUTDOWN_SECONDS),
         security_context: Some(pod_security(POOL_UID)),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
@@ -130,6 +151,11 @@ fn pod(inputs: &Inputs<'_>) -> PodSpec {
         ]),
         ..PodSpec::default()
     }
+}
+
+/// pgbouncer is the container's PID 1: wait, ask it for a safe shutdown, and return once it is gone.
+fn drain_script() -> String {
+    format!("sleep {DRAIN_SECONDS}; kill -INT 1; while kill -0 1 2>/dev/null; do sleep 1; done")
 }
 
 fn resources() -> ResourceRequirements {
@@ -193,6 +219,32 @@ mod tests {
         assert_eq!(
             spread.label_selector.as_ref().unwrap().match_labels,
             Some(d.selector.match_labels.unwrap())
+        );
+    }
+
+    #[test]
+    fn a_stopping_pod_drains_then_shuts_down_safely_within_its_grace_period() {
+        let pod = build(&database("storage: 1Gi\n"))
+            .pool
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let stop = pod.containers[0]
+            .lifecycle
+            .clone()
+            .unwrap()
+            .pre_stop
+            .unwrap()
+            .exec
+            .unwrap();
+        let script = stop.command.unwrap().join(" ");
+        assert!(script.starts_with("sh -c sleep 10; kill -INT 1;"), "{script}");
+        assert_eq!(
+            pod.termination_grace_period_seconds,
+            Some(40),
+            "drain plus shutdown"
         );
     }
 
