@@ -130,6 +130,11 @@ async fn remove(client: &Client, name: &str) {
     wait_gone(&api, name, Duration::from_secs(120)).await;
 }
 
+fn pod_ready(pod: &Pod) -> bool {
+    let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
+    conditions.is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 fn phase(pod: &Pod) -> &str {
     pod.status
         .as_ref()
@@ -480,13 +485,7 @@ async fn server_pod_ready(client: &Client, namespace: &str) -> String {
         "db-postgres-0",
         Duration::from_secs(120),
         "the server Ready",
-        |p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                && p.metadata.deletion_timestamp.is_none()
-        },
+        |p| pod_ready(p) && p.metadata.deletion_timestamp.is_none(),
     )
     .await;
     pod.uid().unwrap()
@@ -886,5 +885,31 @@ async fn the_pool_rolls_to_new_settings_without_a_failed_transaction() {
         0,
         "not one transaction may fail while {before:?} became {rolled:?}: {out}"
     );
+
+    remove(&client, &name).await;
+}
+
+#[tokio::test]
+async fn a_session_mode_pool_serves_queries_in_session_mode() {
+    let client = client().await;
+    let name = tenant(
+        &client,
+        "real-session",
+        with_database(&json!({"mode": "session"})),
+    )
+    .await;
+    ready(&client, &name).await;
+    // A query through the pool, then the pool's own view of the app database (the app role may read
+    // pgbouncer's statistics): its pool_mode is the last column of SHOW POOLS.
+    let script = r#"
+        until pg_isready -q -d "$DATABASE_URL"; do sleep 1; done
+        psql "$DATABASE_URL" -tA -c "select 'query: ' || 40 + 2"
+        psql "host=$host port=$port dbname=pgbouncer user=$user password=$password" -tA -c "show pools" |
+            awk -F'|' -v db="$database" '$1 == db {print "mode: " $NF}'
+    "#;
+    let (code, out) = run_pod(&client, &name, &postgres(), script, &["db-connection"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.lines().any(|l| l == "query: 42"), "{out}");
+    assert!(out.lines().any(|l| l == "mode: session"), "{out}");
     remove(&client, &name).await;
 }

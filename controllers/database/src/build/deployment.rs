@@ -18,8 +18,7 @@ use crate::names;
 /// Seconds a stopping pool pod keeps serving after it left the Service's endpoints, so that clients which
 /// picked it just before still get their transaction through.
 const DRAIN_SECONDS: u32 = 10;
-/// Then pgbouncer's safe shutdown (SIGINT, in every version: it waits until the servers are released,
-/// i.e. until the transactions in flight end) has this long before the kubelet kills the pod.
+/// Then pgbouncer's safe shutdown ([`SUPERVISOR`]) has this long before the kubelet kills the pod.
 const SHUTDOWN_SECONDS: i64 = 30;
 
 /// `hash` is [`crate::pgbouncer::config_hash`] of the files the pods mount: a new hash rolls them.
@@ -68,8 +67,12 @@ fn pod(inputs: &Inputs<'_>) -> PodSpec {
         image: Some(inputs.settings.pgbouncer_image.clone()),
         // The image's own entrypoint (which would write a config from environment variables) is bypassed:
         // pgbouncer, from PATH (`/usr/bin` in CloudNativePG's image, `/usr/sbin` in Debian's package),
-        // reads exactly the rendered file.
+        // reads exactly the rendered file, under a shell that turns the kubelet's SIGTERM into a safe
+        // shutdown (see [`SUPERVISOR`]).
         command: Some(vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            SUPERVISOR.to_owned(),
             "pgbouncer".to_owned(),
             format!("{}/{}", names::POOL_CONFIG_DIR, names::INI_KEY),
         ]),
@@ -91,12 +94,11 @@ fn pod(inputs: &Inputs<'_>) -> PodSpec {
             ..tcp
         }),
         // A pod being stopped is taken out of the Service's endpoints at once, but clients (and kube-proxy)
-        // learn that a moment later: keep serving for a while, then shut down safely. SIGTERM is no signal
-        // to rely on: before pgbouncer 1.23 it stops at once, from 1.23 on it waits for every client.
+        // learn that a moment later: keep serving for a while before the kubelet's SIGTERM.
         lifecycle: Some(Lifecycle {
             pre_stop: Some(LifecycleHandler {
                 exec: Some(ExecAction {
-                    command: Some(vec!["sh".to_owned(), "-c".to_owned(), drain_script()]),
+                    command: Some(vec!["sleep".to_owned(), DRAIN_SECONDS.to_string()]),
                 }),
                 ..LifecycleHandler::default()
             }),
@@ -153,10 +155,15 @@ fn pod(inputs: &Inputs<'_>) -> PodSpec {
     }
 }
 
-/// pgbouncer is the container's PID 1: wait, ask it for a safe shutdown, and return once it is gone.
-fn drain_script() -> String {
-    format!("sleep {DRAIN_SECONDS}; kill -INT 1; while kill -0 1 2>/dev/null; do sleep 1; done")
-}
+/// The container's PID 1: runs `pgbouncer "$1"` and answers SIGTERM with SIGINT, pgbouncer's safe shutdown
+/// in every version (it waits until the servers are released, i.e. the transactions in flight end). SIGTERM
+/// itself is no signal to pass on: before pgbouncer 1.23 it stops at once, from 1.23 on it waits for every
+/// client to disconnect. The second `wait` is for pgbouncer still shutting down after the trap ran.
+const SUPERVISOR: &str = r#"pgbouncer "$1" & pid=$!
+trap 'kill -INT "$pid"' TERM
+wait "$pid"; status=$?
+if kill -0 "$pid" 2>/dev/null; then wait "$pid"; status=$?; fi
+exit "$status""#;
 
 fn resources() -> ResourceRequirements {
     let q = |s: &str| Quantity(s.to_owned());
@@ -239,8 +246,8 @@ mod tests {
             .unwrap()
             .exec
             .unwrap();
-        let script = stop.command.unwrap().join(" ");
-        assert!(script.starts_with("sh -c sleep 10; kill -INT 1;"), "{script}");
+        assert_eq!(stop.command.unwrap(), ["sleep", "10"]);
+        assert!(pod.containers[0].command.as_ref().unwrap()[2].contains("trap 'kill -INT"));
         assert_eq!(
             pod.termination_grace_period_seconds,
             Some(40),
@@ -267,10 +274,9 @@ mod tests {
             .spec
             .unwrap();
         let c = &pod.containers[0];
-        assert_eq!(
-            c.command.clone().unwrap(),
-            ["pgbouncer", "/etc/pgbouncer/config/pgbouncer.ini"]
-        );
+        let command = c.command.clone().unwrap();
+        assert_eq!(command[..2], ["sh", "-c"]);
+        assert_eq!(command[3..], ["pgbouncer", "/etc/pgbouncer/config/pgbouncer.ini"]);
         for p in [
             c.readiness_probe.as_ref().unwrap(),
             c.liveness_probe.as_ref().unwrap(),
