@@ -15,15 +15,14 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 
 use berth_api::{Database, DeletionPolicy};
-use berth_kit::changes::Filter;
-use berth_kit::labels::{COMPONENT, INSTANCE, managed_selector};
+use berth_kit::labels::{COMPONENT, INSTANCE};
 use berth_kit::{Context, FIELD_MANAGER, Result};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
 use crate::names;
@@ -34,29 +33,17 @@ const RETAIN: &str = "Retain";
 /// The claims berth's StatefulSets create (they carry the claim template's labels, so berth's selector
 /// finds them), and the stream that fills the cache: pass it to `Controller::watches_stream` with
 /// [`database_of`]. A claim wakes the controller when it appears, goes, is bound or starts being deleted.
-///
-/// Like kit's `watch::owned`, but a claim has no owner berth could be found by (under `Retain` it has
-/// none, under `Delete` its owner is the StatefulSet), and nothing in it needs slimming.
+/// (A claim has no owner berth could be found by: under `Retain` it has none, under `Delete` its owner is
+/// the StatefulSet.)
 pub(crate) fn claims(
     api: Api<PersistentVolumeClaim>,
 ) -> (
     Store<PersistentVolumeClaim>,
     impl Stream<Item = Result<PersistentVolumeClaim, watcher::Error>> + Send + 'static,
 ) {
-    let (store, writer) = reflector::store();
-    let config = watcher::Config::default()
-        .labels(&managed_selector())
-        .any_semantic();
-    let mut filter = Filter::new(fingerprint);
-    let stream = watcher(api, config)
-        .default_backoff()
-        .modify(|c: &mut PersistentVolumeClaim| c.managed_fields_mut().clear())
-        .reflect(writer)
-        .filter_map(move |event| std::future::ready(filter.pass(event, true)));
-    (store, stream)
+    berth_kit::watch::owned(api, fingerprint)
 }
 
-/// What of a claim a reconcile reads: whether it is being deleted, and what it is bound to.
 fn fingerprint(claim: &PersistentVolumeClaim) -> u64 {
     let mut h = DefaultHasher::new();
     (

@@ -10,7 +10,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, LimitRange, Namespace, PodTemplateSpec, ResourceQuota, Secret, Service,
+    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, PodTemplateSpec, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -82,8 +82,10 @@ impl Slim for Service {
     }
 }
 
-// Kept whole: small, or read back (the credentials Secret's passwords, a namespace's phase, a Job's state).
+// Kept whole: small, or read back (the credentials Secret's passwords, a namespace's phase, a Job's state,
+// a volume claim's binding).
 impl Slim for Secret {}
+impl Slim for PersistentVolumeClaim {}
 impl Slim for Namespace {}
 impl Slim for LimitRange {}
 impl Slim for NetworkPolicy {}
