@@ -229,15 +229,13 @@ mod tests {
         );
     }
 
+    fn pool_pod(yaml: &str) -> PodSpec {
+        build(&database(yaml)).pool.spec.unwrap().template.spec.unwrap()
+    }
+
     #[test]
     fn a_stopping_pod_drains_then_shuts_down_safely_within_its_grace_period() {
-        let pod = build(&database("storage: 1Gi\n"))
-            .pool
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap();
+        let pod = pool_pod("storage: 1Gi\n");
         let stop = pod.containers[0]
             .lifecycle
             .clone()
@@ -266,13 +264,7 @@ mod tests {
 
     #[test]
     fn pgbouncer_runs_the_mounted_ini_behind_tcp_probes() {
-        let pod = build(&database("storage: 1Gi\n"))
-            .pool
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap();
+        let pod = pool_pod("storage: 1Gi\n");
         let c = &pod.containers[0];
         let command = c.command.clone().unwrap();
         assert_eq!(command[..2], ["sh", "-c"]);
