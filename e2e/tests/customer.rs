@@ -198,11 +198,14 @@ async fn retain_keeps_the_namespace_and_its_data() {
     .unwrap();
     secrets.create(&PostParams::default(), &data).await.unwrap();
 
+    // Foreground: the garbage collector deletes every dependent before the Customer itself goes, and before
+    // berth's finalizer can do anything. So once the Customer is gone, whatever it still owned is gone too.
     let customers: Api<Customer> = Api::all(c.clone());
-    customers.delete(&name, &DeleteParams::default()).await.unwrap();
+    customers
+        .delete(&name, &DeleteParams::foreground())
+        .await
+        .unwrap();
     wait_gone(&customers, &name, SHORT).await;
-    // Give the garbage collector time to act on anything still owned: it must find nothing.
-    tokio::time::sleep(Duration::from_secs(5)).await;
     let ns = Api::<Namespace>::all(c.clone()).get(&name).await.unwrap();
     assert!(ns.owner_references().is_empty(), "{:?}", ns.owner_references());
     assert_eq!(
@@ -214,6 +217,20 @@ async fn retain_keeps_the_namespace_and_its_data() {
         secrets.get_opt("tenant-data").await.unwrap().is_some(),
         "the tenant's Secret survives"
     );
+    // ...and stays fenced: what kept the tenant isolated is kept with it.
+    let kept = Api::<NetworkPolicy>::namespaced(c.clone(), &name)
+        .get(names::DENY_INGRESS)
+        .await
+        .expect("the default-deny policy is kept");
+    assert!(kept.owner_references().is_empty());
+    Api::<ResourceQuota>::namespaced(c.clone(), &name)
+        .get(names::RESOURCE_QUOTA)
+        .await
+        .expect("the quota is kept");
+    Api::<RoleBinding>::namespaced(c.clone(), &name)
+        .get(names::ADMINS)
+        .await
+        .expect("the admin binding is kept");
 
     // The same Customer name, applied again, takes its tenant back, data and all.
     let again = create(&c, &yaml.replace("Retain", "Delete")).await;

@@ -309,8 +309,8 @@ async fn reconcile_spans_reach_a_real_opentelemetry_collector() {
         "{span:?}"
     );
     assert!(span.attributes.contains_key("outcome"), "{span:?}");
-    // The first reconcile only adds the finalizer; the ones after it apply the children. Spans are
-    // exported in batches, so the later ones may arrive a few seconds after the first.
+    // Spans are exported in batches, so a reconcile's apply spans may arrive a few seconds after the first
+    // reconcile span seen.
     eventually(
         Duration::from_secs(30),
         "apply spans inside a reconcile trace of the Customer",

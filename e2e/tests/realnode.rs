@@ -594,8 +594,9 @@ async fn under_retain_the_data_outlives_the_customer_and_comes_back_with_it() {
     let password = |s: Secret| s.data.unwrap()["password"].clone();
     let before = password(secrets.get("db-connection").await.unwrap());
 
+    // Foreground, the harshest way: garbage collection removes every dependent before the Customer goes.
     customers
-        .delete(&name, &DeleteParams::default())
+        .delete(&name, &DeleteParams::foreground())
         .await
         .expect("delete Customer");
     wait_gone(&customers, &name, Duration::from_secs(120)).await;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use berth_api::{AdminKind, Customer, Database, DatabaseSpec, Scheduler, SchedulerSpec};
+use berth_api::{AdminKind, Customer, Database, DatabaseSpec, DeletionPolicy, Scheduler, SchedulerSpec};
 use berth_kit::labels::{self, labels};
 use k8s_openapi::api::core::v1::{
     LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
@@ -18,6 +18,11 @@ use kube::ResourceExt;
 use crate::names;
 
 /// Everything a Customer owns. The applier destructures it whole, so a new kind cannot be forgotten.
+///
+/// Under `deletionPolicy: Retain` the namespace and its guard rails (quota, limits, network policies, admin
+/// binding) carry no ownerReference: nothing the garbage collector does for the Customer, not even a
+/// foreground cascade (which deletes dependents before any finalizer has run), can reach them or the data
+/// they fence. The Database and Scheduler are always owned; their own `deletionPolicy` keeps the data.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Children {
     pub namespace: Namespace,
@@ -36,6 +41,7 @@ pub fn children(customer: &Customer) -> Option<Children> {
     let owner = berth_kit::owner_ref(customer)?;
     let b = Builder {
         customer,
+        uid: owner.uid.clone(),
         owner,
         ns: customer.namespace_name(),
     };
@@ -50,25 +56,28 @@ pub fn children(customer: &Customer) -> Option<Children> {
     })
 }
 
-/// The tenant namespace as it is left behind under `deletionPolicy: Retain`: berth's labels, marked as
-/// retained, and no ownerReference, so the garbage collector leaves it (and its data) alone.
+/// The tenant namespace as it is left behind under `deletionPolicy: Retain`: as it was, marked as retained.
+/// `None` when the Customer has no UID.
 #[must_use]
-pub fn retained_namespace(customer: &Customer) -> Namespace {
-    let mut ns = Builder::namespace_for(customer, None);
+pub fn retained_namespace(customer: &Customer) -> Option<Namespace> {
+    let mut ns = children(customer)?.namespace;
+    ns.metadata.owner_references = None;
     ns.metadata
         .labels
         .get_or_insert_default()
         .insert(labels::RETAINED.to_owned(), "true".to_owned());
-    ns
+    Some(ns)
 }
 
 struct Builder<'a> {
     customer: &'a Customer,
     owner: OwnerReference,
+    uid: String,
     ns: String,
 }
 
 impl Builder<'_> {
+    /// Metadata of a feature child: always owned by the Customer.
     fn meta(&self, name: &str, component: &str) -> ObjectMeta {
         ObjectMeta {
             name: Some(name.to_owned()),
@@ -79,11 +88,23 @@ impl Builder<'_> {
         }
     }
 
-    fn namespace(&self) -> Namespace {
-        Self::namespace_for(self.customer, Some(self.owner.clone()))
+    /// Metadata of the namespace's guard rails: owned only when the tenant goes with its Customer.
+    fn fence_meta(&self, name: &str, component: &str) -> ObjectMeta {
+        ObjectMeta {
+            owner_references: self.owners(),
+            ..self.meta(name, component)
+        }
     }
 
-    fn namespace_for(customer: &Customer, owner: Option<OwnerReference>) -> Namespace {
+    fn owners(&self) -> Option<Vec<OwnerReference>> {
+        match self.customer.spec.deletion_policy {
+            DeletionPolicy::Delete => Some(vec![self.owner.clone()]),
+            DeletionPolicy::Retain => None,
+        }
+    }
+
+    fn namespace(&self) -> Namespace {
+        let customer = self.customer;
         let mut l = labels(&customer.name_any(), "tenant");
         // Pod Security admission: the tenant runs nothing privileged, and hears about it when it tries.
         for mode in ["enforce", "audit", "warn"] {
@@ -100,7 +121,13 @@ impl Builder<'_> {
             metadata: ObjectMeta {
                 name: Some(customer.namespace_name()),
                 labels: Some(l),
-                owner_references: owner.map(|o| vec![o]),
+                // Without an owner under Retain, this is how berth tells its tenant from a namespace left
+                // behind by an earlier Customer of the same name.
+                annotations: Some(BTreeMap::from([(
+                    names::CUSTOMER_UID.to_owned(),
+                    self.uid.clone(),
+                )])),
+                owner_references: self.owners(),
                 ..ObjectMeta::default()
             },
             ..Namespace::default()
@@ -125,7 +152,7 @@ impl Builder<'_> {
             hard.insert("requests.storage".to_owned(), storage.clone());
         }
         ResourceQuota {
-            metadata: self.meta(names::RESOURCE_QUOTA, "quota"),
+            metadata: self.fence_meta(names::RESOURCE_QUOTA, "quota"),
             spec: Some(ResourceQuotaSpec {
                 hard: Some(hard),
                 ..ResourceQuotaSpec::default()
@@ -138,7 +165,7 @@ impl Builder<'_> {
     fn limit_range(&self) -> LimitRange {
         let q = |s: &str| Quantity(s.to_owned());
         LimitRange {
-            metadata: self.meta(names::LIMIT_RANGE, "quota"),
+            metadata: self.fence_meta(names::LIMIT_RANGE, "quota"),
             spec: Some(LimitRangeSpec {
                 limits: vec![LimitRangeItem {
                     type_: "Container".to_owned(),
@@ -158,7 +185,7 @@ impl Builder<'_> {
 
     fn network_policies(&self) -> [NetworkPolicy; 2] {
         let deny = NetworkPolicy {
-            metadata: self.meta(names::DENY_INGRESS, "network"),
+            metadata: self.fence_meta(names::DENY_INGRESS, "network"),
             spec: Some(NetworkPolicySpec {
                 pod_selector: Some(LabelSelector::default()),
                 policy_types: Some(vec!["Ingress".to_owned()]),
@@ -166,7 +193,7 @@ impl Builder<'_> {
             }),
         };
         let same_namespace = NetworkPolicy {
-            metadata: self.meta(names::ALLOW_SAME_NAMESPACE, "network"),
+            metadata: self.fence_meta(names::ALLOW_SAME_NAMESPACE, "network"),
             spec: Some(NetworkPolicySpec {
                 pod_selector: Some(LabelSelector::default()),
                 policy_types: Some(vec!["Ingress".to_owned()]),
@@ -203,7 +230,7 @@ impl Builder<'_> {
             })
             .collect();
         RoleBinding {
-            metadata: self.meta(names::ADMINS, "rbac"),
+            metadata: self.fence_meta(names::ADMINS, "rbac"),
             role_ref: RoleRef {
                 api_group: "rbac.authorization.k8s.io".to_owned(),
                 kind: "ClusterRole".to_owned(),
@@ -272,9 +299,8 @@ spec:
     webhooks: {enabled: false}
 ";
 
-    #[test]
-    fn every_child_is_owned_and_labelled() {
-        let c = children(&customer(SEED)).unwrap();
+    /// Metadata of every child: the namespace and its guard rails first, then the features.
+    fn metas(c: &Children) -> (Vec<&ObjectMeta>, Vec<&ObjectMeta>) {
         let Children {
             namespace,
             resource_quota,
@@ -283,29 +309,69 @@ spec:
             admins,
             database,
             scheduler,
-        } = &c;
-        let mut metas = vec![
+        } = c;
+        let mut fence = vec![
             &namespace.metadata,
             &resource_quota.metadata,
             &limit_range.metadata,
             &admins.metadata,
         ];
-        metas.extend(network_policies.iter().map(|n| &n.metadata));
-        metas.push(&database.as_ref().unwrap().metadata);
-        metas.push(&scheduler.as_ref().unwrap().metadata);
-        for m in metas {
-            let owner = &m.owner_references.as_ref().unwrap()[0];
-            assert_eq!(
-                (owner.kind.as_str(), owner.name.as_str()),
-                ("Customer", "tenant-zeta")
-            );
-            assert_eq!(owner.controller, Some(true));
-            assert_eq!(owner.block_owner_deletion, Some(true));
+        fence.extend(network_policies.iter().map(|n| &n.metadata));
+        let features = vec![
+            &database.as_ref().unwrap().metadata,
+            &scheduler.as_ref().unwrap().metadata,
+        ];
+        (fence, features)
+    }
+
+    fn owned(m: &ObjectMeta) -> bool {
+        m.owner_references.as_ref().is_some_and(|o| {
+            o.len() == 1
+                && (o[0].kind.as_str(), o[0].name.as_str()) == ("Customer", "tenant-zeta")
+                && o[0].controller == Some(true)
+                && o[0].block_owner_deletion == Some(true)
+        })
+    }
+
+    #[test]
+    fn under_delete_every_child_is_owned_and_labelled() {
+        let c = children(&customer(&format!("{SEED}  deletionPolicy: Delete\n"))).unwrap();
+        let (fence, features) = metas(&c);
+        for m in fence.into_iter().chain(features) {
+            assert!(owned(m), "{m:?}");
             let l = m.labels.as_ref().unwrap();
             assert_eq!(l[labels::CUSTOMER], "tenant-zeta");
             assert_eq!(l[labels::MANAGED_BY], "berth");
         }
-        assert_eq!(resource_quota.metadata.namespace.as_deref(), Some("tenant-zeta"));
+        assert_eq!(
+            c.resource_quota.metadata.namespace.as_deref(),
+            Some("tenant-zeta")
+        );
+    }
+
+    #[test]
+    fn under_retain_the_namespace_and_its_guard_rails_have_no_owner() {
+        let c = children(&customer(SEED)).unwrap();
+        let (fence, features) = metas(&c);
+        for m in fence {
+            assert_eq!(m.owner_references, None, "{m:?}");
+            assert_eq!(m.labels.as_ref().unwrap()[labels::CUSTOMER], "tenant-zeta");
+        }
+        for m in features {
+            assert!(owned(m), "the features go with the Customer: {m:?}");
+        }
+        let uid = c.namespace.metadata.annotations.as_ref().unwrap();
+        assert_eq!(uid[names::CUSTOMER_UID], "0a1b2c3d-uid");
+    }
+
+    #[test]
+    fn a_retained_namespace_is_marked_and_unowned() {
+        let mut c = customer(&format!("{SEED}  deletionPolicy: Delete\n"));
+        let ns = retained_namespace(&c).unwrap();
+        assert_eq!(ns.metadata.owner_references, None);
+        assert_eq!(ns.metadata.labels.unwrap()[labels::RETAINED], "true");
+        c.metadata.uid = None;
+        assert_eq!(retained_namespace(&c), None);
     }
 
     #[test]
@@ -417,13 +483,6 @@ spec:
             ("Group", "g1")
         );
         assert_eq!(subjects[1].kind, "User");
-    }
-
-    #[test]
-    fn retained_namespace_has_no_owner_and_says_so() {
-        let ns = retained_namespace(&customer(SEED));
-        assert_eq!(ns.metadata.owner_references, None);
-        assert_eq!(ns.metadata.labels.unwrap()[labels::RETAINED], "true");
     }
 
     #[test]

@@ -28,14 +28,21 @@ pub use reconcile::{Ctx, Stores};
 
 pub const NAME: &str = "customer";
 
-/// The Customer that controls a namespaced child. `owns` would key it by the child's namespace, and a
-/// cluster-scoped Customer keyed two ways could be reconciled twice at once.
+/// The Customer a child belongs to: its controller, or, for the namespace and guard rails a `Retain`
+/// Customer leaves unowned, its customer label. (`owns` would key a namespaced child by its namespace, and
+/// a cluster-scoped Customer keyed two ways could be reconciled twice at once.)
 fn owner<K: ResourceExt>(child: &K) -> Option<ObjectRef<Customer>> {
     child
         .owner_references()
         .iter()
         .find(|o| o.controller == Some(true) && o.kind == "Customer" && o.api_version == "berth.dev/v1alpha1")
         .map(|o| ObjectRef::new(&o.name))
+        .or_else(|| {
+            child
+                .labels()
+                .get(berth_kit::labels::CUSTOMER)
+                .map(|c| ObjectRef::new(c))
+        })
 }
 
 /// The process-wide watches the Customer controller shares with the Database and Scheduler controllers.
@@ -78,7 +85,7 @@ pub async fn run(
         customers: controller.store(),
     });
     controller
-        .owns_stream(ns_stream)
+        .watches_stream(ns_stream, |o| owner(&o))
         .watches_stream(quota_stream, |o| owner(&o))
         .watches_stream(lr_stream, |o| owner(&o))
         .watches_stream(np_stream, |o| owner(&o))

@@ -13,5 +13,7 @@ pub const ADMINS: &str = "tenant-admins";
 pub const ADMIN_CLUSTER_ROLE: &str = "admin";
 /// Connection Secret the Database controller writes; handed to workflow runs as environment.
 pub const DATABASE_CONNECTION_SECRET: &str = "db-connection";
-/// Held on a Customer until its data has been dealt with according to `deletionPolicy`.
+/// Annotation on the tenant namespace: the UID of the Customer it belongs to.
+pub const CUSTOMER_UID: &str = "berth.dev/customer-uid";
+/// Held on a `deletionPolicy: Retain` Customer until its namespace is marked as retained.
 pub const FINALIZER: &str = "berth.dev/customer-retention";

@@ -1,5 +1,5 @@
 //! One reconcile of a Customer, top to bottom: load (caches and one namespace lookup) → build (pure) →
-//! apply → status. Deletion goes through the finalizer, which only decides what to orphan.
+//! apply → status. Under `Retain`, deletion goes through the finalizer, which marks what is kept.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
 use crate::build::{self, Children};
-use crate::names::FINALIZER;
+use crate::names::{CUSTOMER_UID, FINALIZER};
 use crate::status::{self, Feature, NamespaceState, Observed};
 
 /// Caches of what the Customer controller owns, filled by the same watches that wake it.
@@ -79,18 +79,31 @@ async fn converge(customer: &Arc<Customer>, ctx: &Arc<Ctx>) -> Result<Action> {
         .set(managed);
     ctx.synced.wait().await?;
     let api: Api<Customer> = ctx.kit.cluster_api();
-    let action = finalizer(&api, FINALIZER, customer.clone(), |event| async {
-        match event {
-            finalizer::Event::Apply(c) => apply(&c, ctx).await,
-            finalizer::Event::Cleanup(c) => cleanup(&c, ctx).await,
+    let held = customer.finalizers().iter().any(|f| f == FINALIZER);
+    let deleting = customer.meta().deletion_timestamp.is_some();
+    // Only `Retain` has anything to do at deletion, so only a `Retain` Customer holds the finalizer: a
+    // `Delete` Customer can still be deleted once berth is uninstalled.
+    let action = if customer.spec.deletion_policy == DeletionPolicy::Retain || (held && deleting) {
+        finalizer(&api, FINALIZER, customer.clone(), |event| async {
+            match event {
+                finalizer::Event::Apply(c) => apply(&c, ctx).await,
+                finalizer::Event::Cleanup(c) => cleanup(&c, ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+            finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
+            other => Error::InvalidSpec(other.to_string()),
+        })?
+    } else if deleting {
+        Action::await_change()
+    } else {
+        if held {
+            release(&api, customer, &ctx.kit).await?;
         }
-    })
-    .await
-    .map_err(|e| match e {
-        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
-        other => Error::InvalidSpec(other.to_string()),
-    })?;
+        apply(customer, ctx).await?
+    };
     ctx.kit.succeeded(customer.as_ref());
     Ok(action)
 }
@@ -107,12 +120,14 @@ enum Holder {
 async fn namespace_holder(c: &Customer, ctx: &Ctx) -> Result<Holder> {
     let name = c.namespace_name();
     let uid = c.uid().unwrap_or_default();
-    let owned_by_us = |ns: &Namespace| ns.owner_references().iter().any(|o| o.uid == uid);
+    let ours = |ns: &Namespace| {
+        ns.owner_references().iter().any(|o| o.uid == uid) || ns.annotations().get(CUSTOMER_UID) == Some(&uid)
+    };
     if ctx
         .stores
         .namespaces
         .get(&ObjectRef::new(&name))
-        .is_some_and(|ns| owned_by_us(&ns))
+        .is_some_and(|ns| ours(&ns))
     {
         return Ok(Holder::Us);
     }
@@ -121,12 +136,16 @@ async fn namespace_holder(c: &Customer, ctx: &Ctx) -> Result<Holder> {
     Ok(match api.get_metadata_opt(&name).await? {
         None => Holder::Nobody,
         Some(ns) if ns.owner_references().iter().any(|o| o.uid == uid) => Holder::Us,
-        // Kept under `Retain` for a Customer of this name, and nobody owns it: a Customer re-created with
-        // the same name takes its tenant (and its data) back.
+        Some(ns) if ns.annotations().get(CUSTOMER_UID) == Some(&uid) => Holder::Us,
+        // Kept under `Retain` by an earlier Customer of this name (names are unique, so that one is gone),
+        // and nobody owns it: a Customer re-created with the same name takes its tenant (and data) back.
         Some(ns)
             if ns.owner_references().is_empty()
-                && ns.labels().get(labels::RETAINED).is_some_and(|v| v == "true")
-                && ns.labels().get(labels::CUSTOMER) == Some(&c.name_any()) =>
+                && ns.labels().get(labels::CUSTOMER) == Some(&c.name_any())
+                && ns
+                    .labels()
+                    .get(labels::MANAGED_BY)
+                    .is_some_and(|v| v == labels::BERTH) =>
         {
             Holder::Retained
         }
@@ -140,6 +159,19 @@ async fn namespace_holder(c: &Customer, ctx: &Ctx) -> Result<Holder> {
             ))
         }
     })
+}
+
+/// Drops the finalizer of a Customer switched from `Retain` to `Delete`. The resourceVersion makes it a
+/// compare-and-swap, so another writer's finalizer is never lost.
+async fn release(api: &Api<Customer>, c: &Customer, kit: &Context) -> Result<()> {
+    let rest: Vec<&String> = c.finalizers().iter().filter(|f| *f != FINALIZER).collect();
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": rest, "resourceVersion": c.resource_version()}
+    });
+    kit.count_write("patch");
+    api.patch(&c.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
 }
 
 async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
@@ -386,17 +418,16 @@ where
     }
 }
 
-/// The Customer is going away. Under `Retain` the namespace is released from the Customer first, so
-/// garbage collection cannot reach it or anything in it; under `Delete` there is nothing to do but let
-/// garbage collection work.
+/// The Customer is going away. Under `Retain` its namespace and guard rails have no owner, so garbage
+/// collection cannot reach them; the namespace is only marked as retained, for people and for the next
+/// Customer of this name. Under `Delete` there is nothing to do but let garbage collection work.
 async fn cleanup(c: &Customer, ctx: &Ctx) -> Result<Action> {
     if c.spec.deletion_policy == DeletionPolicy::Delete {
         return Ok(Action::await_change());
     }
-    if let Holder::Us = namespace_holder(c, ctx).await? {
+    if let (Holder::Us, Some(ns)) = (namespace_holder(c, ctx).await?, build::retained_namespace(c)) {
         let kit = &ctx.kit;
-        kit.apply(&kit.cluster_api(), &build::retained_namespace(c))
-            .await?;
+        kit.apply(&kit.cluster_api(), &ns).await?;
         let note = format!(
             "namespace {} is kept (deletionPolicy: Retain)",
             c.namespace_name()
