@@ -7,7 +7,9 @@
 //! survive a deleted server pod, a suspend, an operator restart and, under `Retain`, the Customer's deletion;
 //! many clients share a few server connections, and one client too many is refused; a lost credentials
 //! Secret is reported, never regenerated over existing data; a retained volume outlives its namespace; the
-//! pool rolls to new settings while a client loop runs, and not one of its transactions fails).
+//! pool rolls to new settings while a client loop runs, and not one of its transactions fails; draining the
+//! pool never leaves it without a serving pod; every pod berth runs passes `restricted` Pod Security
+//! without a warning).
 //!
 //! Runs against a cluster with real nodes and berth installed by Helm (`e2e/run.sh` does both with
 //! `BERTH_REAL_NODE=1`; on kind, load the images and set `BERTH_E2E_BUSYBOX_IMAGE`). Every workflow runs
@@ -21,10 +23,13 @@ use std::time::Duration;
 use berth_api::{Customer, Scheduler};
 use berth_e2e::{client, eventually, unique, wait_for, wait_gone};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodTemplateSpec, Secret,
+};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -903,5 +908,223 @@ async fn a_session_mode_pool_serves_queries_in_session_mode() {
     assert_eq!(code, 0, "{out}");
     assert!(out.lines().any(|l| l == "query: 42"), "{out}");
     assert!(out.lines().any(|l| l == "mode: session"), "{out}");
+    remove(&client, &name).await;
+}
+
+/// `template` as a Pod a user could create in a tenant namespace: no ServiceAccount (the tenant has only
+/// `default`), and an empty directory for each volume a StatefulSet's claim template would provide.
+fn pod_of(template: PodTemplateSpec) -> serde_json::Value {
+    let mut spec = template.spec.expect("a pod spec");
+    spec.service_account_name = None;
+    spec.service_account = None;
+    let volumes = spec.volumes.get_or_insert_default();
+    let mounted: BTreeSet<String> = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.volume_mounts.iter().flatten().map(|m| m.name.clone()))
+        .collect();
+    for name in mounted {
+        if !volumes.iter().any(|v| v.name == name) {
+            volumes.push(serde_json::from_value(json!({"name": name, "emptyDir": {}})).unwrap());
+        }
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "admission-"}, "spec": spec})
+}
+
+/// Creates `pod` in `namespace` with `kubectl --dry-run=server`, as a user would; fails with what kubectl
+/// printed unless it was admitted without a single warning.
+fn admitted_without_warnings(what: &str, namespace: &str, pod: &serde_json::Value) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut kubectl = Command::new(berth_e2e::tool("kubectl"))
+        .args([
+            "create",
+            "--dry-run=server",
+            "-o",
+            "name",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    kubectl
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(pod.to_string().as_bytes())
+        .unwrap();
+    let out = kubectl.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "{what}: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn every_pod_berth_runs_is_admitted_by_restricted_pod_security_without_a_warning() {
+    let client = client().await;
+    let workflows =
+        json!([{"name": "tick", "schedule": "* * * * *", "image": busybox(), "command": ["true"]}]);
+    let features = json!({
+        "database": {"enabled": true, "storage": "1Gi"},
+        "scheduler": {"enabled": true, "workers": 1, "workflows": workflows},
+        "webhooks": {"enabled": false}
+    });
+    let name = tenant(&client, "real-psa", features).await;
+    ready(&client, &name).await;
+    // Enforced and warned at the same level, so an admitted pod is a restricted pod.
+    let ns = Api::<Namespace>::all(client.clone()).get(&name).await.unwrap();
+    for mode in ["enforce", "warn"] {
+        assert_eq!(
+            ns.labels()
+                .get(&format!("pod-security.kubernetes.io/{mode}"))
+                .map(String::as_str),
+            Some("restricted"),
+            "{mode}"
+        );
+    }
+    let jobs = Api::<Job>::namespaced(client.clone(), &name);
+    let run = eventually(RUNS, "a workflow run's Job", || async {
+        let listed = jobs.list(&ListParams::default().labels(WORKFLOW)).await.ok()?;
+        listed.items.into_iter().next()
+    })
+    .await;
+    let template = |spec: Option<PodTemplateSpec>| spec.expect("a pod template");
+    let server = Api::<StatefulSet>::namespaced(client.clone(), &name)
+        .get("db-postgres")
+        .await
+        .unwrap();
+    let pool = Api::<Deployment>::namespaced(client.clone(), &name)
+        .get("db-pgbouncer")
+        .await
+        .unwrap();
+    let operator = Api::<Deployment>::namespaced(client.clone(), RELEASE_NAMESPACE)
+        .get("berth")
+        .await
+        .unwrap();
+    for (what, pod) in [
+        ("the PostgreSQL server", template(server.spec.map(|s| s.template))),
+        ("the pool", template(pool.spec.map(|s| s.template))),
+        ("a workflow run", template(run.spec.map(|s| s.template))),
+        ("the operator", template(operator.spec.map(|s| s.template))),
+    ] {
+        admitted_without_warnings(what, &name, &pod_of(pod));
+    }
+    remove(&client, &name).await;
+}
+
+/// Selects the pool's pods.
+const POOL: &str = "app.kubernetes.io/component=pool";
+
+/// A pod the pool's Service sends clients to, and that the disruption budget counts as healthy.
+fn serving(pod: &Pod) -> bool {
+    pod_ready(pod) && pod.metadata.deletion_timestamp.is_none()
+}
+
+/// Watches the pool's pods and, from the first complete listing on (tells `listed`), returns the fewest
+/// serving at any time until `done`.
+async fn fewest_serving(
+    api: Api<Pod>,
+    listed: tokio::sync::oneshot::Sender<()>,
+    mut done: tokio::sync::oneshot::Receiver<()>,
+) -> usize {
+    let mut events = watcher(api, watcher::Config::default().labels(POOL)).boxed();
+    let mut pods = BTreeMap::new();
+    let mut listed = Some(listed);
+    let mut relisting = true;
+    let mut fewest = usize::MAX;
+    loop {
+        tokio::select! {
+            _ = &mut done => return fewest,
+            event = events.try_next() => match event.expect("pod watch").expect("watch open") {
+                watcher::Event::Init => {
+                    relisting = true;
+                    pods.clear();
+                }
+                watcher::Event::InitApply(p) | watcher::Event::Apply(p) => {
+                    pods.insert(p.name_any(), p);
+                }
+                watcher::Event::Delete(p) => {
+                    pods.remove(&p.name_any());
+                }
+                watcher::Event::InitDone => {
+                    relisting = false;
+                    if let Some(l) = listed.take() {
+                        let _ = l.send(());
+                    }
+                }
+            }
+        }
+        if !relisting {
+            fewest = fewest.min(pods.values().filter(|p| serving(p)).count());
+        }
+    }
+}
+
+#[tokio::test]
+async fn draining_the_pool_never_takes_its_last_serving_pod() {
+    let client = client().await;
+    let name = tenant(&client, "real-evict", with_database(&json!({"replicas": 2}))).await;
+    ready(&client, &name).await;
+    // The disruption controller must have counted both pool pods healthy before one may go.
+    let budgets = Api::<PodDisruptionBudget>::namespaced(client.clone(), &name);
+    let allows = |b: &PodDisruptionBudget| b.status.as_ref().is_some_and(|s| s.disruptions_allowed >= 1);
+    wait_for(
+        &budgets,
+        "db-pgbouncer",
+        Duration::from_secs(120),
+        "a disruption allowed",
+        allows,
+    )
+    .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &name);
+    let listed = pods.list(&ListParams::default().labels(POOL)).await.unwrap();
+    let both: Vec<String> = listed
+        .items
+        .iter()
+        .filter(|p| serving(p))
+        .map(ResourceExt::name_any)
+        .collect();
+    assert_eq!(both.len(), 2, "{both:?}");
+
+    let (listed_tx, listed_rx) = tokio::sync::oneshot::channel();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let watching = tokio::spawn(fewest_serving(pods.clone(), listed_tx, done_rx));
+    listed_rx.await.expect("the pool's pods listed");
+    // As `kubectl drain` does: evict each, and when the budget refuses, try again once it allows.
+    let evict = kube::api::EvictParams::default();
+    let mut refused = 0;
+    for pod in &both {
+        loop {
+            match pods.evict(pod, &evict).await {
+                Ok(_) => break,
+                Err(kube::Error::Api(status)) if status.code == 429 => {
+                    refused += 1;
+                    wait_for(
+                        &budgets,
+                        "db-pgbouncer",
+                        Duration::from_secs(120),
+                        "a disruption allowed",
+                        allows,
+                    )
+                    .await;
+                }
+                Err(e) => panic!("evicting {pod}: {e}"),
+            }
+        }
+    }
+    done_tx.send(()).unwrap();
+    let fewest = watching.await.unwrap();
+    assert!(
+        fewest >= 1,
+        "both pool pods drained, at one moment none served ({refused} evictions refused)"
+    );
     remove(&client, &name).await;
 }
