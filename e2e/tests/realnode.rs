@@ -1128,3 +1128,98 @@ async fn draining_the_pool_never_takes_its_last_serving_pod() {
     );
     remove(&client, &name).await;
 }
+
+/// Everything a user can read about a tenant without reading its Secrets, as text: its Customer and
+/// Database, the namespace's ConfigMaps, workloads, pods and events, and the logs of every container of the
+/// tenant's pods and of berth's own.
+async fn readable_without_secrets(client: &Client, name: &str) -> Vec<(String, String)> {
+    async fn all<K>(api: Api<K>, out: &mut Vec<(String, String)>)
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        for o in api.list(&ListParams::default()).await.unwrap().items {
+            let text = serde_json::to_string(&o).unwrap();
+            out.push((format!("{} {}", K::kind(&()), o.name_any()), text));
+        }
+    }
+    let mut out = Vec::new();
+    let customer = Api::<Customer>::all(client.clone()).get(name).await.unwrap();
+    out.push(("Customer".to_owned(), serde_json::to_string(&customer).unwrap()));
+    all(
+        Api::<berth_api::Database>::namespaced(client.clone(), name),
+        &mut out,
+    )
+    .await;
+    all(
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), name),
+        &mut out,
+    )
+    .await;
+    all(Api::<StatefulSet>::namespaced(client.clone(), name), &mut out).await;
+    all(Api::<Deployment>::namespaced(client.clone(), name), &mut out).await;
+    all(Api::<Pod>::namespaced(client.clone(), name), &mut out).await;
+    all(
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), name),
+        &mut out,
+    )
+    .await;
+    all(
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), "default"),
+        &mut out,
+    )
+    .await;
+    for ns in [name, RELEASE_NAMESPACE] {
+        let pods = Api::<Pod>::namespaced(client.clone(), ns);
+        for pod in pods.list(&ListParams::default()).await.unwrap().items {
+            let spec = pod.spec.clone().unwrap_or_default();
+            let containers = spec.init_containers.iter().flatten().chain(&spec.containers);
+            for c in containers {
+                let params = LogParams {
+                    container: Some(c.name.clone()),
+                    ..LogParams::default()
+                };
+                if let Ok(log) = pods.logs(&pod.name_any(), &params).await {
+                    out.push((format!("log of {}/{}", pod.name_any(), c.name), log));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn no_password_is_readable_outside_its_secrets() {
+    use berth_database::credentials::{APP_PASSWORD_KEY, SUPERUSER_PASSWORD_KEY};
+    let client = client().await;
+    let name = tenant(&client, "real-secret", with_database(&json!({}))).await;
+    ready(&client, &name).await;
+    // Logins through the pool and on the server, so their logs have something to say.
+    through_pool(&client, &name, "create table t (n int); insert into t values (1)").await;
+    let credentials = Api::<Secret>::namespaced(client.clone(), &name)
+        .get("db-credentials")
+        .await
+        .unwrap();
+    let data = credentials.data.unwrap();
+    let passwords: Vec<String> = [APP_PASSWORD_KEY, SUPERUSER_PASSWORD_KEY]
+        .iter()
+        .map(|k| String::from_utf8(data[*k].0.clone()).unwrap())
+        .collect();
+    let readable = readable_without_secrets(&client, &name).await;
+    assert!(
+        readable
+            .iter()
+            .any(|(what, _)| what.starts_with("log of db-postgres-0/")),
+        "the server's logs were read: {:?}",
+        readable.iter().map(|(w, _)| w).collect::<Vec<_>>()
+    );
+    for (what, text) in &readable {
+        for p in &passwords {
+            assert!(!text.contains(p.as_str()), "a password in {what}");
+        }
+    }
+    remove(&client, &name).await;
+}
