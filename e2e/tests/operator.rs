@@ -331,3 +331,68 @@ async fn reconcile_spans_reach_a_real_opentelemetry_collector() {
     drop(op);
     collector.finish();
 }
+
+/// The field managers that own some of `meta`'s fields through server-side apply.
+fn appliers(meta: &kube::api::ObjectMeta) -> Vec<(String, Option<String>)> {
+    meta.managed_fields
+        .iter()
+        .flatten()
+        .filter(|e| e.operation.as_deref() == Some("Apply"))
+        .map(|e| (e.manager.clone().unwrap_or_default(), e.subresource.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn fields_an_earlier_version_applied_as_berth_pass_to_the_controller_that_applies_them_now() {
+    let Some((_serial, c)) = own_operators().await else {
+        return;
+    };
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::ResourceExt;
+    use kube::api::{Patch, PatchParams};
+    // The tenant as a version with one manager for everything left it: its namespace applied as `berth`,
+    // with a label that version set and this one does not.
+    let name = unique("legacy");
+    let yaml = format!(
+        "apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {name}}}\nspec: {{deletionPolicy: Delete}}\n"
+    );
+    let customer = apply_yaml(&Api::<Customer>::all(c.clone()), &yaml).await.unwrap();
+    let mut ns = berth_customer::build::children(&customer).unwrap().namespace;
+    ns.metadata
+        .labels
+        .get_or_insert_default()
+        .insert("berth.dev/retired".to_owned(), "yes".to_owned());
+    let namespaces = Api::<Namespace>::all(c.clone());
+    namespaces
+        .patch(&name, &PatchParams::apply("berth").force(), &Patch::Apply(&ns))
+        .await
+        .unwrap();
+
+    let op = Operator::start("heir", &[]);
+    leading(&op, Duration::from_secs(30)).await;
+    wait_ready(&c, &name).await;
+    let now = namespaces.get(&name).await.unwrap();
+    assert_eq!(
+        appliers(&now.metadata),
+        [("berth/customer".to_owned(), None)],
+        "one applier, the Customer controller"
+    );
+    // It took the old manager's fields whole: what it no longer sends is gone, what it sends is kept.
+    assert_eq!(now.labels().get("berth.dev/retired"), None);
+    assert_eq!(
+        now.labels()
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("restricted")
+    );
+    let customer = Api::<Customer>::all(c.clone()).get(&name).await.unwrap();
+    let status_appliers: Vec<_> = appliers(&customer.metadata)
+        .into_iter()
+        .filter(|(_, subresource)| subresource.as_deref() == Some("status"))
+        .collect();
+    assert_eq!(
+        status_appliers,
+        [("berth/customer".to_owned(), Some("status".to_owned()))]
+    );
+    delete(&c, &[name]).await;
+}

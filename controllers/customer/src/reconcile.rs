@@ -380,7 +380,7 @@ async fn remove_foreign_rules(
     kit.count_write("patch");
     api.patch(
         &desired.name_any(),
-        &PatchParams::apply(berth_kit::FIELD_MANAGER),
+        &PatchParams::apply(&kit.manager),
         &Patch::Merge(&remove),
     )
     .await?;

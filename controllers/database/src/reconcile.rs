@@ -10,7 +10,7 @@ use berth_kit::conditions::READY;
 use berth_kit::labels::customer_of;
 use berth_kit::metrics::ControllerLabel;
 use berth_kit::watch::current;
-use berth_kit::{Context, Error, FIELD_MANAGER, Result, owner_ref};
+use berth_kit::{Context, Error, Result, owner_ref};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -336,7 +336,7 @@ async fn ensure_credentials(
             let mut fresh = desired.clone();
             fresh.metadata.owner_references = None;
             let params = PostParams {
-                field_manager: Some(FIELD_MANAGER.to_owned()),
+                field_manager: Some(kit.manager.clone()),
                 ..PostParams::default()
             };
             kit.count_write("create");

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 
 use berth_api::{Database, DeletionPolicy};
 use berth_kit::labels::{COMPONENT, INSTANCE};
-use berth_kit::{Context, FIELD_MANAGER, Result};
+use berth_kit::{Context, Result};
 use futures::Stream;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, Patch, PatchParams};
@@ -186,7 +186,7 @@ pub(crate) async fn keep(
         }
         Reclaim::Retain(patch) => {
             let params = PatchParams {
-                field_manager: Some(FIELD_MANAGER.to_owned()),
+                field_manager: Some(kit.manager.clone()),
                 ..PatchParams::default()
             };
             kit.count_write("patch");

@@ -11,7 +11,7 @@
 use berth_api::{Scheduler, SchedulerStatus, condition_status, find_condition};
 use berth_kit::conditions::Verdict;
 use berth_kit::error::{is_conflict, is_not_found};
-use berth_kit::{Context, FIELD_MANAGER, Result};
+use berth_kit::{Context, Result};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -110,7 +110,7 @@ pub async fn act(
         tracing::debug!(job = %name, "deleted run");
     }
     let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
+        field_manager: Some(ctx.manager.clone()),
         ..PatchParams::default()
     };
     let resume = Patch::Merge(serde_json::json!({ "spec": { "suspend": false } }));
@@ -123,7 +123,7 @@ pub async fn act(
         }
     }
     let post = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
+        field_manager: Some(ctx.manager.clone()),
         ..PostParams::default()
     };
     for run in &plan.create {

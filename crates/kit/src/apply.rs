@@ -1,5 +1,5 @@
-//! Server-side apply under berth's single field manager. `force` is right here: berth owns every field
-//! it sends, and SSA leaves every field it does not send to whoever owns it.
+//! Server-side apply under a controller's field manager (see [`crate::managers`]). `force` is right here:
+//! the controller owns every field it sends, and SSA leaves every field it does not send to whoever owns it.
 
 use std::fmt::Debug;
 
@@ -10,17 +10,16 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result, is_not_found};
 
-pub const FIELD_MANAGER: &str = "berth";
-
-/// Applies `obj` (which must carry apiVersion and kind) through `api`, scoped where `obj` lives.
+/// Applies `obj` (which must carry apiVersion and kind) through `api` as `manager`, scoped where `obj`
+/// lives.
 ///
 /// # Errors
 /// Whatever the API server answers.
-pub async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K>
+pub async fn apply<K>(api: &Api<K>, obj: &K, manager: &str) -> Result<K>
 where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
 {
-    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let params = PatchParams::apply(manager).force();
     Ok(api.patch(&obj.name_any(), &params, &Patch::Apply(obj)).await?)
 }
 
@@ -28,7 +27,7 @@ where
 ///
 /// # Errors
 /// Whatever the API server answers.
-pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, status: &S) -> Result<()>
+pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, status: &S, manager: &str) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
     S: Serialize,
@@ -38,7 +37,7 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let params = PatchParams::apply(manager).force();
     api.patch_status(&obj.name_any(), &params, &Patch::Apply(&body))
         .await
         .map_err(Error::Kube)?;

@@ -41,6 +41,8 @@ impl Default for Settings {
 pub struct Context {
     pub client: kube::Client,
     pub controller: &'static str,
+    /// The controller's field manager for every write (see [`crate::managers`]).
+    pub manager: String,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
@@ -64,6 +66,7 @@ impl Context {
         Arc::new(Self {
             client,
             controller,
+            manager: crate::managers::of(controller),
             recorder,
             metrics,
             settings,
@@ -104,7 +107,7 @@ impl Context {
         K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug + Slim,
     {
         self.count_write("apply");
-        let applied = crate::apply::apply(api, obj).await?;
+        let applied = crate::apply::apply(api, obj, &self.manager).await?;
         self.remember(obj, &applied);
         Ok(applied)
     }
@@ -184,7 +187,7 @@ impl Context {
             return Ok(());
         }
         self.count_write("status");
-        crate::apply::apply_status(api, obj, status).await
+        crate::apply::apply_status(api, obj, status, &self.manager).await
     }
 
     /// Background deletion, counted as a write when something was there.

@@ -1,5 +1,5 @@
 //! What every berth controller does the same way: label and own children, apply them with server-side
-//! apply under one field manager, keep conditions honest, classify errors, back off, emit events and
+//! apply under one field manager per controller, keep conditions honest, classify errors, back off, emit events and
 //! count reconciles.
 
 pub mod apply;
@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod context;
 pub mod error;
 pub mod labels;
+pub mod managers;
 pub mod metrics;
 pub mod owner;
 pub mod shared;
@@ -15,7 +16,7 @@ pub mod slim;
 pub mod trace;
 pub mod watch;
 
-pub use apply::{FIELD_MANAGER, apply, apply_status, delete_if_exists};
+pub use apply::{apply, apply_status, delete_if_exists};
 pub use context::{Context, Settings};
 pub use error::{Error, Result};
 pub use owner::owner_ref;
