@@ -397,3 +397,81 @@ async fn converged_tenant_sees_no_writes_for_30_seconds() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_refused_namespace_is_reported_in_status_and_events_until_it_is_allowed() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let c = setup().await;
+    let name = unique("refused");
+    // An admission rule of the cluster's, refusing this one namespace.
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                "resources": ["namespaces"]
+            }]},
+            "validations": [{
+                "expression": format!("object.metadata.name != '{name}'"),
+                "message": format!("namespace {name} is not allowed here")
+            }]
+        }
+    }))
+    .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]}
+    }))
+    .unwrap();
+    let policies = Api::<ValidatingAdmissionPolicy>::all(c.clone());
+    let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(c.clone());
+    policies.create(&PostParams::default(), &policy).await.unwrap();
+    bindings.create(&PostParams::default(), &binding).await.unwrap();
+    // The API server loads a new policy a moment after it is stored.
+    let namespaces = Api::<Namespace>::all(c.clone());
+    let probe: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    eventually(SHORT, "the policy in force", || async {
+        namespaces.create(&dry_run, &probe).await.is_err().then_some(())
+    })
+    .await;
+
+    let customers: Api<Customer> = Api::all(c.clone());
+    let yaml = format!(
+        "apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {name}}}\nspec: {{deletionPolicy: Delete}}\n"
+    );
+    apply_yaml(&customers, &yaml).await.unwrap();
+    let refused = wait_for(&customers, &name, SHORT, "Ready=False, refused", |cu| {
+        let conds = cu
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        berth_api::find_condition(conds, "Ready")
+            .is_some_and(|r| r.status == "False" && r.message.contains("is not allowed here"))
+    })
+    .await;
+    let ready = berth_api::find_condition(&refused.status.unwrap().conditions, "Ready")
+        .cloned()
+        .unwrap();
+    assert!(
+        ["Rejected", "Forbidden"].contains(&ready.reason.as_str()),
+        "{ready:?}"
+    );
+    assert!(
+        !events_of(&c, &name, &ready.reason).await.is_empty(),
+        "a Warning event says so too"
+    );
+
+    // Once the cluster allows it, the tenant comes up (the refused apply is retried with back-off).
+    bindings.delete(&name, &DeleteParams::default()).await.unwrap();
+    policies.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_for(&customers, &name, READY_WITHIN, "Ready", customer_ready).await;
+    delete_with_namespace(&c, &name).await;
+}

@@ -45,22 +45,6 @@ fn owner<K: ResourceExt>(child: &K) -> Option<ObjectRef<Customer>> {
         })
 }
 
-/// Hands what earlier versions applied as `berth` to this controller's manager: the Customers' status
-/// and the tenant namespaces with their guard rails.
-async fn hand_over(kit: &berth_kit::Context) {
-    use berth_kit::managers::hand_over;
-    let client = &kit.client;
-    let main = |s: Option<&str>| s.is_none().then(|| kit.manager.clone());
-    let status = |s: Option<&str>| (s == Some("status")).then(|| kit.manager.clone());
-    let ours = berth_kit::labels::managed_selector();
-    hand_over(&Api::<Customer>::all(client.clone()), "", status).await;
-    hand_over(&Api::<Namespace>::all(client.clone()), &ours, main).await;
-    hand_over(&Api::<ResourceQuota>::all(client.clone()), &ours, main).await;
-    hand_over(&Api::<LimitRange>::all(client.clone()), &ours, main).await;
-    hand_over(&Api::<NetworkPolicy>::all(client.clone()), &ours, main).await;
-    hand_over(&Api::<RoleBinding>::all(client.clone()), &ours, main).await;
-}
-
 /// The process-wide watches the Customer controller shares with the Database and Scheduler controllers.
 pub struct Shared {
     pub databases: Subscription<Database>,
@@ -75,7 +59,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = kit.client.clone();
-    hand_over(&kit).await;
     let (namespaces, ns_stream) = owned(Api::<Namespace>::all(client.clone()), any_change);
     let (quotas, quota_stream) = owned(Api::<ResourceQuota>::all(client.clone()), all_but_status);
     let (limit_ranges, lr_stream) = owned(Api::<LimitRange>::all(client.clone()), any_change);

@@ -79,33 +79,38 @@ async fn converge(customer: &Arc<Customer>, ctx: &Arc<Ctx>) -> Result<Action> {
         .set(managed);
     ctx.synced.wait().await?;
     let api: Api<Customer> = ctx.kit.cluster_api();
+    let result = decide(customer, ctx, &api).await;
+    berth_kit::report::settle(&ctx.kit, &api, customer.as_ref(), result).await
+}
+
+/// Applies the Customer, or deals with its deletion.
+async fn decide(customer: &Arc<Customer>, ctx: &Arc<Ctx>, api: &Api<Customer>) -> Result<Action> {
     let held = customer.finalizers().iter().any(|f| f == FINALIZER);
     let deleting = customer.meta().deletion_timestamp.is_some();
     // Only `Retain` has anything to do at deletion, so only a `Retain` Customer holds the finalizer: a
     // `Delete` Customer can still be deleted once berth is uninstalled.
-    let action = if customer.spec.deletion_policy == DeletionPolicy::Retain || (held && deleting) {
-        finalizer(&api, FINALIZER, customer.clone(), |event| async {
+    if customer.spec.deletion_policy == DeletionPolicy::Retain || (held && deleting) {
+        return finalizer(api, FINALIZER, customer.clone(), |event| async {
             match event {
                 finalizer::Event::Apply(c) => apply(&c, ctx).await,
                 finalizer::Event::Cleanup(c) => cleanup(&c, ctx).await,
             }
         })
         .await
+        // The inner error keeps its category.
         .map_err(|e| match e {
             finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
             finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => Error::Kube(e),
-            other => Error::InvalidSpec(other.to_string()),
-        })?
-    } else if deleting {
-        Action::await_change()
-    } else {
-        if held {
-            release(&api, customer, &ctx.kit).await?;
-        }
-        apply(customer, ctx).await?
-    };
-    ctx.kit.succeeded(customer.as_ref());
-    Ok(action)
+            other => Error::Internal(other.to_string()),
+        });
+    }
+    if deleting {
+        return Ok(Action::await_change());
+    }
+    if held {
+        release(api, customer, &ctx.kit).await?;
+    }
+    apply(customer, ctx).await
 }
 
 /// Who holds the tenant namespace's name.

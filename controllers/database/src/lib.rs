@@ -41,27 +41,6 @@ pub use pgbouncer::{Endpoints, PoolConfig, config_hash, render_ini, render_userl
 /// The controller's name: `--controllers database`, metric and event labels.
 pub const NAME: &str = "database";
 
-/// Hands what earlier versions applied as `berth` to the managers that apply it now: a Database's spec
-/// is the Customer controller's, its status and children this controller's.
-async fn hand_over(kit: &Context) {
-    use berth_kit::managers::{self, hand_over};
-    let client = &kit.client;
-    let main = |s: Option<&str>| s.is_none().then(|| kit.manager.clone());
-    let database = |s: Option<&str>| match s {
-        None => Some(managers::of("customer")),
-        Some("status") => Some(kit.manager.clone()),
-        Some(_) => None,
-    };
-    let ours = berth_kit::labels::managed_selector();
-    hand_over(&Api::<Database>::all(client.clone()), "", database).await;
-    hand_over(&Api::<Secret>::all(client.clone()), &ours, main).await;
-    hand_over(&Api::<ConfigMap>::all(client.clone()), &ours, main).await;
-    hand_over(&Api::<StatefulSet>::all(client.clone()), &ours, main).await;
-    hand_over(&Api::<Deployment>::all(client.clone()), &ours, main).await;
-    hand_over(&Api::<Service>::all(client.clone()), &ours, main).await;
-    hand_over(&Api::<PodDisruptionBudget>::all(client.clone()), &ours, main).await;
-}
-
 /// Runs the Database controller until `shutdown` resolves, then lets in-flight reconciles finish.
 ///
 /// Children are watched through kit's label-selected caches (`app.kubernetes.io/managed-by=berth`),
@@ -79,7 +58,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = kit.client.clone();
-    hand_over(&kit).await;
     let (secrets, secret_stream) = owned(Api::<Secret>::all(client.clone()), all_but_status);
     let (config_maps, config_map_stream) = owned(Api::<ConfigMap>::all(client.clone()), all_but_status);
     let (servers, server_stream) = owned(Api::<StatefulSet>::all(client.clone()), any_change);

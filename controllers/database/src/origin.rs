@@ -135,11 +135,8 @@ pub(crate) fn existing(secret: &Secret) -> Result<Credentials, Error> {
 }
 
 /// A local failure that is neither the API server's nor the user's, retried with back-off.
-///
-/// kit's `Error` has no variant for it yet (reported to the lead); until it has, such failures travel
-/// as `Serialization`, which is transient and never reported as a problem with the spec.
 fn internal(message: &str) -> Error {
-    Error::Serialization(<serde_json::Error as serde::de::Error>::custom(message))
+    Error::Internal(message.to_owned())
 }
 
 #[cfg(test)]

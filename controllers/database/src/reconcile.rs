@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_api::Database;
-use berth_kit::conditions::READY;
+use berth_kit::conditions::{READY, now};
 use berth_kit::labels::customer_of;
 use berth_kit::metrics::ControllerLabel;
 use berth_kit::watch::current;
@@ -14,8 +14,7 @@ use berth_kit::{Context, Error, Result, owner_ref};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -69,19 +68,11 @@ async fn reconcile_traced(db: &Arc<Database>, ctx: &Arc<Ctx>) -> Result<Action> 
             controller: kit.controller,
         })
         .set(managed);
-    match converge(db, ctx).await {
-        Ok(action) => {
-            kit.succeeded(db.as_ref());
-            Ok(action)
-        }
-        // Waiting for a person: say why where they look (status, events), then let the error policy
-        // count it and retry rarely.
-        Err(e) if e.is_permanent() => {
-            report(kit, db, &e).await?;
-            Err(e)
-        }
-        Err(e) => Err(e),
-    }
+    let Some(namespace) = db.namespace() else {
+        return Err(Error::InvalidSpec("a Database must have a namespace".into()));
+    };
+    let result = converge(db, ctx).await;
+    berth_kit::report::settle(kit, &kit.api::<Database>(&namespace), db.as_ref(), result).await
 }
 
 async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
@@ -374,39 +365,12 @@ fn needs_apply(current: &Secret, desired: &Secret) -> bool {
     labels_missing || controller(current) != controller(desired)
 }
 
-/// Puts a permanent error where a person looks: a Warning event and the status, each only when the
-/// status changes (the error policy retries rarely; repeating the same news would be noise).
-async fn report(kit: &Context, db: &Database, error: &Error) -> Result<()> {
-    let Some(namespace) = db.namespace() else {
-        return Ok(());
-    };
-    let status = status::blocked(db, error.category(), &error.to_string(), &now());
-    if !ready_changed(db, &status) {
-        return Ok(());
-    }
-    kit.event(
-        &db.object_ref(&()),
-        EventType::Warning,
-        error.category(),
-        error.to_string(),
-    )
-    .await;
-    kit.apply_status(&kit.api::<Database>(&namespace), db, db.status.as_ref(), &status)
-        .await
-}
-
 /// True when `status` would change the Database's `Ready` condition: news worth an event.
 fn ready_changed(db: &Database, status: &berth_api::DatabaseStatus) -> bool {
     db.status.as_ref().is_none_or(|s| {
         berth_api::find_condition(&s.conditions, READY)
             != berth_api::find_condition(&status.conditions, READY)
     })
-}
-
-/// The present, to the second (the precision the API server keeps).
-fn now() -> Time {
-    let now = Timestamp::now();
-    Time(Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
 #[cfg(test)]
@@ -432,10 +396,5 @@ mod tests {
         );
         assert!(needs_apply(&deleted, &retained), "Delete → Retain removes it");
         assert_eq!(retained.data, deleted.data, "with the same values");
-    }
-
-    #[test]
-    fn now_has_whole_seconds() {
-        assert_eq!(now().0.subsec_nanosecond(), 0);
     }
 }

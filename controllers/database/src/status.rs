@@ -129,21 +129,6 @@ fn assemble(
     }
 }
 
-/// The status of a Database berth cannot act on (`reason` is the error's category): every condition
-/// says why, the rest of the status is kept as it was.
-pub(crate) fn blocked(db: &Database, reason: &str, message: &str, now: &Time) -> DatabaseStatus {
-    let all = [
-        Verdict::new(READY, false, reason, message),
-        Verdict::new(SERVER_READY, false, reason, message),
-        Verdict::new(POOL_READY, false, reason, message),
-    ];
-    DatabaseStatus {
-        observed_generation: db.metadata.generation,
-        conditions: conditions(old(db), &all, db.metadata.generation, now),
-        ..db.status.clone().unwrap_or_default()
-    }
-}
-
 fn old(db: &Database) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
     db.status.as_ref().map_or(&[], |s| s.conditions.as_slice())
 }
@@ -302,22 +287,5 @@ mod tests {
             Some(true),
             "converges again"
         );
-    }
-
-    #[test]
-    fn blocked_reports_the_reason_everywhere_and_keeps_the_rest() {
-        let mut db = database("storage: 1Gi\n");
-        db.status = Some(DatabaseStatus {
-            endpoint: Some("kept".into()),
-            ..DatabaseStatus::default()
-        });
-        let s = blocked(&db, "InvalidSpec", "bad name", &at(5));
-        assert!(
-            s.conditions
-                .iter()
-                .all(|c| c.status == "False" && c.reason == "InvalidSpec" && c.message == "bad name")
-        );
-        assert_eq!(s.conditions.len(), 3);
-        assert_eq!(s.endpoint.as_deref(), Some("kept"));
     }
 }

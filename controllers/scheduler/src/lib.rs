@@ -42,14 +42,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    // A Scheduler's spec is the Customer controller's, its status this controller's (Jobs are created,
-    // never applied).
-    let heir = |s: Option<&str>| match s {
-        None => Some(berth_kit::managers::of("customer")),
-        Some("status") => Some(ctx.manager.clone()),
-        Some(_) => None,
-    };
-    berth_kit::managers::hand_over(&Api::<Scheduler>::all(client.clone()), "", heir).await;
     berth_kit::watch::mark_synced_when(&ctx, schedulers.listed());
     let controller = Controller::for_shared_stream(schedulers.changes, schedulers.store);
     controller

@@ -26,19 +26,30 @@ pub async fn reconcile(scheduler: Arc<Scheduler>, ctx: Arc<Context>) -> Result<A
 }
 
 async fn reconcile_traced(scheduler: &Arc<Scheduler>, ctx: &Arc<Context>) -> Result<Action> {
+    let Some(namespace) = scheduler.namespace() else {
+        return Err(Error::InvalidSpec("a Scheduler must have a namespace".to_owned()));
+    };
+    let api = ctx.api::<Scheduler>(&namespace);
+    let result = converge(scheduler, ctx, &namespace, &api).await;
+    berth_kit::report::settle(ctx, &api, scheduler.as_ref(), result).await
+}
+
+async fn converge(
+    scheduler: &Scheduler,
+    ctx: &Context,
+    namespace: &str,
+    api: &Api<Scheduler>,
+) -> Result<Action> {
     let name = scheduler.name_any();
-    let namespace = scheduler
-        .namespace()
-        .ok_or_else(|| Error::InvalidSpec(format!("Scheduler {name} has no namespace")))?;
     if scheduler.meta().deletion_timestamp.is_some() {
         // The garbage collector removes the runs.
         return Ok(Action::await_change());
     }
-    let owner = berth_kit::owner_ref(scheduler.as_ref())
+    let owner = berth_kit::owner_ref(scheduler)
         .ok_or_else(|| Error::InvalidSpec(format!("Scheduler {name} has no uid yet")))?;
 
     // Load: a fresh, label-selected list, so the queue is never judged on a cache that missed a create.
-    let jobs: Api<Job> = ctx.api(&namespace);
+    let jobs: Api<Job> = ctx.api(namespace);
     let runs = load(&jobs, &name, &owner.uid).await?;
 
     // Plan.
@@ -64,9 +75,7 @@ async fn reconcile_traced(scheduler: &Arc<Scheduler>, ctx: &Arc<Context>) -> Res
         scheduler.spec.suspend,
         now,
     );
-    ctx.apply_status(&ctx.api::<Scheduler>(&namespace), scheduler.as_ref(), old, &new)
-        .await?;
-    ctx.succeeded(scheduler.as_ref());
+    ctx.apply_status(api, scheduler, old, &new).await?;
 
     Ok(requeue(planned.next_wakeup, now))
 }

@@ -23,11 +23,11 @@ where
     Ok(api.patch(&obj.name_any(), &params, &Patch::Apply(obj)).await?)
 }
 
-/// Applies only the status subresource of `obj`, and only when `changed` says the truth moved.
+/// Applies only the status subresource of `obj` as `manager`; returns the object as it then is.
 ///
 /// # Errors
 /// Whatever the API server answers.
-pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, status: &S, manager: &str) -> Result<()>
+pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, status: &S, manager: &str) -> Result<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
     S: Serialize,
@@ -40,8 +40,7 @@ where
     let params = PatchParams::apply(manager).force();
     api.patch_status(&obj.name_any(), &params, &Patch::Apply(&body))
         .await
-        .map_err(Error::Kube)?;
-    Ok(())
+        .map_err(Error::Kube)
 }
 
 /// Deletes `name` in the background (the garbage collector removes its dependents); a missing object is done.

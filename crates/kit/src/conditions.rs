@@ -5,6 +5,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 pub const READY: &str = "Ready";
 
+/// The present, to the second (the precision the API server keeps), so a status written now compares
+/// equal to itself read back.
+#[must_use]
+pub fn now() -> Time {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
+
 /// What a reconcile concluded about one condition type.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {
@@ -74,6 +82,11 @@ mod tests {
 
     fn at(secs: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    #[test]
+    fn now_has_whole_seconds() {
+        assert_eq!(now().0.subsec_nanosecond(), 0);
     }
 
     #[test]

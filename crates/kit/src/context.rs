@@ -13,7 +13,11 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use kube::api::{Patch, PatchParams};
+
 use crate::error::{Error, Result, backoff};
+use crate::managers;
 use crate::metrics::{ErrorLabels, Metrics, WriteLabels};
 use crate::slim::Slim;
 
@@ -107,9 +111,34 @@ impl Context {
         K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug + Slim,
     {
         self.count_write("apply");
-        let applied = crate::apply::apply(api, obj, &self.manager).await?;
+        let mut applied = crate::apply::apply(api, obj, &self.manager).await?;
+        if let Some(entries) = managers::inherited(applied.managed_fields(), &self.manager, None) {
+            self.inherit(api, &applied, entries).await?;
+            // Now the owner of what it no longer sends, so this apply removes it.
+            self.count_write("apply");
+            applied = crate::apply::apply(api, obj, &self.manager).await?;
+        }
         self.remember(obj, &applied);
         Ok(applied)
+    }
+
+    /// Writes `entries` as `obj`'s managedFields (see [`crate::managers`]). The resourceVersion makes it a
+    /// compare-and-swap: a concurrent write fails it, and the next apply tries again.
+    async fn inherit<K>(&self, api: &Api<K>, obj: &K, entries: Vec<ManagedFieldsEntry>) -> Result<()>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    {
+        tracing::info!(kind = %K::kind(&()), name = %obj.name_any(), "inheriting the fields applied as berth");
+        let patch = serde_json::json!({
+            "metadata": {"managedFields": entries, "resourceVersion": obj.resource_version()}
+        });
+        let params = PatchParams {
+            field_manager: Some(self.manager.clone()),
+            ..PatchParams::default()
+        };
+        self.count_write("patch");
+        api.patch(&obj.name_any(), &params, &Patch::Merge(&patch)).await?;
+        Ok(())
     }
 
     /// Like [`Context::apply`], but no request at all when the apply would change nothing: `obj` is what
@@ -186,8 +215,26 @@ impl Context {
         if current == Some(status) {
             return Ok(());
         }
+        self.write_status(api, obj, status).await
+    }
+
+    /// Applies `status` on `obj`, counted as a write.
+    ///
+    /// # Errors
+    /// Whatever the API server answers.
+    pub async fn write_status<K, S>(&self, api: &Api<K>, obj: &K, status: &S) -> Result<()>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+        S: Serialize,
+    {
         self.count_write("status");
-        crate::apply::apply_status(api, obj, status, &self.manager).await
+        let written = crate::apply::apply_status(api, obj, status, &self.manager).await?;
+        if let Some(entries) = managers::inherited(written.managed_fields(), &self.manager, Some("status")) {
+            self.inherit(api, &written, entries).await?;
+            self.count_write("status");
+            crate::apply::apply_status(api, obj, status, &self.manager).await?;
+        }
+        Ok(())
     }
 
     /// Background deletion, counted as a write when something was there.

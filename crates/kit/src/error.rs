@@ -6,7 +6,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The API server refused or failed a request.
+    /// The API server refused or failed a request; [`Error::category`] says which way.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     /// The spec cannot be acted on; waiting for the user to change it.
@@ -15,22 +15,38 @@ pub enum Error {
     /// An object berth would create exists and belongs to someone else; berth leaves it alone.
     #[error("{0}")]
     Conflict(String),
-    #[error("serialising {0}")]
-    Serialization(#[from] serde_json::Error),
+    /// berth itself failed where neither the API server nor the user is to blame (a bug, or the operating
+    /// system refusing randomness).
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// Something berth needs is not there right now (its watches are restarting, say); soon retried.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Internal(format!("serialising: {e}"))
+    }
 }
 
 impl Error {
-    /// Bounded label for metrics and the reason of Warning events.
+    /// Bounded label for metrics, the reason of Warning events and of a `Ready=False` condition.
     #[must_use]
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Kube(kube::Error::Api(s)) if s.code == 409 => "ApiConflict",
-            Self::Kube(kube::Error::Api(s)) if s.code == 403 => "Forbidden",
-            Self::Kube(kube::Error::Api(s)) if s.code == 422 => "Rejected",
-            Self::Kube(_) => "ApiError",
+            Self::Kube(kube::Error::Api(s)) => match s.code {
+                403 if s.message.contains("exceeded quota") => "QuotaExceeded",
+                403 => "Forbidden",
+                400 | 422 => "Rejected",
+                404 => "NotFound",
+                409 => "ApiConflict",
+                _ => "Unavailable",
+            },
+            Self::Kube(_) | Self::Unavailable(_) => "Unavailable",
             Self::InvalidSpec(_) => "InvalidSpec",
             Self::Conflict(_) => "NameConflict",
-            Self::Serialization(_) => "Serialization",
+            Self::Internal(_) => "Internal",
         }
     }
 
@@ -38,6 +54,16 @@ impl Error {
     #[must_use]
     pub fn is_permanent(&self) -> bool {
         matches!(self, Self::InvalidSpec(_) | Self::Conflict(_))
+    }
+
+    /// Errors a person has to act on (the spec, the cluster's admission rules, RBAC, quota, a bug): they
+    /// belong in the object's status, not only in berth's log. The rest passes with a retry.
+    #[must_use]
+    pub fn needs_attention(&self) -> bool {
+        matches!(
+            self.category(),
+            "InvalidSpec" | "NameConflict" | "Internal" | "Forbidden" | "QuotaExceeded" | "Rejected"
+        )
     }
 }
 
@@ -80,5 +106,37 @@ mod tests {
         assert!(e.is_permanent());
         assert_eq!(backoff(&e, 0), Duration::from_secs(300));
         assert_eq!(e.category(), "InvalidSpec");
+        assert!(e.needs_attention());
+    }
+
+    fn api(code: u16, message: &str) -> Error {
+        let status = kube::core::Status::failure(message, "").with_code(code);
+        Error::Kube(kube::Error::Api(Box::new(status)))
+    }
+
+    #[test]
+    fn api_errors_say_who_must_act() {
+        let quota = api(
+            403,
+            "namespaces \"t\" is forbidden: exceeded quota: q, requested: pods=1",
+        );
+        let cases = [
+            (quota, "QuotaExceeded", true),
+            (api(403, "cannot patch"), "Forbidden", true),
+            (api(422, "denied by policy"), "Rejected", true),
+            (api(409, "the object has been modified"), "ApiConflict", false),
+            (api(503, "etcd leader changed"), "Unavailable", false),
+            (api(429, "too many requests"), "Unavailable", false),
+            (Error::Internal("no randomness".into()), "Internal", true),
+            (
+                Error::Unavailable("watches restarting".into()),
+                "Unavailable",
+                false,
+            ),
+        ];
+        for (e, category, attention) in cases {
+            assert_eq!((e.category(), e.needs_attention()), (category, attention), "{e}");
+            assert!(!e.is_permanent(), "{e}");
+        }
     }
 }

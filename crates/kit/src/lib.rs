@@ -11,6 +11,7 @@ pub mod labels;
 pub mod managers;
 pub mod metrics;
 pub mod owner;
+pub mod report;
 pub mod shared;
 pub mod slim;
 pub mod trace;

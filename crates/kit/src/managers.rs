@@ -2,19 +2,14 @@
 //! stops sending, so two controllers applying one object under one name would silently drop each other's
 //! fields.
 //!
-//! Versions before this applied everything as `berth`. Left alone, that entry keeps owning every field it
-//! ever applied, so a field the new manager no longer sends would never be removed. [`hand_over`] renames
-//! each such entry to the controller that now applies those fields (the same fields, the same ownership),
-//! once, when a controller starts.
+//! Versions before this applied everything as `berth`. Left alone, that entry would keep owning every
+//! field it ever applied, so a field the new manager no longer sends would never be removed. So the first
+//! time a controller applies an object (or its status) that still has such an entry, it inherits it: the
+//! legacy entry's fields join its own and the legacy entry goes ([`inherited`]); the caller then applies
+//! once more, which removes what it no longer sends. This costs nothing where there is nothing to inherit
+//! (the apply's answer says so) and reads nothing extra.
 
-use std::fmt::Debug;
-
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::{Resource, ResourceExt};
-use serde::de::DeserializeOwned;
-
-use crate::error::Result;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 
 /// The manager every version before per-controller managers applied under.
 pub const LEGACY: &str = "berth";
@@ -25,160 +20,111 @@ pub fn of(controller: &str) -> String {
     format!("{LEGACY}/{controller}")
 }
 
-/// `entries` with each legacy apply entry handed to `heir(subresource)`, or `None` when there is none to
-/// hand over. Where the heir has applied since, it owns what it sends and the legacy entry is dropped.
+/// `entries` after `heir` inherits the legacy apply entry of `subresource` (`None`: the object itself),
+/// or `None` when there is no such entry.
 #[must_use]
-pub fn handed_over(
+pub fn inherited(
     entries: &[ManagedFieldsEntry],
-    heir: impl Fn(Option<&str>) -> Option<String>,
+    heir: &str,
+    subresource: Option<&str>,
 ) -> Option<Vec<ManagedFieldsEntry>> {
-    let legacy = |e: &ManagedFieldsEntry| {
-        e.manager.as_deref() == Some(LEGACY) && e.operation.as_deref() == Some("Apply")
+    let of_subresource = |e: &ManagedFieldsEntry| {
+        e.operation.as_deref() == Some("Apply")
+            && e.subresource.as_deref().filter(|s| !s.is_empty()) == subresource
     };
-    let subresource = |e: &ManagedFieldsEntry| e.subresource.clone().filter(|s| !s.is_empty());
-    let mut changed = false;
-    let mut out = Vec::with_capacity(entries.len());
-    for e in entries {
-        let Some(to) = legacy(e).then(|| heir(subresource(e).as_deref())).flatten() else {
-            out.push(e.clone());
-            continue;
-        };
-        changed = true;
-        let applied_since = entries.iter().any(|o| {
-            o.manager.as_deref() == Some(to.as_str())
-                && o.operation.as_deref() == Some("Apply")
-                && subresource(o) == subresource(e)
-        });
-        if !applied_since {
-            out.push(ManagedFieldsEntry {
-                manager: Some(to),
-                ..e.clone()
-            });
+    let legacy = entries
+        .iter()
+        .find(|e| of_subresource(e) && e.manager.as_deref() == Some(LEGACY))?;
+    let mut out: Vec<ManagedFieldsEntry> = entries
+        .iter()
+        .filter(|e| !(of_subresource(e) && e.manager.as_deref() == Some(LEGACY)))
+        .cloned()
+        .collect();
+    match out
+        .iter_mut()
+        .find(|e| of_subresource(e) && e.manager.as_deref() == Some(heir))
+    {
+        Some(own) => {
+            let mut fields = own.fields_v1.take().map_or(serde_json::Value::Null, |f| f.0);
+            if let Some(theirs) = &legacy.fields_v1 {
+                union(&mut fields, &theirs.0);
+            }
+            own.fields_v1 = Some(FieldsV1(fields));
         }
+        None => out.push(ManagedFieldsEntry {
+            manager: Some(heir.to_owned()),
+            ..legacy.clone()
+        }),
     }
-    changed.then_some(out)
+    Some(out)
 }
 
-/// Hands the legacy entries of every `K` matching `selector` to `heir` (see [`handed_over`]). The patch
-/// carries the resourceVersion it was computed from, so an object changed meanwhile is left for the next
-/// start rather than overwritten. Never fails a controller's start: what could not be handed over is
-/// logged and left for the next.
-pub async fn hand_over<K>(api: &Api<K>, selector: &str, heir: impl Fn(Option<&str>) -> Option<String>)
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
-{
-    match handed_over_all(api, selector, heir).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(kind = %K::kind(&()), objects = n, "field manager handed over"),
-        Err(e) => tracing::warn!(kind = %K::kind(&()), error = %e, "field managers not handed over"),
-    }
-}
-
-async fn handed_over_all<K>(
-    api: &Api<K>,
-    selector: &str,
-    heir: impl Fn(Option<&str>) -> Option<String>,
-) -> Result<usize>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
-{
-    let mut handed = 0;
-    let mut params = ListParams::default().labels(selector).limit(500);
-    loop {
-        let page = api.list_metadata(&params).await?;
-        for o in &page.items {
-            let Some(entries) = handed_over(o.managed_fields(), &heir) else {
-                continue;
-            };
-            let patch = serde_json::json!({
-                "metadata": {"managedFields": entries, "resourceVersion": o.resource_version()}
-            });
-            match api
-                .patch(&o.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => handed += 1,
-                Err(e) => tracing::warn!(error = %e, name = %o.name_any(), "field manager not handed over"),
+/// Adds the field set `more` to `into` (both in the API server's `FieldsV1` form: nested objects).
+fn union(into: &mut serde_json::Value, more: &serde_json::Value) {
+    match (into, more) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                union(a.entry(k.clone()).or_insert(serde_json::Value::Null), v);
             }
         }
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(next) => params = params.continue_token(&next),
-            None => return Ok(handed),
-        }
+        (slot @ serde_json::Value::Null, v) => *slot = v.clone(),
+        _ => {}
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    fn entry(manager: &str, operation: &str, subresource: Option<&str>) -> ManagedFieldsEntry {
+    fn entry(manager: &str, subresource: Option<&str>, fields: serde_json::Value) -> ManagedFieldsEntry {
         ManagedFieldsEntry {
             manager: Some(manager.to_owned()),
-            operation: Some(operation.to_owned()),
+            operation: Some("Apply".to_owned()),
             subresource: subresource.map(str::to_owned),
             api_version: Some("v1".to_owned()),
+            fields_v1: Some(FieldsV1(fields)),
             ..ManagedFieldsEntry::default()
         }
     }
 
-    fn managers(entries: &[ManagedFieldsEntry]) -> Vec<(&str, Option<&str>)> {
-        entries
-            .iter()
-            .map(|e| (e.manager.as_deref().unwrap(), e.subresource.as_deref()))
-            .collect()
-    }
-
-    /// The Database's spec is the Customer controller's, its status the Database controller's.
-    fn heir(subresource: Option<&str>) -> Option<String> {
-        Some(of(if subresource == Some("status") {
-            "database"
-        } else {
-            "customer"
-        }))
+    fn labels(names: &[&str]) -> serde_json::Value {
+        let set: serde_json::Map<String, serde_json::Value> =
+            names.iter().map(|n| (format!("f:{n}"), json!({}))).collect();
+        json!({"f:metadata": {"f:labels": set}})
     }
 
     #[test]
-    fn legacy_apply_entries_are_renamed_per_subresource() {
+    fn the_heir_takes_the_legacy_fields_and_the_legacy_entry_goes() {
         let entries = [
-            entry("kubectl", "Update", None),
-            entry(LEGACY, "Apply", None),
-            entry(LEGACY, "Apply", Some("status")),
+            entry("kubectl", None, labels(&["team"])),
+            entry(LEGACY, None, labels(&["a", "retired"])),
+            entry("berth/customer", None, labels(&["a", "b"])),
         ];
-        let out = handed_over(&entries, heir).unwrap();
+        let out = inherited(&entries, "berth/customer", None).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], entries[0], "others' entries stay as they are");
         assert_eq!(
-            managers(&out),
-            [
-                ("kubectl", None),
-                ("berth/customer", None),
-                ("berth/database", Some("status"))
-            ]
+            out[1].fields_v1.as_ref().unwrap().0,
+            labels(&["a", "b", "retired"])
         );
     }
 
     #[test]
-    fn nothing_to_do_without_a_legacy_apply() {
-        let entries = [
-            entry("berth/customer", "Apply", None),
-            entry(LEGACY, "Update", None),
-        ];
-        assert_eq!(handed_over(&entries, heir), None);
-        assert_eq!(handed_over(&entries[..0], heir), None);
+    fn without_an_own_entry_the_legacy_one_is_renamed() {
+        let entries = [entry(LEGACY, Some("status"), json!({"f:status": {}}))];
+        let out = inherited(&entries, "berth/database", Some("status")).unwrap();
+        assert_eq!(out[0].manager.as_deref(), Some("berth/database"));
+        assert_eq!(out[0].subresource.as_deref(), Some("status"));
     }
 
     #[test]
-    fn an_heir_that_applied_since_keeps_its_own_entry() {
+    fn only_the_subresource_applied_is_inherited() {
         let entries = [
-            entry(LEGACY, "Apply", None),
-            entry("berth/customer", "Apply", None),
+            entry(LEGACY, Some("status"), json!({"f:status": {}})),
+            entry("berth/customer", None, labels(&["a"])),
         ];
-        let out = handed_over(&entries, heir).unwrap();
-        assert_eq!(managers(&out), [("berth/customer", None)]);
-    }
-
-    #[test]
-    fn an_entry_without_an_heir_stays() {
-        let entries = [entry(LEGACY, "Apply", None)];
-        assert_eq!(handed_over(&entries, |_| None), None);
+        assert_eq!(inherited(&entries, "berth/customer", None), None);
+        assert_eq!(inherited(&entries[1..], "berth/customer", None), None);
     }
 }

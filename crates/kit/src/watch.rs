@@ -120,7 +120,7 @@ impl Synced {
         rx.wait_for(|s| *s)
             .await
             .map(drop)
-            .map_err(|_| crate::Error::Conflict("watch caches stopped".to_owned()))
+            .map_err(|_| crate::Error::Unavailable("watch caches stopped".to_owned()))
     }
 }
 
