@@ -9,7 +9,7 @@
 
 use std::process::ExitCode;
 
-use berth_telemetry::{LogFormat, Telemetry, current_trace_id};
+use berth_telemetry::{LogFormat, Telemetry, current_trace_id, record_trace_id};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -36,8 +36,12 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-#[tracing::instrument(name = "reconcile", fields(kind = "Customer", name = %name))]
+#[tracing::instrument(
+    name = "reconcile",
+    fields(kind = "Customer", name = %name, trace_id = tracing::field::Empty)
+)]
 async fn reconcile(name: &str) -> Option<String> {
+    record_trace_id(&tracing::Span::current());
     tracing::info!("reconciling");
     tokio::task::yield_now().await;
     tracing::info!(ready = true, "reconciled");

@@ -1,17 +1,15 @@
-//! Log formats, and the event formatter that appends the trace id to each line inside a traced span.
+//! Log formats, and the subscriber that writes logs in one of them.
 
 use std::fmt;
 use std::str::FromStr;
 
 use opentelemetry_sdk::trace::SdkTracer;
-use tracing::{Event, Subscriber};
+use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::{self as fmt_format, FormatEvent, FormatFields, Writer};
-use tracing_subscriber::fmt::{FmtContext, MakeWriter};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Layer, SubscriberExt as _};
-use tracing_subscriber::registry::LookupSpan;
 
-use crate::otel::{self, TraceId};
+use crate::otel;
 
 /// How log lines are written to stderr.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -57,9 +55,9 @@ impl FromStr for LogFormat {
     }
 }
 
-/// The whole subscriber: filter, then the OpenTelemetry layer and the trace-id recorder (both active
-/// only with a tracer), then the log formatter. Layers see events in that order, so the trace id is recorded on the
-/// span before the formatter looks for it.
+/// The whole subscriber: filter, then the OpenTelemetry layer (only with a tracer), then the log
+/// formatter. A span's `trace_id` is an ordinary field (see [`crate::record_trace_id`]), so both formats
+/// print it with the span; JSON keeps span fields in the `spans` list, not at the top level.
 pub(crate) fn subscriber<W>(
     format: LogFormat,
     filter: EnvFilter,
@@ -70,88 +68,24 @@ pub(crate) fn subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let trace_ids = otel::TraceIdLayer::new(tracer.is_some());
     let registry = tracing_subscriber::registry()
         .with(filter)
-        .with(tracer.map(otel::layer))
-        .with(trace_ids);
+        .with(tracer.map(otel::layer));
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(ansi);
     let logs: Box<dyn Layer<_> + Send + Sync> = match format {
-        LogFormat::Text => logs
-            .event_format(WithTraceId {
-                inner: fmt_format().with_ansi(ansi),
-                style: format,
-            })
-            .boxed(),
+        LogFormat::Text => logs.boxed(),
+        // Every enclosing span, not just the innermost: the trace id sits on `reconcile`, and lines
+        // inside its child spans must carry it too.
         LogFormat::Json => logs
-            .fmt_fields(fmt_format::JsonFields::new())
-            .event_format(WithTraceId {
-                inner: fmt_format()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(true),
-                style: format,
-            })
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
             .boxed(),
     };
     registry.with(logs)
-}
-
-fn fmt_format() -> fmt_format::Format {
-    fmt_format::Format::default()
-}
-
-/// Formats with `inner`, then appends `trace_id` when the event is inside a span that has one.
-struct WithTraceId<F> {
-    inner: F,
-    style: LogFormat,
-}
-
-impl<S, N, F> FormatEvent<S, N> for WithTraceId<F>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-    F: FormatEvent<S, N>,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        let trace_id = ctx.event_scope().and_then(|scope| {
-            scope
-                .into_iter()
-                .find_map(|span| span.extensions().get::<TraceId>().cloned())
-        });
-        let Some(TraceId(trace_id)) = trace_id else {
-            return self.inner.format_event(ctx, writer, event);
-        };
-        // The inner formatter ends the line itself; format into a buffer to add the field before that.
-        // ANSI is decided by the inner `Format`, not by this buffer's writer.
-        let mut line = String::with_capacity(256);
-        self.inner.format_event(ctx, Writer::new(&mut line), event)?;
-        writer.write_str(&with_trace_id(line, &trace_id, self.style))
-    }
-}
-
-/// Adds `trace_id` to one formatted line: ` trace_id=…` at the end of a text line, a last member of a
-/// JSON object. A line of unexpected shape is returned unchanged.
-fn with_trace_id(mut line: String, trace_id: &str, style: LogFormat) -> String {
-    let body_end = line.trim_end_matches(['\n', '\r']).len();
-    let insert_at = match style {
-        LogFormat::Text => Some((body_end, format!(" trace_id={trace_id}"))),
-        LogFormat::Json => line[..body_end]
-            .strip_suffix('}')
-            .map(|object| (object.len(), format!(",\"trace_id\":\"{trace_id}\""))),
-    };
-    if let Some((at, field)) = insert_at {
-        line.insert_str(at, &field);
-    }
-    line
 }
 
 #[cfg(test)]
@@ -204,7 +138,13 @@ mod tests {
         let subscriber = subscriber(format, EnvFilter::new("info"), false, captured.clone(), tracer);
         let trace_id = tracing::subscriber::with_default(subscriber, || {
             tracing::info!("outside");
-            let span = tracing::info_span!("reconcile", kind = "Customer", object = "t-1");
+            let span = tracing::info_span!(
+                "reconcile",
+                kind = "Customer",
+                object = "t-1",
+                trace_id = tracing::field::Empty,
+            );
+            crate::record_trace_id(&span);
             let _entered = span.enter();
             tracing::info!(step = "build", "inside");
             tracing::info_span!("apply").in_scope(|| tracing::warn!("nested"));
@@ -214,40 +154,42 @@ mod tests {
     }
 
     #[test]
-    fn traced_text_lines_inside_spans_end_with_the_trace_id() {
+    fn traced_text_lines_carry_the_trace_id_with_the_reconcile_span() {
         let (lines, trace_id) = log(LogFormat::Text, true);
         let trace_id = trace_id.expect("a trace id inside the span");
         assert_eq!(trace_id.len(), 32, "{trace_id}");
         assert_eq!(lines.len(), 3, "{lines:#?}");
         assert!(!lines[0].contains("trace_id"), "{}", lines[0]);
         assert!(!lines[0].contains('\x1b'), "no ANSI when off: {}", lines[0]);
-        assert!(
-            lines[1].contains("reconcile{kind=\"Customer\" object=\"t-1\"}"),
-            "{}",
-            lines[1]
-        );
-        for line in &lines[1..] {
-            assert!(line.ends_with(&format!(" trace_id={trace_id}")), "{line}");
-        }
+        let span = format!("reconcile{{kind=\"Customer\" object=\"t-1\" trace_id={trace_id}}}:");
+        assert!(lines[1].contains(&span), "{}", lines[1]);
+        assert!(lines[2].contains(&format!("{span}apply:")), "{}", lines[2]);
     }
 
     #[test]
-    fn traced_json_lines_inside_spans_have_a_trace_id_member() {
+    fn traced_json_lines_carry_the_trace_id_in_the_reconcile_span() {
         let (lines, trace_id) = log(LogFormat::Json, true);
         let trace_id = trace_id.expect("a trace id inside the span");
         let lines: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 3, "{lines:#?}");
         assert_eq!(lines[0]["message"], "outside");
-        assert!(lines[0].get("trace_id").is_none(), "{}", lines[0]);
+        assert!(lines[0].get("spans").is_none(), "{}", lines[0]);
         assert_eq!(
             lines[1]["step"], "build",
             "event fields are flattened: {}",
             lines[1]
         );
-        assert_eq!(lines[1]["spans"][0]["object"], "t-1", "{}", lines[1]);
         for line in &lines[1..] {
-            assert_eq!(line["trace_id"], trace_id.as_str(), "{line}");
+            let reconcile = &line["spans"][0];
+            assert_eq!(reconcile["name"], "reconcile", "{line}");
+            assert_eq!(reconcile["object"], "t-1", "{line}");
+            assert_eq!(reconcile["trace_id"], trace_id.as_str(), "{line}");
+            assert!(
+                line.get("trace_id").is_none(),
+                "span fields stay in `spans`: {line}"
+            );
         }
+        assert_eq!(lines[2]["spans"][1]["name"], "apply", "{}", lines[2]);
     }
 
     #[test]
@@ -283,27 +225,5 @@ mod tests {
             assert_eq!(format.to_string().parse::<LogFormat>(), Ok(format));
         }
         assert_eq!(LogFormat::default(), LogFormat::Text);
-    }
-
-    #[test]
-    fn trace_id_is_appended_to_text_and_json_lines() {
-        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
-        assert_eq!(
-            with_trace_id("t INFO reconcile{name=a}: x: done\n".into(), id, LogFormat::Text),
-            format!("t INFO reconcile{{name=a}}: x: done trace_id={id}\n")
-        );
-        let json = with_trace_id(
-            "{\"level\":\"INFO\",\"message\":\"done\"}\n".into(),
-            id,
-            LogFormat::Json,
-        );
-        assert_eq!(
-            json,
-            format!("{{\"level\":\"INFO\",\"message\":\"done\",\"trace_id\":\"{id}\"}}\n")
-        );
-        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(parsed["trace_id"], id);
-        // Not an object: left alone rather than corrupted.
-        assert_eq!(with_trace_id("oops\n".into(), id, LogFormat::Json), "oops\n");
     }
 }

@@ -6,8 +6,9 @@
 //!   [`LogFormat::Json`] for log pipelines;
 //! - when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, an
 //!   OpenTelemetry layer exporting spans over OTLP/HTTP (protobuf), with `service.name` `berth`
-//!   (`OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES` override it) and `service.version`. Every log line
-//!   inside a span then carries the trace id as the field `trace_id`.
+//!   (`OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES` override it) and `service.version`. A span that
+//!   declares an empty `trace_id` field and is passed to [`record_trace_id`] then shows the trace id on
+//!   every log line inside it, as one of its fields.
 //!
 //! The standard `OTEL_*` variables (headers, timeout, sampler, batch settings) are honoured by the
 //! OpenTelemetry SDK itself. Keep the returned [`Telemetry`] alive and call [`Telemetry::shutdown`] on
@@ -23,7 +24,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 pub use format::{LogFormat, ParseLogFormatError};
-pub use otel::current_trace_id;
+pub use otel::{current_trace_id, record_trace_id};
 
 /// The filter used when `RUST_LOG` is unset or empty.
 pub const DEFAULT_FILTER: &str = "info,kube=warn";

@@ -1,6 +1,5 @@
 //! OpenTelemetry: the OTLP/HTTP span exporter, the tracer provider, and trace ids for log lines.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
@@ -9,12 +8,11 @@ use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
-use tracing::dispatcher::WeakDispatch;
 use tracing::level_filters::LevelFilter;
-use tracing::{Dispatch, Event, Subscriber};
+use tracing::{Span, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::filter::Targets;
-use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::layer::Layer;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::Error;
@@ -123,76 +121,29 @@ pub(crate) fn shutdown(provider: &SdkTracerProvider) {
 }
 
 /// The current span's trace id as 32 lowercase hex digits, if OpenTelemetry is on (and the span is
-/// traced). For log fields and error messages.
+/// traced). For error messages and tests; log lines get it from [`record_trace_id`].
 #[must_use]
 pub fn current_trace_id() -> Option<String> {
-    let cx = tracing::Span::current().context();
-    let span = cx.span();
-    let span_context = span.span_context();
+    trace_id(&Span::current())
+}
+
+/// Fills the span's `trace_id` field, which it must declare empty (`trace_id = tracing::field::Empty`),
+/// so that both log formats print the id with the span's other fields on every line inside it. Without
+/// OpenTelemetry the field stays empty, and neither format prints an empty field.
+///
+/// Looking the id up starts the OpenTelemetry span: call it after any remote parent is set.
+pub fn record_trace_id(span: &Span) {
+    if let Some(id) = trace_id(span) {
+        // As `Display`: the text format would quote a `&str`, and `trace_id=<id>` is what people grep for.
+        span.record("trace_id", tracing::field::display(id));
+    }
+}
+
+fn trace_id(span: &Span) -> Option<String> {
+    let cx = span.context();
+    let otel_span = cx.span();
+    let span_context = otel_span.span_context();
     span_context
         .is_valid()
         .then(|| span_context.trace_id().to_string())
-}
-
-/// A span's trace id, kept in its extensions once a log line inside it needed it.
-#[derive(Clone, Debug)]
-pub(crate) struct TraceId(pub(crate) String);
-
-/// Records the trace id on the span of each event, ahead of the log formatter (which cannot look it up
-/// itself: it runs inside the dispatch, where the global dispatcher is not reachable). Looking the id up
-/// starts the OpenTelemetry span, so a remote parent must be set before the first event in it.
-///
-/// Off, it does nothing. It is not wrapped in an `Option`: `Option<Layer>` does not pass
-/// `on_register_dispatch` on (tracing-subscriber 0.3.23), and this layer needs it.
-pub(crate) struct TraceIdLayer {
-    enabled: bool,
-    dispatch: OnceLock<WeakDispatch>,
-}
-
-impl TraceIdLayer {
-    pub(crate) fn new(enabled: bool) -> Self {
-        Self {
-            enabled,
-            dispatch: OnceLock::new(),
-        }
-    }
-}
-
-impl<S> Layer<S> for TraceIdLayer
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_register_dispatch(&self, dispatch: &Dispatch) {
-        // The first dispatch that registers is the one this subscriber lives in.
-        let _first = self.dispatch.set(dispatch.downgrade());
-    }
-
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if !self.enabled {
-            return;
-        }
-        let Some(scope) = ctx.event_scope(event) else {
-            return;
-        };
-        let Some(dispatch) = self.dispatch.get().and_then(WeakDispatch::upgrade) else {
-            return;
-        };
-        // The innermost span that OpenTelemetry sees (it skips the exporter's crates).
-        for span in scope {
-            if span.extensions().get::<TraceId>().is_some() {
-                return;
-            }
-            // No extension guard may be held here: this locks the span's extensions.
-            let Some(cx) = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch) else {
-                continue;
-            };
-            let otel_span = cx.span();
-            let span_context = otel_span.span_context();
-            if span_context.is_valid() {
-                span.extensions_mut()
-                    .replace(TraceId(span_context.trace_id().to_string()));
-                return;
-            }
-        }
-    }
 }

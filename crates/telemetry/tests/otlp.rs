@@ -60,7 +60,7 @@ fn spans_reach_a_real_collector_with_the_logged_trace_id() {
         run.stderr
     );
     for line in &in_span {
-        assert_eq!(line["trace_id"], span.trace_id.as_str(), "{line}");
+        assert_eq!(line["spans"][0]["trace_id"], span.trace_id.as_str(), "{line}");
     }
 
     // OTEL_SERVICE_NAME overrides the service name; text logs carry the trace id too.
