@@ -172,10 +172,16 @@ async fn hand_made_changes_are_put_back() {
         d.uid() != old_db.uid()
     })
     .await;
-    eventually(SHORT, "a DriftRepaired event", || async {
-        events_of(&c, &name, "DriftRepaired").await.pop()
-    })
-    .await;
+    // Each repair is told, naming what was put back and how it had been changed.
+    for what in ["ResourceQuota/tenant-quota (deleted)", "Database/db (deleted)"] {
+        eventually(SHORT, &format!("a DriftRepaired event for {what}"), || async {
+            let events = events_of(&c, &name, "DriftRepaired").await;
+            events
+                .into_iter()
+                .find(|e| e.note.as_deref().is_some_and(|n| n.contains(what)))
+        })
+        .await;
+    }
 
     Api::<Customer>::all(c.clone())
         .delete(&name, &DeleteParams::default())

@@ -396,3 +396,72 @@ async fn fields_an_earlier_version_applied_as_berth_pass_to_the_controller_that_
     );
     delete(&c, &[name]).await;
 }
+
+/// Sets the schema of the Scheduler's `spec.envFromSecret` (replacing the whole definition, as an
+/// upgrade of the chart's CRD would).
+async fn scheduler_env_schema(c: &Client, schema: serde_json::Value) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds = Api::<CustomResourceDefinition>::all(c.clone());
+    let mut crd = serde_json::to_value(crds.get("schedulers.berth.dev").await.unwrap()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["envFromSecret"] =
+        schema;
+    let crd: CustomResourceDefinition = serde_json::from_value(crd).unwrap();
+    crds.replace("schedulers.berth.dev", &kube::api::PostParams::default(), &crd)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_object_berth_cannot_read_is_skipped_and_every_other_tenant_still_reconciles() {
+    let Some((_serial, c)) = own_operators().await else {
+        return;
+    };
+    use kube::core::{ApiResource, DynamicObject};
+    // A Scheduler stored while its schema allowed what berth's types do not (as when a CRD is upgraded
+    // before the operator): `envFromSecret` an object, not a name. Then the schema is put back.
+    let relaxed = serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+    scheduler_env_schema(&c, relaxed).await;
+    let namespace = berth_e2e::TestNamespace::new(&c, "unreadable").await;
+    let schedulers = Api::<DynamicObject>::namespaced_with(
+        c.clone(),
+        &namespace.name,
+        &ApiResource::erase::<Scheduler>(&()),
+    );
+    let bad: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "berth.dev/v1alpha1", "kind": "Scheduler",
+        "metadata": {"name": "unreadable"},
+        "spec": {"workers": 1, "envFromSecret": {"not": "a name"}}
+    }))
+    .unwrap();
+    // The API server takes up a changed schema a moment after it is stored.
+    eventually(Duration::from_secs(30), "the relaxed schema in force", || async {
+        schedulers
+            .create(&kube::api::PostParams::default(), &bad)
+            .await
+            .ok()
+    })
+    .await;
+    scheduler_env_schema(&c, serde_json::json!({"type": "string", "nullable": true})).await;
+
+    let op = Operator::start("guard", &[]);
+    leading(&op, Duration::from_secs(30)).await;
+    eventually(
+        Duration::from_secs(30),
+        "the unreadable Scheduler reported",
+        || async {
+            op.log_tail()
+                .contains("skipping an object berth cannot read")
+                .then_some(())
+        },
+    )
+    .await;
+    let name = customer(&c, "guarded").await;
+    wait_ready(&c, &name).await;
+
+    schedulers
+        .delete("unreadable", &DeleteParams::default())
+        .await
+        .unwrap();
+    namespace.delete().await;
+    delete(&c, &[name]).await;
+}

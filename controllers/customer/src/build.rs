@@ -268,7 +268,7 @@ impl Builder<'_> {
             workers: f.workers,
             suspend: self.customer.spec.suspend,
             workflows: f.workflows.clone(),
-            env_from_secret: database.then(|| names::DATABASE_CONNECTION_SECRET.to_owned()),
+            env_from_secret: database.then(|| berth_api::connection_secret(names::DATABASE)),
             ..SchedulerSpec::default()
         };
         let mut s = Scheduler::new(names::SCHEDULER, spec);
@@ -406,7 +406,7 @@ spec:
         );
         assert_eq!(
             s.spec.env_from_secret.as_deref(),
-            Some(names::DATABASE_CONNECTION_SECRET)
+            Some(berth_api::connection_secret(names::DATABASE).as_str())
         );
 
         let off = children(&customer(

@@ -2,7 +2,6 @@
 //! Security, quota, limits, network policy, admin binding) with a Database and a Scheduler inside it.
 
 pub mod build;
-mod drift;
 pub mod names;
 mod reconcile;
 pub mod status;
@@ -15,7 +14,6 @@ use berth_kit::Context;
 use berth_kit::changes::{all_but_status, any_change};
 use berth_kit::shared::Subscription;
 use berth_kit::watch::owned;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -78,27 +76,14 @@ pub async fn run(
         berth_kit::watch::primary(Api::<Customer>::all(client.clone()), kit.clone(), all_but_status);
     let controller = Controller::for_stream(stream, store);
     let synced = stores.synced(shared_listed);
-    let ctx = Arc::new(Ctx {
-        kit,
-        stores,
-        synced,
-        customers: controller.store(),
-    });
-    controller
+    let ctx = Arc::new(Ctx { kit, stores, synced });
+    let controller = controller
         .watches_stream(ns_stream, |o| owner(&o))
         .watches_stream(quota_stream, |o| owner(&o))
         .watches_stream(lr_stream, |o| owner(&o))
         .watches_stream(np_stream, |o| owner(&o))
         .watches_stream(rb_stream, |o| owner(&o))
         .watches_shared_stream(shared.databases.changes, |o| owner(o.as_ref()))
-        .watches_shared_stream(shared.schedulers.changes, |o| owner(o.as_ref()))
-        .with_config(config)
-        .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile::reconcile,
-            |c, e, ctx| ctx.kit.failed(c.as_ref(), e),
-            ctx,
-        )
-        .for_each(|result| async move { berth_kit::trace::log_outcome(NAME, &result) })
-        .await;
+        .watches_shared_stream(shared.schedulers.changes, |o| owner(o.as_ref()));
+    berth_kit::runtime::run(controller, ctx, config, shutdown).await;
 }

@@ -11,8 +11,6 @@ pub const ALLOW_SAME_NAMESPACE: &str = "allow-same-namespace";
 pub const ADMINS: &str = "tenant-admins";
 /// The built-in ClusterRole tenant admins are bound to; the chart grants `bind` on exactly this one.
 pub const ADMIN_CLUSTER_ROLE: &str = "admin";
-/// Connection Secret the Database controller writes; handed to workflow runs as environment.
-pub const DATABASE_CONNECTION_SECRET: &str = "db-connection";
 /// Annotation on the tenant namespace: the UID of the Customer it belongs to.
 pub const CUSTOMER_UID: &str = "berth.dev/customer-uid";
 /// Held on a `deletionPolicy: Retain` Customer until its namespace is marked as retained.

@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use berth_api::{Customer, CustomerStatus, Database, DeletionPolicy, Scheduler};
 use berth_kit::error::{Error, Result};
-use berth_kit::metrics::ControllerLabel;
-use berth_kit::watch::{Synced, current, listed};
-use berth_kit::{Context, labels};
+use berth_kit::runtime::Reconciler;
+use berth_kit::slim::Cached;
+use berth_kit::watch::{Synced, current, current_whole, listed};
+use berth_kit::{Context, Repairs, labels};
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -27,11 +28,11 @@ use crate::status::{self, Feature, NamespaceState, Observed};
 
 /// Caches of what the Customer controller owns, filled by the same watches that wake it.
 pub struct Stores {
-    pub namespaces: Store<Namespace>,
-    pub quotas: Store<ResourceQuota>,
-    pub limit_ranges: Store<LimitRange>,
-    pub network_policies: Store<NetworkPolicy>,
-    pub role_bindings: Store<RoleBinding>,
+    pub namespaces: Store<Cached<Namespace>>,
+    pub quotas: Store<Cached<ResourceQuota>>,
+    pub limit_ranges: Store<Cached<LimitRange>>,
+    pub network_policies: Store<Cached<NetworkPolicy>>,
+    pub role_bindings: Store<Cached<RoleBinding>>,
     pub databases: Store<Database>,
     pub schedulers: Store<Scheduler>,
 }
@@ -58,33 +59,31 @@ pub struct Ctx {
     pub kit: Arc<Context>,
     pub stores: Stores,
     pub synced: Synced,
-    pub customers: Store<Customer>,
 }
 
-/// A converged Customer is looked at again this often even if no watch fires.
-const RESYNC: Duration = Duration::from_secs(3600);
+impl Reconciler for Ctx {
+    type K = Customer;
 
-pub async fn reconcile(customer: Arc<Customer>, ctx: Arc<Ctx>) -> Result<Action> {
-    berth_kit::trace::reconcile(&ctx.kit, customer.as_ref(), converge(&customer, &ctx)).await
-}
+    fn kit(&self) -> &Context {
+        &self.kit
+    }
 
-async fn converge(customer: &Arc<Customer>, ctx: &Arc<Ctx>) -> Result<Action> {
-    let managed = i64::try_from(ctx.customers.len()).unwrap_or(i64::MAX);
-    ctx.kit
-        .metrics
-        .managed
-        .get_or_create(&ControllerLabel {
-            controller: ctx.kit.controller,
-        })
-        .set(managed);
-    ctx.synced.wait().await?;
-    let api: Api<Customer> = ctx.kit.cluster_api();
-    let result = decide(customer, ctx, &api).await;
-    berth_kit::report::settle(&ctx.kit, &api, customer.as_ref(), result).await
+    fn synced(&self) -> Option<&Synced> {
+        Some(&self.synced)
+    }
+
+    fn api(&self, _: &Customer) -> Api<Customer> {
+        self.kit.cluster_api()
+    }
+
+    async fn reconcile(&self, customer: Arc<Customer>) -> Result<Action> {
+        decide(customer, self).await
+    }
 }
 
 /// Applies the Customer, or deals with its deletion.
-async fn decide(customer: &Arc<Customer>, ctx: &Arc<Ctx>, api: &Api<Customer>) -> Result<Action> {
+async fn decide(customer: Arc<Customer>, ctx: &Ctx) -> Result<Action> {
+    let api: &Api<Customer> = &ctx.kit.cluster_api();
     let held = customer.finalizers().iter().any(|f| f == FINALIZER);
     let deleting = customer.meta().deletion_timestamp.is_some();
     // Only `Retain` has anything to do at deletion, so only a `Retain` Customer holds the finalizer: a
@@ -108,9 +107,9 @@ async fn decide(customer: &Arc<Customer>, ctx: &Arc<Ctx>, api: &Api<Customer>) -
         return Ok(Action::await_change());
     }
     if held {
-        release(api, customer, &ctx.kit).await?;
+        release(api, &customer, &ctx.kit).await?;
     }
-    apply(customer, ctx).await
+    apply(&customer, ctx).await
 }
 
 /// Who holds the tenant namespace's name.
@@ -124,46 +123,44 @@ enum Holder {
 
 async fn namespace_holder(c: &Customer, ctx: &Ctx) -> Result<Holder> {
     let name = c.namespace_name();
-    let uid = c.uid().unwrap_or_default();
-    let ours = |ns: &Namespace| {
-        ns.owner_references().iter().any(|o| o.uid == uid) || ns.annotations().get(CUSTOMER_UID) == Some(&uid)
-    };
-    if ctx
-        .stores
-        .namespaces
-        .get(&ObjectRef::new(&name))
-        .is_some_and(|ns| ours(&ns))
-    {
-        return Ok(Holder::Us);
+    let cached = ctx.stores.namespaces.get(&ObjectRef::new(&name));
+    if let Some(h @ Holder::Us) = cached.map(|ns| holder(c, Some(&ns.metadata))) {
+        return Ok(h);
     }
-    // Not in berth's cache: either it does not exist yet, or it is somebody else's.
+    // Not in berth's cache as ours: either it does not exist yet, or it is somebody else's.
     let api: Api<Namespace> = ctx.kit.cluster_api();
-    Ok(match api.get_metadata_opt(&name).await? {
-        None => Holder::Nobody,
-        Some(ns) if ns.owner_references().iter().any(|o| o.uid == uid) => Holder::Us,
-        Some(ns) if ns.annotations().get(CUSTOMER_UID) == Some(&uid) => Holder::Us,
-        // Kept under `Retain` by an earlier Customer of this name (names are unique, so that one is gone),
-        // and nobody owns it: a Customer re-created with the same name takes its tenant (and data) back.
-        Some(ns)
-            if ns.owner_references().is_empty()
-                && ns.labels().get(labels::CUSTOMER) == Some(&c.name_any())
-                && ns
-                    .labels()
-                    .get(labels::MANAGED_BY)
-                    .is_some_and(|v| v == labels::BERTH) =>
-        {
-            Holder::Retained
-        }
-        Some(ns) => {
-            let owner = ns.labels().get(labels::CUSTOMER).map_or_else(
-                || "is not managed by berth".to_owned(),
-                |other| format!("belongs to Customer {other}"),
-            );
-            Holder::Other(format!(
-                "namespace {name} already exists and {owner}; berth leaves it untouched"
-            ))
-        }
-    })
+    let live = api.get_metadata_opt(&name).await?;
+    Ok(holder(c, live.as_ref().map(|m| &m.metadata)))
+}
+
+/// Who holds `c`'s namespace, given that namespace's metadata (`None`: it does not exist).
+fn holder(c: &Customer, ns: Option<&ObjectMeta>) -> Holder {
+    let Some(ns) = ns else {
+        return Holder::Nobody;
+    };
+    let uid = c.uid().unwrap_or_default();
+    let owners = ns.owner_references.as_deref().unwrap_or_default();
+    let labels = ns.labels.clone().unwrap_or_default();
+    let recorded = ns.annotations.as_ref().and_then(|a| a.get(CUSTOMER_UID));
+    if owners.iter().any(|o| o.uid == uid) || recorded == Some(&uid) {
+        return Holder::Us;
+    }
+    // Kept under `Retain` by an earlier Customer of this name (names are unique, so that one is gone),
+    // and nobody owns it: a Customer re-created with the same name takes its tenant (and data) back.
+    if owners.is_empty()
+        && labels.get(labels::CUSTOMER) == Some(&c.name_any())
+        && labels.get(labels::MANAGED_BY).is_some_and(|v| v == labels::BERTH)
+    {
+        return Holder::Retained;
+    }
+    let name = c.namespace_name();
+    let owner = labels.get(labels::CUSTOMER).map_or_else(
+        || "is not managed by berth".to_owned(),
+        |other| format!("belongs to Customer {other}"),
+    );
+    Holder::Other(format!(
+        "namespace {name} already exists and {owner}; berth leaves it untouched"
+    ))
 }
 
 /// Drops the finalizer of a Customer switched from `Retain` to `Delete`. The resourceVersion makes it a
@@ -214,12 +211,8 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
         Holder::Nobody | Holder::Us | Holder::Retained => {
             let created = matches!(holder, Holder::Nobody);
             let adopted = matches!(holder, Holder::Retained);
-            let drift = if created || adopted {
-                Vec::new()
-            } else {
-                crate::drift::drifted(c, &kids, &ctx.stores)
-            };
-            let applied = apply_children(c, kids, ctx).await?;
+            let mut repairs = Repairs::default();
+            let applied = apply_children(c, kids, ctx, &mut repairs).await?;
             seen.namespace = applied.namespace;
             (database, scheduler) = (applied.database, applied.scheduler);
             seen.database = feature(c.spec.features.database.enabled, database.as_ref());
@@ -240,20 +233,19 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
                 );
                 kit.event(&me, EventType::Normal, "Adopted", note).await;
             }
-            if !drift.is_empty() {
-                tracing::info!(?drift, "repaired drift");
-                let note = format!("put back what was changed by hand: {}", drift.join(", "));
+            if !repairs.is_empty() {
+                let note = format!("put back what was changed by hand: {}", repairs.list());
+                tracing::info!(%note, "repaired drift");
                 kit.event(&me, EventType::Normal, "DriftRepaired", note).await;
             }
             if matches!(seen.namespace, NamespaceState::Active) {
-                Action::requeue(RESYNC)
+                Action::requeue(berth_kit::runtime::RESYNC)
             } else {
                 Action::requeue(Duration::from_secs(5))
             }
         }
     };
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let new = status::status(old, &seen, &now);
+    let new = status::status(old, &seen, &berth_kit::conditions::now());
     let api: Api<Customer> = kit.cluster_api();
     kit.apply_status(&api, c, old, &new).await?;
     Ok(action)
@@ -280,7 +272,7 @@ struct Applied {
 
 /// Applies in dependency order: the namespace first (nothing else can exist without it), then the
 /// guard rails (quota, limits, network policy, RBAC) before any workload-bearing child.
-async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx) -> Result<Applied> {
+async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx, repairs: &mut Repairs) -> Result<Applied> {
     let Children {
         namespace,
         resource_quota,
@@ -293,15 +285,16 @@ async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx) -> Result<Appli
     let kit = &ctx.kit;
     let st = &ctx.stores;
     let name = c.namespace_name();
-    // Each child is written only when it differs from what berth last applied (see
-    // `Context::apply_unless_unchanged`); the caches say whether anyone touched it since.
-    let ns = kit
-        .apply_unless_unchanged(
+    // Each child is written only when it differs from what berth last applied (see `Context::ensure`);
+    // the caches say whether anyone touched it since, and what was put back is noted for one event.
+    let ns = repairs.note(
+        kit.ensure(
             &kit.cluster_api(),
             &namespace,
             current(&st.namespaces, &namespace),
         )
-        .await?;
+        .await?,
+    );
     let phase = ns
         .status
         .and_then(|s| s.phase)
@@ -313,39 +306,27 @@ async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx) -> Result<Appli
             scheduler: None,
         });
     }
-    kit.apply_unless_unchanged(
-        &kit.api(&name),
-        &resource_quota,
-        current(&st.quotas, &resource_quota),
-    )
-    .await?;
-    kit.apply_unless_unchanged(
-        &kit.api(&name),
-        &limit_range,
-        current(&st.limit_ranges, &limit_range),
-    )
-    .await?;
+    let quota = current(&st.quotas, &resource_quota);
+    repairs.note(kit.ensure(&kit.api(&name), &resource_quota, quota).await?);
+    let limits = current(&st.limit_ranges, &limit_range);
+    repairs.note(kit.ensure(&kit.api(&name), &limit_range, limits).await?);
     for np in &network_policies {
         remove_foreign_rules(kit, &st.network_policies, np).await?;
-        kit.apply_unless_unchanged(&kit.api(&name), np, current(&st.network_policies, np))
-            .await?;
+        let cached = current(&st.network_policies, np);
+        repairs.note(kit.ensure(&kit.api(&name), np, cached).await?);
     }
-    kit.apply_unless_unchanged(&kit.api(&name), &admins, current(&st.role_bindings, &admins))
-        .await?;
-    let database = sync_optional(
-        kit,
-        &ctx.stores.databases,
-        &name,
-        crate::names::DATABASE,
-        database,
-    )
-    .await?;
+    let cached = current(&st.role_bindings, &admins);
+    repairs.note(kit.ensure(&kit.api(&name), &admins, cached).await?);
+    let databases = &ctx.stores.databases;
+    let database = sync_optional(kit, databases, &name, crate::names::DATABASE, database, repairs).await?;
+    let schedulers = &ctx.stores.schedulers;
     let scheduler = sync_optional(
         kit,
-        &ctx.stores.schedulers,
+        schedulers,
         &name,
         crate::names::SCHEDULER,
         scheduler,
+        repairs,
     )
     .await?;
     Ok(Applied {
@@ -360,24 +341,12 @@ async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx) -> Result<Appli
 /// which would make every apply a write). So such rules are removed explicitly, only when present.
 async fn remove_foreign_rules(
     kit: &Context,
-    cache: &Store<NetworkPolicy>,
+    cache: &Store<Cached<NetworkPolicy>>,
     desired: &NetworkPolicy,
 ) -> Result<()> {
-    let wants_rules = desired
-        .spec
-        .as_ref()
-        .and_then(|s| s.ingress.as_ref())
-        .is_some_and(|r| !r.is_empty());
     let ns = desired.namespace().unwrap_or_default();
-    let Some(have) = cache.get(&ObjectRef::new(&desired.name_any()).within(&ns)) else {
-        return Ok(());
-    };
-    let has_rules = have
-        .spec
-        .as_ref()
-        .and_then(|s| s.ingress.as_ref())
-        .is_some_and(|r| !r.is_empty());
-    if wants_rules || !has_rules {
+    let have = cache.get(&ObjectRef::new(&desired.name_any()).within(&ns));
+    if !foreign_rules(desired, have.as_deref().map(|h| &**h)) {
         return Ok(());
     }
     let remove = serde_json::json!({"spec": {"ingress": null}});
@@ -392,6 +361,17 @@ async fn remove_foreign_rules(
     Ok(())
 }
 
+/// Whether `have` carries ingress rules that `desired`, a policy berth keeps rule-free, does not.
+fn foreign_rules(desired: &NetworkPolicy, have: Option<&NetworkPolicy>) -> bool {
+    let rules = |np: &NetworkPolicy| {
+        np.spec
+            .as_ref()
+            .and_then(|s| s.ingress.as_ref())
+            .is_some_and(|r| !r.is_empty())
+    };
+    !rules(desired) && have.is_some_and(rules)
+}
+
 /// Applies a feature's child when it is wanted, deletes it when it is not and still exists.
 async fn sync_optional<K>(
     kit: &Context,
@@ -399,6 +379,7 @@ async fn sync_optional<K>(
     ns: &str,
     name: &str,
     desired: Option<K>,
+    repairs: &mut Repairs,
 ) -> Result<Option<K>>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
@@ -411,8 +392,8 @@ where
     let api: Api<K> = kit.api(ns);
     match desired {
         Some(obj) => {
-            let cached = current(store, &obj);
-            Ok(Some(kit.apply_unless_unchanged(&api, &obj, cached).await?))
+            let cached = current_whole(store, &obj);
+            Ok(Some(repairs.note(kit.ensure(&api, &obj, cached).await?)))
         }
         None => {
             if store.get(&ObjectRef::new(name).within(ns)).is_some() {
@@ -442,3 +423,6 @@ async fn cleanup(c: &Customer, ctx: &Ctx) -> Result<Action> {
     }
     Ok(Action::await_change())
 }
+
+#[cfg(test)]
+mod tests;

@@ -26,7 +26,6 @@ use berth_kit::Context;
 use berth_kit::changes::{all_but_status, any_change};
 use berth_kit::shared::Subscription;
 use berth_kit::watch::{Synced, listed, owned};
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -78,7 +77,6 @@ pub async fn run(
     ]);
     let ctx = Arc::new(Ctx {
         kit,
-        databases: controller.store(),
         caches: Caches {
             secrets,
             config_maps,
@@ -91,7 +89,7 @@ pub async fn run(
         synced,
         retained: volume::Retained::default(),
     });
-    controller
+    let controller = controller
         // Like `owns_stream`, plus the credentials Secret, which under `Retain` has no owner.
         .watches_stream(secret_stream, |secret| origin::databases_of(&secret))
         .owns_stream(config_map_stream)
@@ -100,14 +98,6 @@ pub async fn run(
         .owns_stream(service_stream)
         .owns_stream(budget_stream)
         // A claim has no owner berth can be found by; its labels name its Database.
-        .watches_stream(claim_stream, |claim| volume::database_of(&claim))
-        .with_config(config)
-        .graceful_shutdown_on(shutdown)
-        .run(
-            reconcile::reconcile,
-            |db, e, ctx| ctx.kit.failed(db.as_ref(), e),
-            ctx,
-        )
-        .for_each(|result| async move { berth_kit::trace::log_outcome(NAME, &result) })
-        .await;
+        .watches_stream(claim_stream, |claim| volume::database_of(&claim));
+    berth_kit::runtime::run(controller, ctx, config, shutdown).await;
 }

@@ -72,7 +72,7 @@ pub fn pool_service(db: &str) -> String {
 /// Secret apps mount: `DATABASE_URL` and its parts, pointing at the pool.
 #[must_use]
 pub fn connection(db: &str) -> String {
-    format!("{db}-connection")
+    berth_api::connection_secret(db)
 }
 
 /// In-cluster DNS name of a Service.

@@ -8,9 +8,10 @@ use std::time::Duration;
 use berth_api::Database;
 use berth_kit::conditions::{READY, now};
 use berth_kit::labels::customer_of;
-use berth_kit::metrics::ControllerLabel;
-use berth_kit::watch::current;
-use berth_kit::{Context, Error, Result, owner_ref};
+use berth_kit::runtime::Reconciler;
+use berth_kit::slim::Cached;
+use berth_kit::watch::{Synced, current};
+use berth_kit::{Context, Error, Repairs, Result, owner_ref};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -36,43 +37,42 @@ const RECHECK: Duration = Duration::from_secs(30);
 /// What a reconcile gets: kit's context and the caches filled by the watches that wake the controller.
 pub(crate) struct Ctx {
     pub(crate) kit: Arc<Context>,
-    pub(crate) databases: Store<Database>,
     pub(crate) caches: Caches,
-    pub(crate) synced: berth_kit::watch::Synced,
+    pub(crate) synced: Synced,
     /// Volumes this process has seen at reclaim policy `Retain` (see `volume::Retained`).
     pub(crate) retained: Retained,
 }
 
 /// What the controller's label-selected watches hold of its children.
 pub(crate) struct Caches {
-    pub(crate) secrets: Store<Secret>,
-    pub(crate) config_maps: Store<ConfigMap>,
-    pub(crate) servers: Store<StatefulSet>,
-    pub(crate) pools: Store<Deployment>,
-    pub(crate) services: Store<Service>,
-    pub(crate) budgets: Store<PodDisruptionBudget>,
+    pub(crate) secrets: Store<Cached<Secret>>,
+    pub(crate) config_maps: Store<Cached<ConfigMap>>,
+    pub(crate) servers: Store<Cached<StatefulSet>>,
+    pub(crate) pools: Store<Cached<Deployment>>,
+    pub(crate) services: Store<Cached<Service>>,
+    pub(crate) budgets: Store<Cached<PodDisruptionBudget>>,
     /// The servers' volume claims (see `volume::claims`).
-    pub(crate) claims: Store<PersistentVolumeClaim>,
+    pub(crate) claims: Store<Cached<PersistentVolumeClaim>>,
 }
 
-pub(crate) async fn reconcile(db: Arc<Database>, ctx: Arc<Ctx>) -> Result<Action> {
-    berth_kit::trace::reconcile(&ctx.kit, db.as_ref(), reconcile_traced(&db, &ctx)).await
-}
+impl Reconciler for Ctx {
+    type K = Database;
 
-async fn reconcile_traced(db: &Arc<Database>, ctx: &Arc<Ctx>) -> Result<Action> {
-    let kit = &ctx.kit;
-    let managed = i64::try_from(ctx.databases.len()).unwrap_or(i64::MAX);
-    kit.metrics
-        .managed
-        .get_or_create(&ControllerLabel {
-            controller: kit.controller,
-        })
-        .set(managed);
-    let Some(namespace) = db.namespace() else {
-        return Err(Error::InvalidSpec("a Database must have a namespace".into()));
-    };
-    let result = converge(db, ctx).await;
-    berth_kit::report::settle(kit, &kit.api::<Database>(&namespace), db.as_ref(), result).await
+    fn kit(&self) -> &Context {
+        &self.kit
+    }
+
+    fn synced(&self) -> Option<&Synced> {
+        Some(&self.synced)
+    }
+
+    fn api(&self, db: &Database) -> Api<Database> {
+        self.kit.api(&db.namespace().unwrap_or_default())
+    }
+
+    async fn reconcile(&self, db: Arc<Database>) -> Result<Action> {
+        converge(&db, self).await
+    }
 }
 
 async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
@@ -126,7 +126,7 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
     .await?;
     // The volume: under `Retain`, its PersistentVolume keeps the data even when the namespace is deleted.
     // (One read of a cluster-scoped volume per process, which no cache holds; see `volume`.)
-    volume::keep(kit, &ctx.retained, db, loaded.claim.as_deref()).await?;
+    volume::keep(kit, &ctx.retained, db, loaded.claim.as_deref().map(|c| &**c)).await?;
 
     // Status: from the workloads as the apply answered them (this spec, latest status); their own
     // status changes wake the controller again through the `owns` watches.
@@ -134,15 +134,15 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
     let status = status::status(db, &namespace, &observed, &now());
     kit.apply_status(&kit.api::<Database>(&namespace), db, db.status.as_ref(), &status)
         .await?;
-    Ok(Action::await_change())
+    Ok(Action::requeue(berth_kit::runtime::RESYNC))
 }
 
 /// Everything a reconcile reads from the cluster.
 struct Loaded {
     credentials: Option<Secret>,
-    server: Option<Arc<StatefulSet>>,
-    pool: Option<Arc<Deployment>>,
-    claim: Option<Arc<PersistentVolumeClaim>>,
+    server: Option<Arc<Cached<StatefulSet>>>,
+    pool: Option<Arc<Cached<Deployment>>>,
+    claim: Option<Arc<Cached<PersistentVolumeClaim>>>,
 }
 
 impl Loaded {
@@ -158,7 +158,7 @@ impl Loaded {
         let c = &ctx.caches;
         let key = ObjectRef::new(&names::credentials(name)).within(namespace);
         let credentials = match c.secrets.get(&key) {
-            Some(cached) => Some((*cached).clone()),
+            Some(cached) => Some(Secret::clone(&cached)),
             None => {
                 ctx.kit
                     .api::<Secret>(namespace)
@@ -178,7 +178,7 @@ impl Loaded {
                 .api::<PersistentVolumeClaim>(namespace)
                 .get_opt(&claim_name)
                 .await?
-                .map(Arc::new);
+                .map(|c| Arc::new(Cached::new(c)));
         }
         Ok(Self {
             credentials,
@@ -221,7 +221,10 @@ async fn credentials_missing(
 ) -> Result<Action> {
     let kit = ctx.kit.as_ref();
     let message = origin::missing_message(name);
-    let observed = Observed::from(loaded.server.as_deref(), loaded.pool.as_deref());
+    let observed = Observed::from(
+        loaded.server.as_deref().map(|s| &**s),
+        loaded.pool.as_deref().map(|p| &**p),
+    );
     let status = status::credentials_missing(db, namespace, &observed, &message, &now());
     if ready_changed(db, &status) {
         kit.event(
@@ -235,13 +238,13 @@ async fn credentials_missing(
     kit.apply_status(&kit.api::<Database>(namespace), db, db.status.as_ref(), &status)
         .await?;
     // After the status, so a failure here cannot hide the news.
-    volume::keep(kit, &ctx.retained, db, loaded.claim.as_deref()).await?;
+    volume::keep(kit, &ctx.retained, db, loaded.claim.as_deref().map(|c| &**c)).await?;
     Ok(Action::requeue(RECHECK))
 }
 
 /// Applies every child, in an order that lets each find what it needs.
 /// A child is written only when it differs from what berth last applied or was touched since
-/// (`Context::apply_unless_unchanged`).
+/// (`Context::ensure`).
 async fn apply(
     kit: &Context,
     caches: &Caches,
@@ -269,38 +272,35 @@ async fn apply(
     // 1. Secrets and ConfigMaps, so the pods find what they mount and reference.
     ensure_credentials(kit, db, &secrets, existing_credentials, &credentials).await?;
     let c = caches;
-    kit.apply_unless_unchanged(&config_maps, &server_init, current(&c.config_maps, &server_init))
-        .await?;
-    kit.apply_unless_unchanged(&config_maps, &pool_config, current(&c.config_maps, &pool_config))
-        .await?;
-    kit.apply_unless_unchanged(&secrets, &pool_auth, current(&c.secrets, &pool_auth))
-        .await?;
-    kit.apply_unless_unchanged(&secrets, &connection, current(&c.secrets, &connection))
-        .await?;
+    let mut r = Repairs::default();
+    let cached = current(&c.config_maps, &server_init);
+    r.note(kit.ensure(&config_maps, &server_init, cached).await?);
+    let cached = current(&c.config_maps, &pool_config);
+    r.note(kit.ensure(&config_maps, &pool_config, cached).await?);
+    let cached = current(&c.secrets, &pool_auth);
+    r.note(kit.ensure(&secrets, &pool_auth, cached).await?);
+    let cached = current(&c.secrets, &connection);
+    r.note(kit.ensure(&secrets, &connection, cached).await?);
 
     // 2. Workloads: the server, then the pool in front of it.
-    let server = kit
-        .apply_unless_unchanged(
-            &kit.api::<StatefulSet>(namespace),
-            &server,
-            current(&c.servers, &server),
-        )
-        .await?;
-    let pool = kit
-        .apply_unless_unchanged(&kit.api::<Deployment>(namespace), &pool, current(&c.pools, &pool))
-        .await?;
+    let cached = current(&c.servers, &server);
+    let server = r.note(kit.ensure(&kit.api(namespace), &server, cached).await?);
+    let cached = current(&c.pools, &pool);
+    let pool = r.note(kit.ensure(&kit.api(namespace), &pool, cached).await?);
 
     // 3. Services and the disruption budget, in front of the pods.
-    kit.apply_unless_unchanged(&services, &server_service, current(&c.services, &server_service))
-        .await?;
-    kit.apply_unless_unchanged(&services, &pool_service, current(&c.services, &pool_service))
-        .await?;
-    kit.apply_unless_unchanged(
-        &kit.api::<PodDisruptionBudget>(namespace),
-        &pool_budget,
-        current(&c.budgets, &pool_budget),
-    )
-    .await?;
+    let cached = current(&c.services, &server_service);
+    r.note(kit.ensure(&services, &server_service, cached).await?);
+    let cached = current(&c.services, &pool_service);
+    r.note(kit.ensure(&services, &pool_service, cached).await?);
+    let cached = current(&c.budgets, &pool_budget);
+    r.note(kit.ensure(&kit.api(namespace), &pool_budget, cached).await?);
+    if !r.is_empty() {
+        let note = format!("put back what was changed by hand: {}", r.list());
+        tracing::info!(%note, "repaired drift");
+        kit.event(&db.object_ref(&()), EventType::Normal, "DriftRepaired", note)
+            .await;
+    }
     Ok((server, pool))
 }
 

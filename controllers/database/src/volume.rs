@@ -16,6 +16,7 @@ use std::sync::Mutex;
 
 use berth_api::{Database, DeletionPolicy};
 use berth_kit::labels::{COMPONENT, INSTANCE};
+use berth_kit::slim::Cached;
 use berth_kit::{Context, Result};
 use futures::Stream;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
@@ -38,13 +39,13 @@ const RETAIN: &str = "Retain";
 pub(crate) fn claims(
     api: Api<PersistentVolumeClaim>,
 ) -> (
-    Store<PersistentVolumeClaim>,
-    impl Stream<Item = Result<PersistentVolumeClaim, watcher::Error>> + Send + 'static,
+    Store<Cached<PersistentVolumeClaim>>,
+    impl Stream<Item = Result<Cached<PersistentVolumeClaim>, watcher::Error>> + Send + 'static,
 ) {
     berth_kit::watch::owned(api, fingerprint)
 }
 
-fn fingerprint(claim: &PersistentVolumeClaim) -> u64 {
+fn fingerprint(claim: &Cached<PersistentVolumeClaim>) -> u64 {
     let mut h = DefaultHasher::new();
     (
         claim.metadata.deletion_timestamp.is_some(),
@@ -330,17 +331,26 @@ mod tests {
     fn a_claim_wakes_the_controller_when_it_is_bound_or_deleted_not_otherwise() {
         let pending = claim("Pending");
         let bound = claim("Bound");
-        assert_ne!(fingerprint(&pending), fingerprint(&bound));
+        assert_ne!(
+            fingerprint(&Cached::new(pending)),
+            fingerprint(&Cached::new(bound.clone()))
+        );
         let mut annotated = bound.clone();
         annotated
             .annotations_mut()
             .insert("pv.kubernetes.io/bind-completed".into(), "yes".into());
-        assert_eq!(fingerprint(&bound), fingerprint(&annotated));
+        assert_eq!(
+            fingerprint(&Cached::new(bound.clone())),
+            fingerprint(&Cached::new(annotated.clone()))
+        );
         let mut deleting = bound.clone();
         deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
         ));
-        assert_ne!(fingerprint(&bound), fingerprint(&deleting));
+        assert_ne!(
+            fingerprint(&Cached::new(bound)),
+            fingerprint(&Cached::new(deleting))
+        );
     }
 
     #[test]

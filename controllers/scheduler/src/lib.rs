@@ -19,13 +19,12 @@ use berth_api::Scheduler;
 use berth_kit::Context;
 use berth_kit::labels::managed_selector;
 use berth_kit::shared::Subscription;
-use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
 use kube::runtime::controller::{Config, Controller};
 use kube::runtime::watcher;
 
-pub use reconcile::reconcile;
+pub use reconcile::Schedulers;
 
 /// The controller's name: `--controllers scheduler`, metric and event labels.
 pub const NAME: &str = "scheduler";
@@ -43,15 +42,9 @@ pub async fn run(
 ) {
     let client = ctx.client.clone();
     berth_kit::watch::mark_synced_when(&ctx, schedulers.listed());
-    let controller = Controller::for_shared_stream(schedulers.changes, schedulers.store);
-    controller
-        .owns(
-            Api::<Job>::all(client),
-            watcher::Config::default().labels(&managed_selector()),
-        )
-        .with_config(config)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, |obj, err, ctx| ctx.failed(obj.as_ref(), err), ctx)
-        .for_each(|result| async move { berth_kit::trace::log_outcome(NAME, &result) })
-        .await;
+    let controller = Controller::for_shared_stream(schedulers.changes, schedulers.store).owns(
+        Api::<Job>::all(client),
+        watcher::Config::default().labels(&managed_selector()),
+    );
+    berth_kit::runtime::run(controller, Arc::new(Schedulers { kit: ctx }), config, shutdown).await;
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_api::Scheduler;
+use berth_kit::runtime::Reconciler;
 use berth_kit::{Context, Error, Result};
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
@@ -17,21 +18,28 @@ use crate::{act, job, status};
 /// The shortest requeue, so a wake-up a little before the due time (clocks differ) cannot spin.
 const MIN_REQUEUE: Duration = Duration::from_secs(1);
 
-/// Reconciles one Scheduler.
-///
-/// # Errors
-/// API errors; the kit's error policy backs off and retries.
-pub async fn reconcile(scheduler: Arc<Scheduler>, ctx: Arc<Context>) -> Result<Action> {
-    berth_kit::trace::reconcile(&ctx, scheduler.as_ref(), reconcile_traced(&scheduler, &ctx)).await
+/// The Scheduler controller's side of the runtime: its reconciles need no cache but the Jobs it lists.
+pub struct Schedulers {
+    pub kit: Arc<Context>,
 }
 
-async fn reconcile_traced(scheduler: &Arc<Scheduler>, ctx: &Arc<Context>) -> Result<Action> {
-    let Some(namespace) = scheduler.namespace() else {
-        return Err(Error::InvalidSpec("a Scheduler must have a namespace".to_owned()));
-    };
-    let api = ctx.api::<Scheduler>(&namespace);
-    let result = converge(scheduler, ctx, &namespace, &api).await;
-    berth_kit::report::settle(ctx, &api, scheduler.as_ref(), result).await
+impl Reconciler for Schedulers {
+    type K = Scheduler;
+
+    fn kit(&self) -> &Context {
+        &self.kit
+    }
+
+    fn api(&self, scheduler: &Scheduler) -> Api<Scheduler> {
+        self.kit.api(&scheduler.namespace().unwrap_or_default())
+    }
+
+    async fn reconcile(&self, scheduler: Arc<Scheduler>) -> Result<Action> {
+        let Some(namespace) = scheduler.namespace() else {
+            return Err(Error::InvalidSpec("a Scheduler must have a namespace".to_owned()));
+        };
+        converge(&scheduler, &self.kit, &namespace, &self.api(&scheduler)).await
+    }
 }
 
 async fn converge(
@@ -98,11 +106,12 @@ async fn load(jobs: &Api<Job>, scheduler: &str, uid: &str) -> Result<Vec<Run>> {
         .collect())
 }
 
-/// Wake up at the next due time; with none, only a change does.
+/// Wake up at the next due time, or to resync, whichever comes first.
 fn requeue(next: Option<Timestamp>, now: Timestamp) -> Action {
+    let resync = berth_kit::runtime::RESYNC;
     match next {
-        Some(at) => Action::requeue(at.duration_since(now).unsigned_abs().max(MIN_REQUEUE)),
-        None => Action::await_change(),
+        Some(at) => Action::requeue(at.duration_since(now).unsigned_abs().clamp(MIN_REQUEUE, resync)),
+        None => Action::requeue(resync),
     }
 }
 
@@ -116,6 +125,11 @@ mod tests {
         let due: Timestamp = "2025-01-01T10:05:00Z".parse().unwrap();
         assert_eq!(requeue(Some(due), now), Action::requeue(Duration::from_secs(30)));
         assert_eq!(requeue(Some(now), now), Action::requeue(MIN_REQUEUE));
-        assert_eq!(requeue(None, now), Action::await_change());
+        assert_eq!(requeue(None, now), Action::requeue(berth_kit::runtime::RESYNC));
+        let next_year: Timestamp = "2026-01-01T10:05:00Z".parse().unwrap();
+        assert_eq!(
+            requeue(Some(next_year), now),
+            Action::requeue(berth_kit::runtime::RESYNC)
+        );
     }
 }

@@ -71,3 +71,10 @@ pub struct DatabaseStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
 }
+
+/// The Secret a Database publishes for apps (`DATABASE_URL` and its parts), also in its
+/// `status.connectionSecret`: the one name other controllers and users may rely on.
+#[must_use]
+pub fn connection_secret(database: &str) -> String {
+    format!("{database}-connection")
+}

@@ -14,11 +14,16 @@ pub use customer::{
     AdminKind, AdminSubject, Customer, CustomerSpec, CustomerStatus, DatabaseFeature, Features, Quota,
     SchedulerFeature, WebhooksFeature,
 };
-pub use database::{Database, DatabaseSpec, DatabaseStatus};
+pub use database::{Database, DatabaseSpec, DatabaseStatus, connection_secret};
 pub use scheduler::{Scheduler, SchedulerSpec, SchedulerStatus, WorkflowStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
+
+// berth's kinds are small; kit's caches and apply memo keep them whole.
+impl berth_kit::slim::Slim for Customer {}
+impl berth_kit::slim::Slim for Database {}
+impl berth_kit::slim::Slim for Scheduler {}
 
 /// API group of every berth kind.
 pub const GROUP: &str = "berth.dev";

@@ -3,7 +3,7 @@
 //! reads; waking on those costs a reconcile each (and, through status, often a write). A [`Filter`]
 //! passes an object only when what its [`Fingerprint`] covers changed, and always passes a deletion.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use kube::runtime::watcher;
@@ -69,10 +69,14 @@ fn hash(v: &impl Hash) -> u64 {
     h.finish()
 }
 
-/// Remembers each object's last fingerprint, by uid (a re-created object is new).
+/// Remembers each object's last fingerprint, by uid (a re-created object is new). What kube-runtime's
+/// `predicate_filter` does, but passing deletions on (it swallows them) and forgetting an object as soon
+/// as it is deleted, or found missing from a re-list (a deletion the watch never saw).
 pub struct Filter<K> {
     fingerprint: Fingerprint<K>,
     seen: HashMap<String, u64>,
+    /// The uids listed so far while a (re-)list is in progress.
+    listing: Option<HashSet<String>>,
 }
 
 impl<K: Resource> Filter<K> {
@@ -81,6 +85,7 @@ impl<K: Resource> Filter<K> {
         Self {
             fingerprint,
             seen: HashMap::new(),
+            listing: None,
         }
     }
 
@@ -103,12 +108,27 @@ impl<K: Resource> Filter<K> {
         deletions: bool,
     ) -> Option<Result<K, watcher::Error>> {
         match event {
-            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => self.changed(&o).then_some(Ok(o)),
+            Ok(watcher::Event::InitApply(o)) => {
+                if let Some(listed) = self.listing.as_mut() {
+                    listed.insert(o.uid().unwrap_or_default());
+                }
+                self.changed(&o).then_some(Ok(o))
+            }
+            Ok(watcher::Event::Apply(o)) => self.changed(&o).then_some(Ok(o)),
             Ok(watcher::Event::Delete(o)) => {
                 self.deleted(&o);
                 deletions.then_some(Ok(o))
             }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Ok(watcher::Event::Init) => {
+                self.listing = Some(HashSet::new());
+                None
+            }
+            Ok(watcher::Event::InitDone) => {
+                if let Some(listed) = self.listing.take() {
+                    self.seen.retain(|uid, _| listed.contains(uid));
+                }
+                None
+            }
             Err(e) => Some(Err(e)),
         }
     }
@@ -116,32 +136,34 @@ impl<K: Resource> Filter<K> {
 
 #[cfg(test)]
 mod tests {
-    use berth_api::{Database, DatabaseSpec, DatabaseStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use k8s_openapi::api::core::v1::{Pod, PodCondition, PodSpec, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
 
-    fn db(storage: &str) -> Database {
-        let mut db = Database::new(
-            "db",
-            DatabaseSpec {
-                storage: k8s_openapi::apimachinery::pkg::api::resource::Quantity(storage.to_owned()),
-                ..DatabaseSpec::default()
-            },
-        );
-        db.metadata.uid = Some("u1".to_owned());
-        db.metadata.resource_version = Some("1".to_owned());
-        db
+    // Any kind with a spec and `Ready` among its status conditions will do: a Pod, on a node named like a
+    // size.
+    fn db(node: &str) -> Pod {
+        let mut pod = Pod {
+            spec: Some(PodSpec {
+                node_name: Some(node.to_owned()),
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        };
+        pod.metadata.name = Some("db".to_owned());
+        pod.metadata.uid = Some("u1".to_owned());
+        pod.metadata.resource_version = Some("1".to_owned());
+        pod
     }
 
-    fn condition(type_: &str, status: &str, reason: &str, at: i64) -> Condition {
-        Condition {
+    fn condition(type_: &str, status: &str, reason: &str, at: i64) -> PodCondition {
+        PodCondition {
             type_: type_.to_owned(),
             status: status.to_owned(),
-            reason: reason.to_owned(),
-            message: String::new(),
-            observed_generation: None,
-            last_transition_time: Time(timestamp(at)),
+            reason: Some(reason.to_owned()),
+            last_transition_time: Some(Time(timestamp(at))),
+            ..PodCondition::default()
         }
     }
 
@@ -149,19 +171,20 @@ mod tests {
         k8s_openapi::jiff::Timestamp::from_second(secs).unwrap_or_default()
     }
 
-    fn with_status(mut d: Database, conditions: Vec<Condition>, replicas: i32, rv: &str) -> Database {
+    /// `replicas` stands for any status field that is not readiness (here: the pod's restart count).
+    fn with_status(mut d: Pod, conditions: Vec<PodCondition>, replicas: i32, rv: &str) -> Pod {
         d.metadata.resource_version = Some(rv.to_owned());
-        d.status = Some(DatabaseStatus {
-            conditions,
-            ready_replicas: Some(replicas),
-            ..DatabaseStatus::default()
+        d.status = Some(PodStatus {
+            conditions: Some(conditions),
+            message: Some(format!("{replicas} restarts")),
+            ..PodStatus::default()
         });
         d
     }
 
     #[test]
     fn status_only_changes_are_dropped_spec_changes_pass() {
-        let mut f = Filter::new(all_but_status::<Database>);
+        let mut f = Filter::new(all_but_status::<Pod>);
         assert!(f.changed(&db("1Gi")), "a new object passes");
         let counted = with_status(db("1Gi"), vec![], 2, "2");
         assert!(!f.changed(&counted), "only status and resourceVersion changed");
@@ -176,7 +199,7 @@ mod tests {
 
     #[test]
     fn ready_flips_and_reasons_pass_replica_counts_and_timestamps_do_not() {
-        let mut f = Filter::new(all_but_status_except_readiness::<Database>);
+        let mut f = Filter::new(all_but_status_except_readiness::<Pod>);
         let not_ready = vec![condition("Ready", "False", "Creating", 1)];
         assert!(f.changed(&with_status(db("1Gi"), not_ready.clone(), 0, "1")));
         assert!(
@@ -210,8 +233,8 @@ mod tests {
 
     #[test]
     fn watch_events_become_triggers_only_when_something_changed() {
-        let mut f = Filter::new(any_change::<Database>);
-        let pass = |f: &mut Filter<Database>, e: watcher::Event<Database>, deletions: bool| {
+        let mut f = Filter::new(any_change::<Pod>);
+        let pass = |f: &mut Filter<Pod>, e: watcher::Event<Pod>, deletions: bool| {
             f.pass(Ok(e), deletions).map(|r| r.is_ok())
         };
         assert_eq!(pass(&mut f, watcher::Event::Init, true), None);
@@ -234,8 +257,33 @@ mod tests {
     }
 
     #[test]
+    fn a_relist_forgets_what_it_no_longer_lists() {
+        let mut f = Filter::new(any_change::<Pod>);
+        let mut gone = db("1Gi");
+        gone.metadata.uid = Some("gone".to_owned());
+        for e in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(db("1Gi")),
+            watcher::Event::InitApply(gone.clone()),
+            watcher::Event::InitDone,
+        ] {
+            f.pass(Ok(e), true);
+        }
+        // Deleted while the watch was down: the next list does not have it.
+        for e in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(db("1Gi")),
+            watcher::Event::InitDone,
+        ] {
+            f.pass(Ok(e), true);
+        }
+        assert_eq!(f.seen.len(), 1, "only what the last list had");
+        assert!(f.changed(&gone), "were it back, it would be new");
+    }
+
+    #[test]
     fn any_change_passes_every_new_version_and_deletion_forgets() {
-        let mut f = Filter::new(any_change::<Database>);
+        let mut f = Filter::new(any_change::<Pod>);
         let d = db("1Gi");
         assert!(f.changed(&d));
         assert!(

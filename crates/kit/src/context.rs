@@ -19,7 +19,7 @@ use kube::api::{Patch, PatchParams};
 use crate::error::{Error, Result, backoff};
 use crate::managers;
 use crate::metrics::{ErrorLabels, Metrics, WriteLabels};
-use crate::slim::Slim;
+use crate::slim::{Cached, Slim};
 
 /// Operator-wide settings the Helm chart can change.
 #[derive(Clone, Debug)]
@@ -52,9 +52,9 @@ pub struct Context {
     pub settings: Settings,
     failures: Mutex<HashMap<String, u32>>,
     synced: tokio::sync::watch::Sender<bool>,
-    /// Per child (kind/namespace/name): hash of what berth last applied, and the fingerprint of what the
-    /// API server answered. Lost on restart, which only costs one apply per child.
-    applied: Mutex<HashMap<String, (u64, u64)>>,
+    /// Per child (kind/namespace/name): what berth last applied and what the API server answered. Lost
+    /// on restart, which only costs one apply per child.
+    applied: Mutex<HashMap<String, Memo>>,
 }
 
 impl Context {
@@ -141,7 +141,8 @@ impl Context {
         Ok(())
     }
 
-    /// Like [`Context::apply`], but no request at all when the apply would change nothing: `obj` is what
+    /// Like [`Context::apply`], but no request at all when the apply would change nothing, and says what
+    /// happened: the one answer to "did anything change" for writes and events. `obj` is what
     /// berth last applied to this object, and `cached` (the watch cache's copy) is, but for its status and
     /// version stamps, what that apply returned, so nobody has touched it since. Anything else (a changed
     /// desired state, a hand edit of spec or metadata, a deleted object, a restart of berth) applies. A
@@ -151,30 +152,46 @@ impl Context {
     ///
     /// # Errors
     /// Whatever the API server answers.
-    pub async fn apply_unless_unchanged<K>(&self, api: &Api<K>, obj: &K, cached: Option<Arc<K>>) -> Result<K>
+    pub async fn ensure<K>(&self, api: &Api<K>, obj: &K, cached: Option<Arc<Cached<K>>>) -> Result<Applied<K>>
     where
         K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug + Slim,
     {
-        match cached {
-            Some(cached) if self.unchanged(obj, &cached) => Ok((*cached).clone()),
-            _ => self.apply(api, obj).await,
+        if let Some(cached) = cached.as_ref().filter(|c| self.unchanged(obj, c)) {
+            return Ok(Applied {
+                object: K::clone(cached),
+                outcome: Outcome::Unchanged,
+            });
         }
+        let before = self.memo(obj);
+        let object = self.apply(api, obj).await?;
+        let outcome = outcome(
+            before
+                .as_ref()
+                .map(|m| (m.wanted == hash(obj), m.version.as_deref())),
+            cached.as_ref().map(|c| c.resource_version()),
+            object.resource_version().as_deref(),
+        );
+        Ok(Applied { object, outcome })
     }
 
-    fn unchanged<K: Resource<DynamicType = ()> + Serialize>(&self, desired: &K, cached: &K) -> bool {
-        self.applied.lock().ok().is_some_and(|memo| {
-            memo.get(&memo_key(desired)).is_some_and(|(wanted, seen)| {
-                *wanted == hash(desired) && *seen == fingerprint(desired, cached)
-            })
-        })
+    fn unchanged<K: Resource<DynamicType = ()> + Serialize>(&self, desired: &K, cached: &Cached<K>) -> bool {
+        self.memo(desired)
+            .is_some_and(|m| m.wanted == hash(desired) && m.seen == fingerprint(desired, cached))
+    }
+
+    fn memo<K: Resource<DynamicType = ()>>(&self, desired: &K) -> Option<Memo> {
+        self.applied.lock().ok()?.get(&memo_key(desired)).cloned()
     }
 
     fn remember<K: Resource<DynamicType = ()> + Serialize + Clone + Slim>(&self, desired: &K, applied: &K) {
-        // Compared later with the cache's copy, so reduced the way the cache reduces it.
-        let mut applied = applied.clone();
-        applied.slim();
-        if let Ok(mut memo) = self.applied.lock() {
-            memo.insert(memo_key(desired), (hash(desired), fingerprint(desired, &applied)));
+        // Compared later with the cache's view, so viewed the same way.
+        let memo = Memo {
+            wanted: hash(desired),
+            seen: fingerprint(desired, &Cached::new(applied.clone())),
+            version: applied.resource_version(),
+        };
+        if let Ok(mut all) = self.applied.lock() {
+            all.insert(memo_key(desired), memo);
         }
     }
 
@@ -265,6 +282,13 @@ impl Context {
         }
     }
 
+    /// Forgets the failures of every object whose UID `present` denies.
+    pub fn forget_unless(&self, present: impl Fn(&str) -> bool) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.retain(|uid, _| present(uid));
+        }
+    }
+
     /// Forget an object's failures after a successful reconcile.
     pub fn succeeded<K: Resource>(&self, obj: &K) {
         if let Ok(mut f) = self.failures.lock() {
@@ -293,6 +317,87 @@ impl Context {
     }
 }
 
+/// What berth last applied to one child (a hash), and what the API server answered: its fingerprint (see
+/// [`fingerprint`]) and resourceVersion.
+#[derive(Clone, Debug)]
+struct Memo {
+    wanted: u64,
+    seen: u64,
+    version: Option<String>,
+}
+
+/// What [`Context::ensure`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to write, or a write that changed nothing.
+    Unchanged,
+    Created,
+    /// berth wanted something new (or, after a restart, did not remember what it wanted).
+    Updated,
+    /// Someone else changed it since berth last applied the same thing; put back.
+    Repaired,
+    /// Someone else deleted it since berth last applied it; created again.
+    Recreated,
+}
+
+/// A child after [`Context::ensure`], and what happened to it.
+#[derive(Clone, Debug)]
+pub struct Applied<K> {
+    pub object: K,
+    pub outcome: Outcome,
+}
+
+/// The children a reconcile put back after someone else changed or deleted them, for one event.
+#[derive(Debug, Default)]
+pub struct Repairs(Vec<String>);
+
+impl Repairs {
+    /// Notes what happened to one child; returns the child.
+    pub fn note<K: Resource<DynamicType = ()>>(&mut self, applied: Applied<K>) -> K {
+        let how = match applied.outcome {
+            Outcome::Repaired => "changed",
+            Outcome::Recreated => "deleted",
+            Outcome::Unchanged | Outcome::Created | Outcome::Updated => return applied.object,
+        };
+        self.0
+            .push(format!("{}/{} ({how})", K::kind(&()), applied.object.name_any()));
+        applied.object
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Kind/name (changed|deleted)`, comma-separated.
+    #[must_use]
+    pub fn list(&self) -> String {
+        self.0.join(", ")
+    }
+}
+
+/// What an apply did, from versions alone. `memo`: whether berth wants what it last applied, and the
+/// version that apply left; `cached`: the watch cache's version (`None`: not in the cache); `answer`: the
+/// version after this apply. An answer at the version berth left, or at the cache's version, means the
+/// apply wrote nothing (the cache was behind, or someone changed only fields berth does not own).
+fn outcome(
+    memo: Option<(bool, Option<&str>)>,
+    cached: Option<Option<String>>,
+    answer: Option<&str>,
+) -> Outcome {
+    let wrote_nothing = memo.is_some_and(|(_, v)| v.is_some() && v == answer)
+        || cached
+            .as_ref()
+            .is_some_and(|c| c.is_some() && c.as_deref() == answer);
+    match (memo, cached) {
+        _ if wrote_nothing => Outcome::Unchanged,
+        (Some((true, _)), None) => Outcome::Recreated,
+        (Some((true, _)), Some(_)) => Outcome::Repaired,
+        (_, None) => Outcome::Created,
+        (_, Some(_)) => Outcome::Updated,
+    }
+}
+
 fn memo_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     format!(
         "{}/{}/{}",
@@ -315,7 +420,7 @@ fn hash_json(value: &serde_json::Value) -> u64 {
 
 /// What berth's last apply left of `obj`: not its status and version stamps, nor the labels and
 /// annotations others add (the Deployment controller's revision, say), which an apply would leave alone.
-fn fingerprint<K: Resource + Serialize>(desired: &K, obj: &K) -> u64 {
+fn fingerprint<K: Resource + Serialize>(desired: &K, obj: &Cached<K>) -> u64 {
     let mut value = serde_json::to_value(obj).unwrap_or_default();
     if let Some(o) = value.as_object_mut() {
         o.remove("status");
@@ -326,7 +431,11 @@ fn fingerprint<K: Resource + Serialize>(desired: &K, obj: &K) -> u64 {
                         keys: &std::collections::BTreeMap<String, String>,
                         meta: &mut serde_json::Map<String, serde_json::Value>| {
                 if let Some(map) = meta.get_mut(field).and_then(serde_json::Value::as_object_mut) {
-                    map.retain(|k, _| keys.contains_key(k) || k == crate::slim::DIGEST);
+                    map.retain(|k, _| keys.contains_key(k));
+                    // None left of berth's: as if there were none at all.
+                    if map.is_empty() {
+                        meta.remove(field);
+                    }
                 }
             };
             ours(
@@ -344,8 +453,10 @@ fn fingerprint<K: Resource + Serialize>(desired: &K, obj: &K) -> u64 {
     hash_json(&value)
 }
 
+/// By UID: an object re-created under the same name starts with a clean slate.
 fn key<K: Resource>(obj: &K) -> String {
-    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+    obj.uid()
+        .unwrap_or_else(|| format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()))
 }
 
 #[cfg(test)]
@@ -377,11 +488,41 @@ mod tests {
         cm
     }
 
-    /// The watch cache's copy: slimmed on the way in.
-    fn cached(value: &str, rv: &str) -> ConfigMap {
-        let mut cm = config_map(value, Some(rv));
-        cm.slim();
-        cm
+    /// The watch cache's view.
+    fn cached(value: &str, rv: &str) -> Cached<ConfigMap> {
+        Cached::new(config_map(value, Some(rv)))
+    }
+
+    #[test]
+    fn outcomes_tell_berths_own_writes_from_repairs() {
+        let v = |s: &str| Some(s.to_owned());
+        // First apply of this process: created, or updated (perhaps by a new version of berth).
+        assert_eq!(outcome(None, None, Some("5")), Outcome::Created);
+        assert_eq!(outcome(None, Some(v("4")), Some("5")), Outcome::Updated);
+        assert_eq!(outcome(None, Some(v("5")), Some("5")), Outcome::Unchanged);
+        // berth wants something new.
+        assert_eq!(
+            outcome(Some((false, Some("5"))), Some(v("5")), Some("6")),
+            Outcome::Updated
+        );
+        // The same wish, and the object moved under it: someone else's doing.
+        assert_eq!(
+            outcome(Some((true, Some("5"))), Some(v("6")), Some("7")),
+            Outcome::Repaired
+        );
+        assert_eq!(
+            outcome(Some((true, Some("5"))), None, Some("9")),
+            Outcome::Recreated
+        );
+        // The cache behind berth's own last write, or a change only to fields berth leaves alone.
+        assert_eq!(
+            outcome(Some((true, Some("5"))), Some(v("4")), Some("5")),
+            Outcome::Unchanged
+        );
+        assert_eq!(
+            outcome(Some((true, Some("5"))), Some(v("6")), Some("6")),
+            Outcome::Unchanged
+        );
     }
 
     #[tokio::test]
@@ -407,7 +548,7 @@ mod tests {
             "another controller's annotation, which an apply would keep"
         );
         let mut edited = cached("v1", "9");
-        edited.metadata.labels = None;
+        edited.meta_mut().labels = None;
         assert!(!ctx.unchanged(&desired, &edited), "someone removed berth's label");
         assert!(
             !ctx.unchanged(&desired, &cached("other", "9")),

@@ -12,12 +12,13 @@ pub mod managers;
 pub mod metrics;
 pub mod owner;
 pub mod report;
+pub mod runtime;
 pub mod shared;
 pub mod slim;
 pub mod trace;
 pub mod watch;
 
 pub use apply::{apply, apply_status, delete_if_exists};
-pub use context::{Context, Settings};
+pub use context::{Applied, Context, Outcome, Repairs, Settings};
 pub use error::{Error, Result};
 pub use owner::owner_ref;

@@ -113,7 +113,7 @@ where
             mut subscribers,
         } = self;
         let kind = K::kind(&());
-        let events = watcher(api, watcher::Config::default().any_semantic())
+        let events = crate::watch::guarded(api, watcher::Config::default().any_semantic())
             .default_backoff()
             .modify(|o: &mut K| o.managed_fields_mut().clear())
             .reflect(writer);

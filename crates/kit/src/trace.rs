@@ -1,5 +1,6 @@
 //! The span every reconcile runs in: kind, namespace and name of the object, and how it ended. With
-//! OpenTelemetry on, it is exported; writes made through [`crate::Context`] are its child spans.
+//! OpenTelemetry on, it is exported, writes made through [`crate::Context`] are its child spans, and its
+//! trace id is one of its fields, so every log line of the reconcile carries it.
 
 use std::future::Future;
 
@@ -26,7 +27,9 @@ where
         namespace = obj.namespace().unwrap_or_default(),
         name = %obj.name_any(),
         outcome = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
     );
+    berth_telemetry::record_trace_id(&span);
     let _timer = kit.metrics.reconcile(kit.controller);
     let result = body.instrument(span.clone()).await;
     span.record(

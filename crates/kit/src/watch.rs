@@ -4,8 +4,9 @@
 use std::fmt::Debug;
 use std::hash::Hash;
 
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use kube::api::Api;
+use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -13,18 +14,18 @@ use serde::de::DeserializeOwned;
 
 use crate::changes::{Filter, Fingerprint};
 use crate::labels::managed_selector;
-use crate::slim::Slim;
+use crate::slim::{Cached, Slim};
 
 /// A store of every `K` berth manages, and the stream that fills it (pass it to `Controller::owns_stream`),
 /// which passes a change only when `fingerprint` sees one (deletions always).
 /// managedFields are dropped on the way in (most of an object's bytes, and no controller reads them), and
-/// each object is slimmed (see [`crate::slim`]).
+/// the store keeps each object as a [`Cached`] view (see [`crate::slim`]).
 pub fn owned<K>(
     api: Api<K>,
-    fingerprint: Fingerprint<K>,
+    fingerprint: Fingerprint<Cached<K>>,
 ) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    Store<Cached<K>>,
+    impl Stream<Item = Result<Cached<K>, watcher::Error>> + Send + 'static,
 )
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + Slim + 'static,
@@ -37,9 +38,11 @@ where
     let mut filter = Filter::new(fingerprint);
     let stream = watcher(api, config)
         .default_backoff()
-        .modify(|o: &mut K| {
-            o.managed_fields_mut().clear();
-            o.slim();
+        .map_ok(|event| {
+            map_event(event, |mut o: K| {
+                o.managed_fields_mut().clear();
+                Cached::new(o)
+            })
         })
         .reflect(writer)
         .filter_map(move |event| std::future::ready(filter.pass(event, true)));
@@ -63,7 +66,7 @@ where
 {
     let (store, writer) = reflector::store();
     let mut filter = Filter::new(fingerprint);
-    let stream = watcher(api, watcher::Config::default().any_semantic())
+    let stream = guarded(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .inspect(move |event| {
             if matches!(event, Ok(watcher::Event::InitDone)) {
@@ -135,11 +138,77 @@ where
     Box::pin(async move { store.wait_until_ready().await.is_ok() })
 }
 
-/// The cache's copy of the object `desired` names.
+/// The cache's view of the object `desired` names.
 #[must_use]
-pub fn current<K>(store: &Store<K>, desired: &K) -> Option<std::sync::Arc<K>>
+pub fn current<K>(store: &Store<Cached<K>>, desired: &K) -> Option<std::sync::Arc<Cached<K>>>
 where
     K: Resource<DynamicType = ()> + Clone,
 {
-    store.get(&reflector::ObjectRef::from_obj(desired))
+    let name = reflector::ObjectRef::<Cached<K>>::new(&desired.name_any());
+    store.get(&match desired.namespace() {
+        Some(ns) => name.within(&ns),
+        None => name,
+    })
+}
+
+/// [`current`] for a kind whose cache keeps objects whole (a shared watch's).
+#[must_use]
+pub fn current_whole<K>(store: &Store<K>, desired: &K) -> Option<std::sync::Arc<Cached<K>>>
+where
+    K: Resource<DynamicType = ()> + Clone + Slim,
+{
+    let whole = store.get(&reflector::ObjectRef::from_obj(desired))?;
+    Some(std::sync::Arc::new(Cached::new((*whole).clone())))
+}
+
+/// A watch of `api`'s kind that survives objects its types cannot read (a CRD version berth does not know
+/// yet, a field edited past its schema): each is reported and left out, instead of failing the list and
+/// with it every tenant's reconciles.
+pub fn guarded<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let guarded: Api<DeserializeGuard<K>> = Api::all(api.into_client());
+    watcher(guarded, config).filter_map(|event| std::future::ready(event.map(readable).transpose()))
+}
+
+/// One watch event with its object(s) turned into another type.
+fn map_event<A, B>(event: watcher::Event<A>, mut f: impl FnMut(A) -> B) -> watcher::Event<B> {
+    match event {
+        watcher::Event::Apply(o) => watcher::Event::Apply(f(o)),
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(f(o)),
+        watcher::Event::Delete(o) => watcher::Event::Delete(f(o)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
+/// The readable part of one watch event; `None` for an object the types cannot read, reported here.
+fn readable<K: Resource<DynamicType = ()>>(
+    event: watcher::Event<DeserializeGuard<K>>,
+) -> Option<watcher::Event<K>> {
+    let ok = |g: DeserializeGuard<K>| match g.0 {
+        Ok(k) => Some(k),
+        Err(invalid) => {
+            let meta = &invalid.metadata;
+            tracing::warn!(
+                kind = %K::kind(&()),
+                namespace = meta.namespace.as_deref().unwrap_or_default(),
+                name = meta.name.as_deref().unwrap_or_default(),
+                error = %invalid.error,
+                "skipping an object berth cannot read"
+            );
+            None
+        }
+    };
+    Some(match event {
+        watcher::Event::Apply(g) => watcher::Event::Apply(ok(g)?),
+        watcher::Event::InitApply(g) => watcher::Event::InitApply(ok(g)?),
+        watcher::Event::Delete(g) => watcher::Event::Delete(ok(g)?),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    })
 }

@@ -1,0 +1,212 @@
+use berth_api::SchedulerSpec;
+use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+use k8s_openapi::api::core::v1::EnvVar;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::*;
+
+fn scheduler() -> Scheduler {
+    let mut s = Scheduler::new(
+        "nightly-jobs",
+        SchedulerSpec {
+            workers: 2,
+            env_from_secret: Some("db-connection".into()),
+            ..SchedulerSpec::default()
+        },
+    );
+    s.metadata.namespace = Some("tenant-ns".into());
+    s.metadata.uid = Some("uid-1".into());
+    s.metadata.labels = Some(BTreeMap::from([(
+        "berth.dev/customer".into(),
+        "acme-corp".into(),
+    )]));
+    s.metadata.annotations = Some(BTreeMap::from([
+        ("pod.berth.dev/kwok-complete-after".into(), "20s".into()),
+        ("unrelated.example/x".into(), "y".into()),
+    ]));
+    s
+}
+
+fn workflow() -> Workflow {
+    Workflow {
+        name: "vacuum".into(),
+        schedule: "@hourly".into(),
+        image: "registry.example/vacuum:1".into(),
+        command: vec!["/vacuum".into()],
+        env: vec![EnvVar {
+            name: "MODE".into(),
+            value: Some("full".into()),
+            ..EnvVar::default()
+        }],
+        backoff_limit: Some(2),
+        active_deadline_seconds: Some(600),
+        ..Workflow::default()
+    }
+}
+
+fn built(suspended: bool) -> Job {
+    let s = scheduler();
+    let owner = berth_kit::owner_ref(&s).unwrap();
+    let run = RunToCreate {
+        workflow: "vacuum".into(),
+        scheduled: "2025-01-01T10:00:00Z".parse().unwrap(),
+        suspended,
+    };
+    build(&s, &workflow(), &run, owner)
+}
+
+#[test]
+fn the_job_is_owned_named_labelled_and_annotated() {
+    let job = built(true);
+    assert_eq!(job.name_any(), "vacuum-28928760");
+    assert_eq!(job.namespace().as_deref(), Some("tenant-ns"));
+    let owner = &job.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+        ("Scheduler", "nightly-jobs", "uid-1")
+    );
+    assert_eq!(
+        (owner.controller, owner.block_owner_deletion),
+        (Some(true), Some(true))
+    );
+    let l = job.labels();
+    assert_eq!(l[WORKFLOW], "vacuum");
+    assert_eq!(l[SCHEDULED_TIME], "1735725600");
+    assert_eq!(l["berth.dev/customer"], "acme-corp");
+    assert_eq!(l[INSTANCE], "nightly-jobs");
+    assert_eq!(l[MANAGED_BY], "berth");
+    assert_eq!(job.annotations()[SCHEDULED_TIME], "2025-01-01T10:00:00Z");
+    let spec = job.spec.as_ref().unwrap();
+    assert_eq!(spec.suspend, Some(true));
+    assert_eq!(spec.backoff_limit, Some(2));
+    assert_eq!(spec.active_deadline_seconds, Some(600));
+    let pod_meta = spec.template.metadata.as_ref().unwrap();
+    assert_eq!(pod_meta.labels.as_ref().unwrap()[WORKFLOW], "vacuum");
+    let pod_annotations = pod_meta.annotations.as_ref().unwrap();
+    assert_eq!(pod_annotations["berth.dev/kwok-complete-after"], "20s");
+    assert!(!pod_annotations.contains_key("unrelated.example/x"));
+    assert!(!pod_annotations.keys().any(|k| k.starts_with("pod.")));
+    assert_eq!(built(false).spec.unwrap().suspend, Some(false));
+}
+
+#[test]
+fn the_selector_matches_the_labels() {
+    let job = built(false);
+    for pair in selector("nightly-jobs").split(',') {
+        let (k, v) = pair.split_once('=').unwrap();
+        assert_eq!(job.labels().get(k).map(String::as_str), Some(v), "{k}");
+    }
+}
+
+#[test]
+fn the_pod_is_restricted_and_runs_the_workflow() {
+    let pod = built(false).spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let psc = pod.security_context.unwrap();
+    assert_eq!((psc.run_as_non_root, psc.run_as_user), (Some(true), Some(65532)));
+    assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    let [c] = pod.containers.as_slice() else {
+        panic!("one container")
+    };
+    assert_eq!(c.image.as_deref(), Some("registry.example/vacuum:1"));
+    assert_eq!(c.command.as_deref(), Some(&["/vacuum".to_owned()][..]));
+    assert_eq!(c.args, None, "the image's own arguments stay");
+    assert_eq!(c.env.as_ref().unwrap()[0].name, "MODE");
+    assert_eq!(
+        c.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name,
+        "db-connection"
+    );
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_owned()][..])
+    );
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(c.resources.as_ref(), Some(&default_resources()));
+}
+
+#[test]
+fn a_workflow_names_its_own_resources_and_no_secret_means_no_env_from() {
+    let mut s = scheduler();
+    s.spec.env_from_secret = None;
+    let mut w = workflow();
+    let mine = ResourceRequirements {
+        requests: Some(BTreeMap::from([("memory".into(), Quantity("1Gi".into()))])),
+        ..ResourceRequirements::default()
+    };
+    w.resources = Some(mine.clone());
+    let run = RunToCreate {
+        workflow: "vacuum".into(),
+        scheduled: Timestamp::UNIX_EPOCH,
+        suspended: false,
+    };
+    let job = build(&s, &w, &run, berth_kit::owner_ref(&s).unwrap());
+    let c = &job.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(c.resources.as_ref(), Some(&mine));
+    assert_eq!(c.env_from, None);
+}
+
+fn condition(type_: &str, at: &str) -> JobCondition {
+    JobCondition {
+        type_: type_.into(),
+        status: "True".into(),
+        last_transition_time: Some(Time(at.parse().unwrap())),
+        ..JobCondition::default()
+    }
+}
+
+#[test]
+fn view_reads_state_and_times() {
+    let queued = built(true);
+    let v = view(&queued).unwrap();
+    assert_eq!(v.state, RunState::Queued);
+    assert_eq!(v.workflow, "vacuum");
+    assert_eq!(v.scheduled, "2025-01-01T10:00:00Z".parse().unwrap());
+    assert_eq!(view(&built(false)).unwrap().state, RunState::Active);
+
+    let mut done = built(false);
+    done.status = Some(JobStatus {
+        conditions: Some(vec![
+            condition("SuccessCriteriaMet", "2025-01-01T10:00:40Z"),
+            condition("Complete", "2025-01-01T10:00:42Z"),
+        ]),
+        completion_time: Some(Time("2025-01-01T10:00:41Z".parse().unwrap())),
+        ..JobStatus::default()
+    });
+    let v = view(&done).unwrap();
+    assert_eq!(
+        (v.state, v.finished),
+        (RunState::Succeeded, Some("2025-01-01T10:00:41Z".parse().unwrap()))
+    );
+
+    let mut failed = built(true);
+    failed.status = Some(JobStatus {
+        conditions: Some(vec![condition("Failed", "2025-01-01T10:10:00Z")]),
+        ..JobStatus::default()
+    });
+    let v = view(&failed).unwrap();
+    assert_eq!(
+        (v.state, v.finished),
+        (RunState::Failed, Some("2025-01-01T10:10:00Z".parse().unwrap()))
+    );
+}
+
+#[test]
+fn view_skips_foreign_and_deleted_jobs_and_falls_back_to_the_annotation() {
+    let mut foreign = built(false);
+    foreign.metadata.labels.as_mut().unwrap().remove(WORKFLOW);
+    assert_eq!(view(&foreign), None);
+
+    let mut deleting = built(false);
+    deleting.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+    assert_eq!(view(&deleting), None);
+
+    let mut annotated = built(false);
+    annotated.metadata.labels.as_mut().unwrap().remove(SCHEDULED_TIME);
+    assert_eq!(
+        view(&annotated).unwrap().scheduled,
+        "2025-01-01T10:00:00Z".parse().unwrap()
+    );
+}

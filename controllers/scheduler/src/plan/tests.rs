@@ -1,0 +1,608 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::*;
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn wf(name: &str, schedule: &str) -> Workflow {
+    Workflow {
+        name: name.into(),
+        schedule: schedule.into(),
+        image: "busybox".into(),
+        ..Workflow::default()
+    }
+}
+
+fn spec(workers: i32, workflows: Vec<Workflow>) -> SchedulerSpec {
+    SchedulerSpec {
+        workers,
+        workflows,
+        successful_jobs_history_limit: 3,
+        failed_jobs_history_limit: 1,
+        ..SchedulerSpec::default()
+    }
+}
+
+fn run(workflow: &str, scheduled: &str, state: RunState) -> Run {
+    let scheduled = ts(scheduled);
+    let finished = matches!(state, RunState::Succeeded | RunState::Failed)
+        .then(|| scheduled + SignedDuration::from_secs(30));
+    Run {
+        name: run_name(workflow, scheduled),
+        workflow: workflow.into(),
+        scheduled,
+        state,
+        finished,
+    }
+}
+
+fn remembered(name: &str, last: &str) -> WorkflowStatus {
+    WorkflowStatus {
+        name: name.into(),
+        last_schedule_time: Some(Time(ts(last))),
+        ..WorkflowStatus::default()
+    }
+}
+
+/// Plans at `now` for a Scheduler created at 09:00 that has been reconciled before.
+fn plan_at(now: &str, spec: &SchedulerSpec, previous: &[WorkflowStatus], runs: &[Run]) -> Plan {
+    plan(&Input {
+        now: ts(now),
+        spec,
+        created: Some(ts("2025-01-01T09:00:00Z")),
+        observed: true,
+        previous,
+        runs,
+    })
+}
+
+fn created(p: &Plan) -> Vec<(String, bool)> {
+    p.create.iter().map(|c| (c.name(), c.suspended)).collect()
+}
+
+/// Carries a plan out on a list of runs, as the cluster would (Jobs created, started, deleted).
+fn apply(runs: &[Run], p: &Plan) -> Vec<Run> {
+    let mut out: Vec<Run> = runs
+        .iter()
+        .filter(|r| !p.delete.contains(&r.name))
+        .cloned()
+        .collect();
+    for r in &mut out {
+        if p.unsuspend.contains(&r.name) {
+            r.state = RunState::Active;
+        }
+    }
+    out.extend(p.create.iter().map(|c| Run {
+        name: c.name(),
+        workflow: c.workflow.clone(),
+        scheduled: c.scheduled,
+        state: if c.suspended {
+            RunState::Queued
+        } else {
+            RunState::Active
+        },
+        finished: None,
+    }));
+    out
+}
+
+/// The status the reconcile would write, as the next plan reads it.
+fn remember(p: &Plan) -> Vec<WorkflowStatus> {
+    p.workflows
+        .iter()
+        .map(|w| WorkflowStatus {
+            name: w.name.clone(),
+            last_schedule_time: w.last_schedule.map(Time),
+            last_successful_time: w.last_successful.map(Time),
+            last_failed_time: w.last_failed.map(Time),
+            last_run: w.last_run.clone(),
+            missed: w.missed,
+        })
+        .collect()
+}
+
+#[test]
+fn run_names_are_deterministic_and_short() {
+    let t = ts("2025-01-01T10:05:00Z");
+    assert_eq!(run_name("backup", t), "backup-28928765");
+    assert_eq!(run_name_time("backup", "backup-28928765"), Some(t));
+    assert_eq!(run_name_time("backup", "backups-28928765"), None);
+    let longest = "w".repeat(40);
+    assert!(run_name(&longest, ts("2159-12-31T23:59:00Z")).len() <= 63);
+}
+
+#[test]
+fn a_new_scheduler_waits_for_the_first_due_time() {
+    let s = spec(2, vec![wf("report", "*/5 * * * *")]);
+    let p = plan(&Input {
+        now: ts("2025-01-01T10:01:10Z"),
+        spec: &s,
+        created: Some(ts("2025-01-01T10:01:00Z")),
+        observed: false,
+        previous: &[],
+        runs: &[],
+    });
+    assert!(p.create.is_empty());
+    assert_eq!(p.next_wakeup, Some(ts("2025-01-01T10:05:00Z")));
+    assert_eq!(p.workflows[0].last_schedule, None);
+    assert_eq!(p.workflows[0].missed, 0);
+}
+
+#[test]
+fn a_due_run_starts_once_and_a_restart_does_not_repeat_it() {
+    let s = spec(2, vec![wf("report", "*/5 * * * *")]);
+    let prev = [remembered("report", "2025-01-01T10:00:00Z")];
+    let first = plan_at("2025-01-01T10:05:01Z", &s, &prev, &[]);
+    assert_eq!(created(&first), [("report-28928765".to_owned(), false)]);
+    assert_eq!(first.workflows[0].last_schedule, Some(ts("2025-01-01T10:05:00Z")));
+    assert_eq!(first.workflows[0].last_run.as_deref(), Some("report-28928765"));
+    assert_eq!(first.next_wakeup, Some(ts("2025-01-01T10:10:00Z")));
+    assert_eq!((first.running, first.queued), (1, 0));
+
+    // A restarted operator sees the Job (and, or, the status) and does nothing new.
+    let runs = apply(&[], &first);
+    let with_status = plan_at("2025-01-01T10:06:00Z", &s, &remember(&first), &runs);
+    let without_status = plan_at("2025-01-01T10:06:00Z", &s, &prev, &runs);
+    for again in [&with_status, &without_status] {
+        assert!(again.create.is_empty() && again.delete.is_empty() && again.unsuspend.is_empty());
+        assert_eq!(again.workflows, first.workflows, "same status, no write");
+    }
+}
+
+#[test]
+fn a_pruned_run_is_never_brought_back() {
+    let mut s = spec(2, vec![wf("report", "*/5 * * * *")]);
+    s.successful_jobs_history_limit = 0;
+    let runs = [run("report", "2025-01-01T10:05:00Z", RunState::Succeeded)];
+    let prev = [remembered("report", "2025-01-01T10:05:00Z")];
+    let p = plan_at("2025-01-01T10:06:00Z", &s, &prev, &runs);
+    assert_eq!(p.delete, ["report-28928765"]);
+    let after = apply(&runs, &p);
+    let again = plan_at("2025-01-01T10:06:30Z", &s, &remember(&p), &after);
+    assert!(again.create.is_empty());
+    assert_eq!(
+        again.workflows[0].last_run.as_deref(),
+        Some("report-28928765"),
+        "remembered"
+    );
+    assert_eq!(
+        again.workflows[0].last_successful,
+        Some(ts("2025-01-01T10:05:30Z")),
+        "remembered"
+    );
+}
+
+#[test]
+fn missed_runs_within_the_deadline_start_only_the_latest() {
+    let s = spec(2, vec![wf("tick", "* * * * *")]);
+    let prev = [remembered("tick", "2025-01-01T10:00:00Z")];
+    // Down from 10:00:30 to 10:03:30: 10:01 and 10:02 are skipped, 10:03 (30 s late) starts.
+    let p = plan_at("2025-01-01T10:03:30Z", &s, &prev, &[]);
+    assert_eq!(p.create.len(), 1);
+    assert_eq!(p.create[0].scheduled, ts("2025-01-01T10:03:00Z"));
+    assert_eq!(p.workflows[0].newly_missed, 2);
+    assert_eq!(p.workflows[0].missed, 2);
+    // The count is not added twice.
+    let again = plan_at("2025-01-01T10:03:40Z", &s, &remember(&p), &apply(&[], &p));
+    assert_eq!(again.workflows[0].missed, 2);
+    assert_eq!(again.workflows[0].newly_missed, 0);
+}
+
+#[test]
+fn a_run_later_than_its_deadline_is_skipped_and_counted() {
+    let mut w = wf("report", "*/5 * * * *");
+    w.starting_deadline_seconds = Some(60);
+    let s = spec(2, vec![w]);
+    let mut prev = remembered("report", "2025-01-01T10:00:00Z");
+    prev.missed = 1;
+    let p = plan_at("2025-01-01T10:38:00Z", &s, &[prev], &[]);
+    assert!(p.create.is_empty(), "10:35 is 180 s late, more than 60 s");
+    assert_eq!(p.workflows[0].newly_missed, 7, "10:05 … 10:35");
+    assert_eq!(p.workflows[0].missed, 8);
+    assert_eq!(p.workflows[0].last_schedule, Some(ts("2025-01-01T10:35:00Z")));
+    assert_eq!(p.next_wakeup, Some(ts("2025-01-01T10:40:00Z")));
+}
+
+#[test]
+fn the_default_starting_deadline_is_five_minutes() {
+    let s = spec(2, vec![wf("daily", "0 3 * * *")]);
+    let prev = [remembered("daily", "2024-12-31T03:00:00Z")];
+    let in_time = plan_at("2025-01-01T03:05:00Z", &s, &prev, &[]);
+    assert_eq!(in_time.create.len(), 1);
+    let late = plan_at("2025-01-01T03:05:01Z", &s, &prev, &[]);
+    assert!(late.create.is_empty());
+    assert_eq!(late.workflows[0].missed, 1);
+}
+
+#[test]
+fn forbid_skips_while_the_previous_run_is_active_or_queued() {
+    let mut w = wf("sync", "*/5 * * * *");
+    w.concurrency_policy = ConcurrencyPolicy::Forbid;
+    let s = spec(4, vec![w]);
+    let prev = [remembered("sync", "2025-01-01T10:00:00Z")];
+    for state in [RunState::Active, RunState::Queued] {
+        let runs = [run("sync", "2025-01-01T10:00:00Z", state)];
+        let p = plan_at("2025-01-01T10:05:00Z", &s, &prev, &runs);
+        assert!(p.create.is_empty(), "{state:?}");
+        assert_eq!(p.workflows[0].forbidden, Some(ts("2025-01-01T10:05:00Z")));
+        assert_eq!(
+            p.workflows[0].last_schedule,
+            Some(ts("2025-01-01T10:05:00Z")),
+            "decided once"
+        );
+        assert_eq!(p.workflows[0].missed, 0, "a skip is not a miss");
+        // When the previous run finishes, the skipped run does not start late.
+        let done = [run("sync", "2025-01-01T10:00:00Z", RunState::Succeeded)];
+        let later = plan_at("2025-01-01T10:06:00Z", &s, &remember(&p), &done);
+        assert!(later.create.is_empty());
+    }
+    let done = [run("sync", "2025-01-01T10:00:00Z", RunState::Failed)];
+    assert_eq!(plan_at("2025-01-01T10:05:00Z", &s, &prev, &done).create.len(), 1);
+}
+
+#[test]
+fn allow_starts_next_to_the_previous_run() {
+    let s = spec(4, vec![wf("sync", "*/5 * * * *")]);
+    let prev = [remembered("sync", "2025-01-01T10:00:00Z")];
+    let runs = [run("sync", "2025-01-01T10:00:00Z", RunState::Active)];
+    let p = plan_at("2025-01-01T10:05:00Z", &s, &prev, &runs);
+    assert_eq!(created(&p), [("sync-28928765".to_owned(), false)]);
+    assert!(p.delete.is_empty());
+    assert_eq!(p.running, 2);
+}
+
+#[test]
+fn replace_deletes_the_active_and_queued_runs_and_starts_the_new_one() {
+    let mut w = wf("sync", "*/5 * * * *");
+    w.concurrency_policy = ConcurrencyPolicy::Replace;
+    let s = spec(1, vec![w]);
+    let prev = [remembered("sync", "2025-01-01T10:00:00Z")];
+    let runs = [
+        run("sync", "2025-01-01T09:55:00Z", RunState::Active),
+        run("sync", "2025-01-01T10:00:00Z", RunState::Queued),
+        run("sync", "2025-01-01T09:50:00Z", RunState::Succeeded),
+    ];
+    let p = plan_at("2025-01-01T10:05:00Z", &s, &prev, &runs);
+    assert_eq!(p.delete, [runs[0].name.clone(), runs[1].name.clone()]);
+    assert_eq!(
+        created(&p),
+        [("sync-28928765".to_owned(), false)],
+        "the freed worker takes it"
+    );
+    assert!(p.unsuspend.is_empty());
+    assert_eq!((p.running, p.queued), (1, 0));
+}
+
+#[test]
+fn six_due_at_once_on_four_workers_queue_two_and_start_them_oldest_first() {
+    let names = ["a", "b", "c", "d", "e", "f"];
+    let s = spec(4, names.iter().map(|n| wf(n, "*/5 * * * *")).collect());
+    let prev: Vec<_> = names
+        .iter()
+        .map(|n| remembered(n, "2025-01-01T10:00:00Z"))
+        .collect();
+    let p = plan_at("2025-01-01T10:05:00Z", &s, &prev, &[]);
+    let suspended: Vec<bool> = p.create.iter().map(|c| c.suspended).collect();
+    assert_eq!(
+        suspended,
+        [false, false, false, false, true, true],
+        "ties go in workflow order"
+    );
+    assert_eq!((p.running, p.queued), (4, 2));
+
+    // Nothing changes while all four run.
+    let mut runs = apply(&[], &p);
+    let status = remember(&p);
+    let steady = plan_at("2025-01-01T10:06:00Z", &s, &status, &runs);
+    assert!(steady.create.is_empty() && steady.unsuspend.is_empty() && steady.delete.is_empty());
+
+    // One finishes: the oldest-due queued run (e, same due time, earlier in the spec) starts.
+    runs[0].state = RunState::Succeeded;
+    runs[0].finished = Some(ts("2025-01-01T10:06:30Z"));
+    let next = plan_at("2025-01-01T10:06:31Z", &s, &status, &runs);
+    assert_eq!(next.unsuspend, [run_name("e", ts("2025-01-01T10:05:00Z"))]);
+    assert_eq!((next.running, next.queued), (4, 1));
+}
+
+#[test]
+fn queued_runs_start_oldest_due_first_across_workflows() {
+    let s = spec(1, vec![wf("a", "0 * * * *"), wf("b", "0 * * * *")]);
+    let prev = [
+        remembered("a", "2025-01-01T10:00:00Z"),
+        remembered("b", "2025-01-01T10:00:00Z"),
+    ];
+    let runs = [
+        run("a", "2025-01-01T10:00:00Z", RunState::Queued),
+        run("b", "2025-01-01T09:00:00Z", RunState::Queued),
+    ];
+    let p = plan_at("2025-01-01T10:30:00Z", &s, &prev, &runs);
+    assert_eq!(p.unsuspend, [runs[1].name.clone()]);
+    assert_eq!((p.running, p.queued), (1, 1));
+}
+
+#[test]
+fn new_runs_queue_behind_older_queued_ones() {
+    let s = spec(1, vec![wf("a", "*/5 * * * *")]);
+    let prev = [remembered("a", "2025-01-01T10:00:00Z")];
+    let runs = [run("a", "2025-01-01T10:00:00Z", RunState::Queued)];
+    let p = plan_at("2025-01-01T10:05:00Z", &s, &prev, &runs);
+    assert_eq!(p.unsuspend, [runs[0].name.clone()]);
+    assert_eq!(created(&p), [("a-28928765".to_owned(), true)]);
+}
+
+#[test]
+fn fewer_workers_stop_nothing_and_start_nothing() {
+    let s = spec(1, vec![wf("a", "*/5 * * * *")]);
+    let prev = [remembered("a", "2025-01-01T10:05:00Z")];
+    let runs = [
+        run("a", "2025-01-01T10:00:00Z", RunState::Active),
+        run("a", "2025-01-01T10:05:00Z", RunState::Active),
+        run("a", "2025-01-01T09:55:00Z", RunState::Queued),
+    ];
+    let p = plan_at("2025-01-01T10:06:00Z", &s, &prev, &runs);
+    assert!(p.unsuspend.is_empty() && p.delete.is_empty() && p.create.is_empty());
+    assert_eq!((p.running, p.queued), (2, 1));
+}
+
+#[test]
+fn suspend_starts_nothing_and_keeps_the_queue() {
+    let mut s = spec(4, vec![wf("a", "*/5 * * * *")]);
+    s.suspend = true;
+    let prev = [remembered("a", "2025-01-01T10:00:00Z")];
+    let runs = [run("a", "2025-01-01T10:00:00Z", RunState::Queued)];
+    let p = plan_at("2025-01-01T10:05:00Z", &s, &prev, &runs);
+    assert!(p.create.is_empty() && p.unsuspend.is_empty() && p.delete.is_empty());
+    assert_eq!(p.next_wakeup, None, "no wake-ups while suspended");
+    assert_eq!((p.running, p.queued), (0, 1));
+    assert_eq!(
+        p.workflows[0].last_schedule,
+        Some(ts("2025-01-01T10:00:00Z")),
+        "nothing decided"
+    );
+
+    // Resumed at 10:21: 10:20 starts, 10:05 … 10:15 were missed, the queued run starts first.
+    s.suspend = false;
+    let resumed = plan_at("2025-01-01T10:21:00Z", &s, &remember(&p), &runs);
+    assert_eq!(resumed.unsuspend, [runs[0].name.clone()]);
+    assert_eq!(resumed.create.len(), 1);
+    assert_eq!(resumed.create[0].scheduled, ts("2025-01-01T10:20:00Z"));
+    assert_eq!(resumed.workflows[0].missed, 3);
+}
+
+#[test]
+fn history_keeps_the_newest_succeeded_and_failed_runs() {
+    let s = spec(4, vec![wf("a", "0 * * * *")]);
+    let runs = [
+        run("a", "2025-01-01T01:00:00Z", RunState::Succeeded),
+        run("a", "2025-01-01T02:00:00Z", RunState::Failed),
+        run("a", "2025-01-01T03:00:00Z", RunState::Succeeded),
+        run("a", "2025-01-01T04:00:00Z", RunState::Succeeded),
+        run("a", "2025-01-01T05:00:00Z", RunState::Failed),
+        run("a", "2025-01-01T06:00:00Z", RunState::Succeeded),
+        run("a", "2025-01-01T07:00:00Z", RunState::Failed),
+        run("a", "2025-01-01T08:00:00Z", RunState::Active),
+    ];
+    let prev = [remembered("a", "2025-01-01T08:00:00Z")];
+    let p = plan_at("2025-01-01T08:30:00Z", &s, &prev, &runs);
+    let mut expected = vec![runs[0].name.clone(), runs[1].name.clone(), runs[4].name.clone()];
+    expected.sort();
+    assert_eq!(
+        p.delete, expected,
+        "3 succeeded and 1 failed stay; the active run is not history"
+    );
+    assert_eq!(p.workflows[0].last_successful, Some(ts("2025-01-01T06:00:30Z")));
+    assert_eq!(p.workflows[0].last_failed, Some(ts("2025-01-01T07:00:30Z")));
+    assert_eq!(p.workflows[0].last_run.as_deref(), Some(runs[7].name.as_str()));
+}
+
+#[test]
+fn runs_of_removed_workflows_are_cleaned_up_but_active_ones_finish() {
+    let s = spec(2, vec![wf("kept", "0 * * * *")]);
+    let runs = [
+        run("gone", "2025-01-01T09:00:00Z", RunState::Active),
+        run("gone", "2025-01-01T09:30:00Z", RunState::Queued),
+        run("gone", "2025-01-01T08:00:00Z", RunState::Succeeded),
+    ];
+    let prev = [remembered("kept", "2025-01-01T10:00:00Z")];
+    let p = plan_at("2025-01-01T10:10:00Z", &s, &prev, &runs);
+    let mut expected = vec![runs[1].name.clone(), runs[2].name.clone()];
+    expected.sort();
+    assert_eq!(p.delete, expected);
+    assert_eq!((p.running, p.queued), (1, 0));
+    assert_eq!(p.workflows.len(), 1, "the status lists only the spec's workflows");
+}
+
+#[test]
+fn berlin_spring_forward_runs_the_0230_job_once() {
+    let mut w = wf("nightly", "30 2 * * *");
+    w.time_zone = Some("Europe/Berlin".into());
+    let s = spec(1, vec![w]);
+    let prev = [remembered("nightly", "2025-03-29T01:30:00Z")];
+    // 2025-03-30 02:30 does not exist in Berlin; the run comes due at 03:00 CEST = 01:00Z.
+    let before = plan_at("2025-03-30T00:59:59Z", &s, &prev, &[]);
+    assert!(before.create.is_empty());
+    assert_eq!(before.next_wakeup, Some(ts("2025-03-30T01:00:00Z")));
+    let due = plan_at("2025-03-30T01:00:05Z", &s, &prev, &[]);
+    assert_eq!(
+        created(&due),
+        [(run_name("nightly", ts("2025-03-30T01:00:00Z")), false)]
+    );
+    let after = plan_at("2025-03-30T02:00:00Z", &s, &remember(&due), &apply(&[], &due));
+    assert!(after.create.is_empty());
+    assert_eq!(after.next_wakeup, Some(ts("2025-03-31T00:30:00Z")), "02:30 CEST");
+}
+
+#[test]
+fn berlin_fall_back_runs_the_0230_job_once() {
+    let mut w = wf("nightly", "30 2 * * *");
+    w.time_zone = Some("Europe/Berlin".into());
+    let s = spec(1, vec![w]);
+    let prev = [remembered("nightly", "2025-10-25T00:30:00Z")];
+    // 2025-10-26 02:30 happens at 00:30Z (CEST) and again at 01:30Z (CET).
+    let first = plan_at("2025-10-26T00:30:02Z", &s, &prev, &[]);
+    assert_eq!(first.create.len(), 1);
+    assert_eq!(
+        first.next_wakeup,
+        Some(ts("2025-10-27T01:30:00Z")),
+        "not the repeated 02:30"
+    );
+    let runs = apply(&[], &first);
+    let repeated = plan_at("2025-10-26T01:30:02Z", &s, &remember(&first), &runs);
+    assert!(repeated.create.is_empty());
+    // Even with the status lost, the Job's due time is enough.
+    let forgotten = plan_at("2025-10-26T01:30:02Z", &s, &[], &runs);
+    assert!(forgotten.create.is_empty());
+}
+
+#[test]
+fn an_invalid_schedule_stops_only_its_workflow() {
+    let mut bad_zone = wf("zone", "@hourly");
+    bad_zone.time_zone = Some("Europe/Atlantis".into());
+    let s = spec(
+        2,
+        vec![wf("bad", "61 * * * *"), bad_zone, wf("good", "*/5 * * * *")],
+    );
+    let prev = [
+        remembered("bad", "2025-01-01T10:00:00Z"),
+        remembered("zone", "2025-01-01T10:00:00Z"),
+        remembered("good", "2025-01-01T10:00:00Z"),
+    ];
+    let runs = [run("bad", "2025-01-01T10:00:00Z", RunState::Queued)];
+    let p = plan_at("2025-01-01T11:00:00Z", &s, &prev, &runs);
+    assert!(p.workflows[0].invalid.as_deref().unwrap().contains("61 * * * *"));
+    assert!(
+        p.workflows[1]
+            .invalid
+            .as_deref()
+            .unwrap()
+            .contains("Europe/Atlantis")
+    );
+    assert_eq!(p.workflows[2].invalid, None);
+    assert_eq!(
+        created(&p),
+        [(run_name("good", ts("2025-01-01T11:00:00Z")), false)]
+    );
+    assert_eq!(
+        p.unsuspend,
+        [runs[0].name.clone()],
+        "a queued run still gets its worker"
+    );
+    assert_eq!(p.next_wakeup, Some(ts("2025-01-01T11:05:00Z")));
+}
+
+#[test]
+fn a_workflow_added_later_does_not_catch_up_on_time_before_it_existed() {
+    let s = spec(2, vec![wf("old", "0 * * * *"), wf("new", "0 * * * *")]);
+    let prev = [remembered("old", "2025-01-01T10:00:00Z")];
+    let p = plan_at("2025-01-01T10:02:00Z", &s, &prev, &[]);
+    assert!(p.create.is_empty());
+    assert_eq!(p.workflows[1].last_schedule, Some(ts("2025-01-01T10:00:00Z")));
+    assert_eq!(p.workflows[1].missed, 0);
+    let next = plan_at("2025-01-01T10:03:00Z", &s, &remember(&p), &[]);
+    assert!(next.create.is_empty());
+    assert_eq!(next.workflows, p.workflows);
+    let due = plan_at("2025-01-01T11:00:00Z", &s, &remember(&p), &[]);
+    assert_eq!(due.create.len(), 2);
+}
+
+#[test]
+fn an_operator_down_since_creation_starts_the_latest_due_run_in_time() {
+    let s = spec(2, vec![wf("tick", "* * * * *")]);
+    let p = plan(&Input {
+        now: ts("2025-01-01T10:03:30Z"),
+        spec: &s,
+        created: Some(ts("2025-01-01T10:00:30Z")),
+        observed: false,
+        previous: &[],
+        runs: &[],
+    });
+    assert_eq!(p.create.len(), 1);
+    assert_eq!(p.create[0].scheduled, ts("2025-01-01T10:03:00Z"));
+    assert_eq!(p.workflows[0].missed, 2, "10:01 and 10:02");
+}
+
+/// Drives the planner with a ticking clock over an hour, runs taking 150 s each, and checks the contract
+/// at every tick: never more active runs than workers, every due time run at most once, queued runs
+/// started oldest-due first, no writes planned when nothing happened. Halfway the status is lost
+/// (an operator restart that also lost its status), which must not repeat a run.
+#[test]
+fn an_hour_of_ticks_keeps_every_promise() {
+    let s = spec(
+        2,
+        vec![
+            wf("one", "* * * * *"),
+            wf("two", "*/2 * * * *"),
+            wf("three", "*/3 * * * *"),
+        ],
+    );
+    let start = ts("2025-01-01T10:00:00Z");
+    let mut status: Vec<WorkflowStatus> = s
+        .workflows
+        .iter()
+        .map(|w| remembered(&w.name, "2025-01-01T10:00:00Z"))
+        .collect();
+    let mut runs: Vec<Run> = vec![];
+    let mut ever_created = std::collections::HashSet::new();
+    let mut started_at: HashMap<String, Timestamp> = HashMap::new();
+    for tick in 1..=360 {
+        let now = start + SignedDuration::from_secs(tick * 10);
+        let mut changed = false;
+        for r in &mut runs {
+            if r.state == RunState::Active
+                && now.duration_since(started_at[&r.name]) >= SignedDuration::from_secs(150)
+            {
+                r.state = RunState::Succeeded;
+                r.finished = Some(now);
+                changed = true;
+            }
+        }
+        if tick == 180 {
+            status.clear();
+        }
+        let p = plan(&Input {
+            now,
+            spec: &s,
+            created: Some(start),
+            observed: true,
+            previous: &status,
+            runs: &runs,
+        });
+
+        let oldest_queued: Vec<&Run> = {
+            let mut q: Vec<&Run> = runs.iter().filter(|r| r.state == RunState::Queued).collect();
+            q.sort_by_key(|r| r.scheduled);
+            q.into_iter().take(p.unsuspend.len()).collect()
+        };
+        for (name, oldest) in p.unsuspend.iter().zip(&oldest_queued) {
+            assert_eq!(name, &oldest.name, "tick {tick}: oldest-due first");
+        }
+        for c in &p.create {
+            assert!(
+                ever_created.insert(c.name()),
+                "tick {tick}: {} created twice",
+                c.name()
+            );
+        }
+        let quiet = p.create.is_empty() && p.unsuspend.is_empty() && p.delete.is_empty();
+        let next_status = remember(&p);
+        if quiet && !changed && tick != 180 {
+            assert_eq!(
+                next_status, status,
+                "tick {tick}: nothing happened, nothing to write"
+            );
+        }
+        runs = apply(&runs, &p);
+        for r in runs.iter().filter(|r| r.state == RunState::Active) {
+            started_at.entry(r.name.clone()).or_insert(now);
+        }
+        let active = runs.iter().filter(|r| r.state == RunState::Active).count();
+        assert!(active <= 2, "tick {tick}: {active} active");
+        assert_eq!(usize::try_from(p.running).unwrap(), active);
+        status = next_status;
+    }
+    // Every due time of the hour was created once (more runs are due than two workers can take, so
+    // the queue grows; nothing is dropped and nothing repeated).
+    assert_eq!(ever_created.len(), 60 + 30 + 20);
+}
