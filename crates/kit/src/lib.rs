@@ -1,5 +1,7 @@
-//! What every berth controller does the same way: label and own children, apply them with server-side
-//! apply under one field manager per controller, keep conditions honest, classify errors, back off, emit events and
+//! What every berth controller does the same way. [`runtime`] runs a controller: a `Reconciler` and its
+//! watches are all a controller brings. The rest is what its reconciles share: label and own children,
+//! apply them under the controller's own field manager and learn what changed ([`Context::ensure`]), keep
+//! conditions honest, classify errors and report those a person must act on, back off, emit events and
 //! count reconciles.
 
 pub mod apply;
