@@ -79,14 +79,18 @@ pub fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
-/// Exponential back-off: 1 s, 2 s, 4 s, … capped at 5 minutes; permanent errors retry every 5 minutes.
+/// Exponential back-off, capped at 5 minutes: from 1 s for what passes by itself (the API server busy or
+/// restarting, a conflicting write); from 10 s for what waits on a person (a refusal by RBAC, quota or
+/// admission, a bug), who takes longer than a second and should not find berth hammering the API server;
+/// permanent errors, which wait for the object to change, retry every 5 minutes.
 #[must_use]
 pub fn backoff(error: &Error, failures: u32) -> Duration {
     const CAP: Duration = Duration::from_secs(300);
     if error.is_permanent() {
         return CAP;
     }
-    Duration::from_secs(1u64 << failures.min(9)).min(CAP)
+    let first = if error.needs_attention() { 10 } else { 1 };
+    Duration::from_secs(first << failures.min(9)).min(CAP)
 }
 
 #[cfg(test)]
@@ -98,6 +102,13 @@ mod tests {
         let e = Error::Kube(kube::Error::LinesCodecMaxLineLengthExceeded);
         let waits: Vec<u64> = (0..12).map(|n| backoff(&e, n).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+    }
+
+    #[test]
+    fn refusals_back_off_from_ten_seconds() {
+        let e = api(403, "cannot patch");
+        let waits: Vec<u64> = (0..7).map(|n| backoff(&e, n).as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300]);
     }
 
     #[test]
