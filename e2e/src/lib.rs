@@ -5,6 +5,8 @@
 // Test support: failing loudly with the state of the cluster is its job.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod bench;
+pub mod metrics;
 pub mod operator;
 pub mod otel;
 

@@ -1,15 +1,18 @@
 //! The berth binary as a real process, the way a cluster runs it: its own kubeconfig (the chart's
 //! ServiceAccount when `BERTH_E2E_OPERATOR_KUBECONFIG` is set), leader election on a Lease, probes and
 //! metrics on a local port. It stops when the test process goes away, because its standard input closes.
+//! The bench runs its release build through the same [`Launch`].
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use anyhow::{Context as _, bail};
+
+use crate::metrics::{self, Scrape};
 use crate::{kubeconfig, repo};
 
 /// Namespace of the leader Lease in the tests (the chart's namespace).
@@ -20,6 +23,21 @@ pub struct Operator {
     pub port: u16,
     child: Mutex<Child>,
     pub log: PathBuf,
+}
+
+/// What differs between one berth process and another: the tests' debug build with a short Lease, or
+/// the bench's release build.
+pub struct Launch<'a> {
+    /// The Lease holder is `<name>-<port>`, so a test can tell which of its operators leads.
+    pub name: &'a str,
+    pub bin: PathBuf,
+    pub kubeconfig: PathBuf,
+    /// Where its output goes; `None` is `target/e2e-logs/<name>-<pid>-<port>.log`.
+    pub log: Option<PathBuf>,
+    pub rust_log: String,
+    pub args: Vec<&'a str>,
+    /// Applied after `KUBECONFIG`, so a test can point berth somewhere else.
+    pub envs: &'a [(&'a str, &'a str)],
 }
 
 /// True when berth runs in the cluster already (kind, or any cluster with the chart installed).
@@ -37,15 +55,46 @@ pub fn shared() -> Option<&'static Operator> {
     Some(SHARED.get_or_init(|| Operator::start("shared", &[])))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn binary() -> PathBuf {
-    std::env::var_os("BERTH_BIN").map_or_else(|| repo().join("target/debug/berth"), PathBuf::from)
+impl Launch<'_> {
+    pub fn start(self) -> anyhow::Result<Operator> {
+        if !self.bin.exists() {
+            bail!(
+                "{} is missing: build it with `cargo build -p berth-operator` (`--release` for the bench)",
+                self.bin.display()
+            );
+        }
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let log = match self.log {
+            Some(log) => log,
+            None => {
+                let logs = repo().join("target/e2e-logs");
+                std::fs::create_dir_all(&logs)?;
+                logs.join(format!("{}-{}-{port}.log", self.name, std::process::id()))
+            }
+        };
+        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = Command::new(&self.bin)
+            .args(["--http-addr", &format!("127.0.0.1:{port}")])
+            .args(["--lease-namespace", LEASE_NAMESPACE])
+            .args(["--identity", &format!("{}-{port}", self.name)])
+            .arg("--stop-on-stdin-eof")
+            .args(&self.args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .envs(self.envs.iter().copied())
+            .env("RUST_LOG", &self.rust_log)
+            .stdin(Stdio::piped())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        Ok(Operator {
+            name: self.name.to_owned(),
+            port,
+            child: Mutex::new(child),
+            log,
+        })
+    }
 }
 
 impl Operator {
@@ -56,52 +105,22 @@ impl Operator {
 
     /// [`Operator::start`] with extra environment variables (e.g. the OTLP endpoint).
     pub fn start_with_env(name: &str, extra: &[&str], envs: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let logs = repo().join("target/e2e-logs");
-        std::fs::create_dir_all(&logs).expect("log dir");
-        let log = logs.join(format!("{name}-{}-{port}.log", std::process::id()));
-        let out = File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let kubeconfig =
-            std::env::var_os("BERTH_E2E_OPERATOR_KUBECONFIG").map_or_else(kubeconfig, PathBuf::from);
-        let bin = binary();
-        assert!(
-            bin.exists(),
-            "{} is missing: run `cargo build -p berth-operator` first",
-            bin.display()
-        );
-        let child = Command::new(bin)
-            .args([
-                "--http-addr",
-                &format!("127.0.0.1:{port}"),
-                "--lease-namespace",
-                LEASE_NAMESPACE,
-            ])
-            .args([
-                "--identity",
-                &format!("{name}-{port}"),
-                "--lease-seconds",
-                "6",
-                "--stop-on-stdin-eof",
-            ])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig)
-            .envs(envs.iter().copied())
-            .env(
-                "RUST_LOG",
-                std::env::var("BERTH_E2E_LOG").unwrap_or_else(|_| "info,kube=warn".to_owned()),
-            )
-            .stdin(Stdio::piped())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("start berth");
-        Self {
-            name: name.to_owned(),
-            port,
-            child: Mutex::new(child),
-            log,
+        // A short Lease keeps the hand-over tests fast.
+        let mut args = vec!["--lease-seconds", "6"];
+        args.extend_from_slice(extra);
+        Launch {
+            name,
+            bin: std::env::var_os("BERTH_BIN")
+                .map_or_else(|| repo().join("target/debug/berth"), PathBuf::from),
+            kubeconfig: std::env::var_os("BERTH_E2E_OPERATOR_KUBECONFIG")
+                .map_or_else(kubeconfig, PathBuf::from),
+            log: None,
+            rust_log: std::env::var("BERTH_E2E_LOG").unwrap_or_else(|_| "info,kube=warn".to_owned()),
+            args,
+            envs,
         }
+        .start()
+        .expect("start berth")
     }
 
     #[must_use]
@@ -123,42 +142,72 @@ impl Operator {
         assert!(status.is_ok_and(|s| s.success()), "kill -{sig} {}", self.pid());
     }
 
+    fn exited(&self) -> Option<ExitStatus> {
+        self.child.lock().ok()?.try_wait().ok()?
+    }
+
     /// Waits for the process to exit, at most `timeout`.
     pub fn wait(&self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(Some(status)) = self.child.lock().expect("child").try_wait() {
+            if let Some(status) = self.exited() {
                 return Some(status);
             }
-            if std::time::Instant::now() > deadline {
+            if Instant::now() > deadline {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
+    /// Waits until it leads and its caches have synced (`/readyz` 200), the moment its reconciles count.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited() {
+                bail!("berth exited ({status}); see {}", self.log.display());
+            }
+            if self.get("/readyz").is_some_and(|(code, _)| code == 200) && self.is_leader() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("berth not ready after {timeout:?}; see {}", self.log.display());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops it the way a supervisor does: closes its standard input (a graceful stop), kills it after
+    /// `grace`.
+    pub fn stop(&self, grace: Duration) {
+        if let Ok(mut child) = self.child.lock() {
+            drop(child.stdin.take());
+        }
+        if self.wait(grace).is_none()
+            && let Ok(mut child) = self.child.lock()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// GET of a path on the operator's HTTP port: (status code, body), or `None` when nothing listens.
     #[must_use]
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let code = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Some((code, body))
+        metrics::get(self.port, path).ok()
     }
 
-    /// Sum of a metric's samples whose label set contains every `labels` pair, e.g.
-    /// `metric("berth_reconciles_total", &[("controller", "customer")])`.
+    /// Sum of a metric's samples whose labels include every `labels` pair, e.g.
+    /// `metric("berth_reconciles_total", &[("controller", "customer")])`; `None` when `/metrics` does
+    /// not answer.
     #[must_use]
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let (_, body) = self.get("/metrics")?;
-        Some(sum_metric(&body, name, labels))
+        Some(self.scrape().ok()?.sum(name, labels))
+    }
+
+    /// Every series of `/metrics` now.
+    pub fn scrape(&self) -> anyhow::Result<Scrape> {
+        Scrape::fetch(self.port)
     }
 
     /// The last lines of the operator's log, for failure messages.
@@ -176,37 +225,5 @@ impl Drop for Operator {
             let _ = c.kill();
             let _ = c.wait();
         }
-    }
-}
-
-/// Sums the samples of `name` in Prometheus text whose labels include all of `labels`.
-#[must_use]
-pub fn sum_metric(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
-            (metric == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
-                .then(|| value.parse::<f64>().ok())
-                .flatten()
-        })
-        .sum()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::sum_metric;
-
-    #[test]
-    fn sums_matching_series_only() {
-        let body = "# HELP x\nberth_reconciles_total{controller=\"customer\"} 3\nberth_reconciles_total{controller=\"database\"} 4\nberth_leader 1\n";
-        assert!(
-            (sum_metric(body, "berth_reconciles_total", &[("controller", "customer")]) - 3.0).abs()
-                < f64::EPSILON
-        );
-        assert!((sum_metric(body, "berth_reconciles_total", &[]) - 7.0).abs() < f64::EPSILON);
-        assert!((sum_metric(body, "berth_leader", &[]) - 1.0).abs() < f64::EPSILON);
-        assert!(sum_metric(body, "berth_missing", &[]).abs() < f64::EPSILON);
     }
 }

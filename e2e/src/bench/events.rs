@@ -18,7 +18,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
-use crate::track::Tracker;
+use super::track::Tracker;
 
 pub type Counts = Arc<Mutex<BTreeMap<&'static str, u64>>>;
 

@@ -22,7 +22,10 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::track::Tracker;
+use super::phase::{Phase, PhaseReport, Writer};
+use super::sys::Meters;
+use super::track::Tracker;
+use super::{Config, FLOOR, log};
 
 /// How the floor writes: POST (the cheapest write) or server-side apply (what berth sends).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +41,49 @@ impl Verb {
             Self::Apply => "apply",
         }
     }
+}
+
+/// The floor's figures: those both phases report, and the client's own counts.
+#[derive(Debug, Serialize)]
+pub struct FloorReport {
+    #[serde(flatten)]
+    pub phase: PhaseReport,
+    pub writes: u64,
+    pub retries: u64,
+    pub errors: usize,
+    pub client_cpu_seconds: Option<f64>,
+}
+
+/// Writes the floor's tenants and waits until they are ready.
+pub async fn run(client: &Client, cfg: &Config, meters: &Meters) -> anyhow::Result<FloorReport> {
+    let bench = Writer {
+        pid: std::process::id(),
+        metrics_port: None,
+    };
+    let mut phase = Phase::start(client, &FLOOR, SERVER | POOL, cfg, meters, bench)?;
+    let ready = phase.ready.clone();
+    phase.watch(watch_ready(client, &ready));
+    let stats = Arc::new(Stats::default());
+    let names = FLOOR.names(cfg.n);
+    let work = create_all(client, &names, cfg.concurrency, cfg.floor_verb, &ready, &stats);
+    phase.issue(work).await;
+    let (writes, issued_in) = (stats.writes.load(Ordering::Relaxed), phase.issued_in());
+    log(&format!(
+        "floor: {writes} writes in {issued_in:.1}s; waiting for readiness"
+    ));
+    phase.converge().await;
+    let (report, end) = phase.finish()?;
+    let errors = stats.errors.lock().map(|e| e.clone()).unwrap_or_default();
+    for e in errors.iter().take(5) {
+        log(&format!("floor error: {e}"));
+    }
+    Ok(FloorReport {
+        phase: report,
+        writes,
+        retries: stats.retries.load(Ordering::Relaxed),
+        errors: errors.len(),
+        client_cpu_seconds: end.cpu_since(&phase.start),
+    })
 }
 
 /// Part bits of a floor tenant in the [`Tracker`].
@@ -61,7 +107,7 @@ impl Stats {
 
 /// A Customer as the API server would return it, with a made-up UID: what `build::children` needs.
 pub fn synthetic_customer(name: &str, index: usize) -> anyhow::Result<Customer> {
-    let mut c = crate::seed_customer(name)?;
+    let mut c = super::seed_customer(name)?;
     c.metadata.uid = Some(format!("00000000-0000-4000-8000-{index:012}"));
     Ok(c)
 }
@@ -305,8 +351,4 @@ where
             Err(e) => return Err(e).with_context(|| format!("{} {name}", K::kind(&()))),
         }
     }
-}
-
-fn log(line: &str) {
-    eprintln!("[bench] {line}");
 }

@@ -1,120 +1,167 @@
-//! The results: a table for people, `result.json` for machines, `ready.png` for the eye.
+//! `result.json`: both phases side by side, with where the run was made and how berth fared against
+//! its targets. Targets are reported, never asserted: a run on a busy machine is still worth reading.
 
 use std::path::Path;
 
-use anyhow::anyhow;
-use plotters::prelude::*;
+use kube::Client;
+use serde::Serialize;
 
-/// Candidate TrueType fonts for the chart's text (`BENCH_FONT` first).
-const FONTS: [&str; 5] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/liberation/LiberationSans-Regular.ttf",
-];
+use super::Config;
+use super::berth::BerthReport;
+use super::floor::FloorReport;
+use super::sys;
 
-/// Registers a system font as plotters' "sans-serif"; false when none is found (the chart then has
-/// no text).
-fn register_font() -> bool {
-    let candidates = std::env::var("BENCH_FONT")
-        .ok()
-        .into_iter()
-        .chain(FONTS.iter().map(|s| (*s).to_owned()));
-    for path in candidates {
-        if let Ok(bytes) = std::fs::read(&path) {
-            // plotters keeps fonts for the life of the process.
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                return true;
-            }
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub n: usize,
+    pub concurrency: usize,
+    pub floor_verb: &'static str,
+    pub machine: Machine,
+    pub versions: Versions,
+    pub floor: FloorReport,
+    pub berth: BerthReport,
+    /// T_berth / T_floor, when both phases completed.
+    pub ratio: Option<f64>,
+    pub targets: Targets,
+    pub ready_curves: Curves,
+}
+
+/// What the figures depend on besides berth.
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    pub nproc: usize,
+    pub mem_gib: Option<f64>,
+    pub load_at_start: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Versions {
+    pub kubernetes: String,
+    pub berth: String,
+    /// The commit, `-dirty` when the tree had changes.
+    pub git: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Targets {
+    pub ratio_le_1_25: Target,
+    pub steady_state_writes_eq_0: Target,
+    pub writes_per_child_object_le_2: Target,
+    pub operator_rss_lt_64_mib_at_1000: Target,
+}
+
+/// `met` is `None` when the run cannot tell (a phase timed out, or N is too small for the target).
+#[derive(Debug, Serialize)]
+pub struct Target {
+    pub value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n: Option<usize>,
+    pub met: Option<bool>,
+}
+
+/// When each tenant became Ready, ascending, for the chart.
+#[derive(Debug, Serialize)]
+pub struct Curves {
+    pub floor: Vec<f64>,
+    pub berth: Vec<f64>,
+}
+
+/// Where and what the run measures, in one line, before it starts.
+#[must_use]
+pub fn setting(cfg: &Config, machine: &Machine, versions: &Versions) -> String {
+    let Versions {
+        kubernetes,
+        berth,
+        git,
+    } = versions;
+    format!(
+        "N={} concurrency={} floor verb={} | {} CPUs, {:.1} GiB, load {} | kubernetes {kubernetes} | {berth} ({git})",
+        cfg.n,
+        cfg.concurrency,
+        cfg.floor_verb.as_str(),
+        machine.nproc,
+        machine.mem_gib.unwrap_or(0.0),
+        machine.load_at_start.as_deref().unwrap_or_default(),
+    )
+}
+
+impl Machine {
+    #[must_use]
+    pub fn now() -> Self {
+        Self {
+            nproc: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+            mem_gib: sys::mem_total_gib(),
+            load_at_start: sys::load_average(),
         }
     }
-    false
 }
 
-/// Cumulative step curve: (t, tenants ready by t), starting at (0, 0).
-fn steps(ready: &[f64]) -> Vec<(f64, f64)> {
-    let mut out = vec![(0.0, 0.0)];
-    for (i, t) in ready.iter().enumerate() {
-        out.push((*t, i as f64));
-        out.push((*t, (i + 1) as f64));
+impl Versions {
+    pub async fn read(client: &Client, cfg: &Config) -> anyhow::Result<Self> {
+        let repo = crate::repo().canonicalize()?;
+        let git = |args: &[&str]| sys::command_line(Path::new("git"), args, Some(&repo));
+        let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_default();
+        let dirty = git(&["status", "--porcelain"]).is_some();
+        Ok(Self {
+            kubernetes: client.apiserver_version().await?.git_version,
+            berth: sys::command_line(&cfg.berth_bin, &["--version"], None).unwrap_or_default(),
+            git: if dirty { format!("{commit}-dirty") } else { commit },
+        })
     }
-    out
 }
 
-/// Ready tenants over time, one line per phase (`ready` times sorted ascending).
-pub fn plot(path: &Path, n: usize, series: &[(&str, RGBColor, &[f64])]) -> anyhow::Result<()> {
-    let text = register_font();
-    let x_max = series
-        .iter()
-        .filter_map(|(_, _, r)| r.last().copied())
-        .fold(1.0_f64, f64::max)
-        * 1.05;
-    let y_max = (n as f64 * 1.05).max(1.0);
-    let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
-    let mut builder = ChartBuilder::on(&root);
-    builder.margin(20);
-    if text {
-        builder
-            .caption(
-                format!("Ready tenants over time, N = {n}: berth vs floor"),
-                ("sans-serif", 24),
-            )
-            .x_label_area_size(50)
-            .y_label_area_size(70);
-    }
-    let mut chart = builder
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
-        .map_err(|e| anyhow!("{e}"))?;
-    let mut mesh = chart.configure_mesh();
-    if text {
-        mesh.x_desc("seconds since the phase started")
-            .y_desc("tenants Ready")
-            .label_style(("sans-serif", 15))
-            .axis_desc_style(("sans-serif", 17))
-            .y_label_formatter(&|v| format!("{v:.0}"))
-            .x_label_formatter(&|v| format!("{v:.0}"));
-    } else {
-        mesh.x_labels(0).y_labels(0);
-    }
-    mesh.draw().map_err(|e| anyhow!("{e}"))?;
-    for (name, color, ready) in series {
-        let color = *color;
-        let drawn = chart
-            .draw_series(LineSeries::new(steps(ready), color.stroke_width(3)))
-            .map_err(|e| anyhow!("{e}"))?;
-        if text {
-            drawn
-                .label(format!("{name} ({} ready)", ready.len()))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
+impl Report {
+    pub fn new(
+        cfg: &Config,
+        machine: Machine,
+        versions: Versions,
+        mut floor: FloorReport,
+        mut berth: BerthReport,
+    ) -> Self {
+        let ratio = berth
+            .phase
+            .t_seconds
+            .zip(floor.phase.t_seconds)
+            .filter(|(_, f)| *f > 0.0)
+            .map(|(b, f)| b / f);
+        let steady_writes = berth.steady_state.writes;
+        let per_child = berth.writes_per_child_object;
+        let rss = berth.operator.peak_rss_mib;
+        let targets = Targets {
+            ratio_le_1_25: Target::new(ratio, ratio.map(|r| r <= 1.25)),
+            steady_state_writes_eq_0: Target::new(Some(steady_writes), Some(steady_writes == 0.0)),
+            writes_per_child_object_le_2: Target::new(Some(per_child), Some(per_child <= 2.0)),
+            // At smaller N the operator holds less, so only a run at 1000 or more can meet it.
+            operator_rss_lt_64_mib_at_1000: Target {
+                n: Some(cfg.n),
+                ..Target::new(rss, rss.filter(|_| cfg.n >= 1000).map(|r| r < 64.0))
+            },
+        };
+        let ready_curves = Curves {
+            floor: std::mem::take(&mut floor.phase.curve),
+            berth: std::mem::take(&mut berth.phase.curve),
+        };
+        Self {
+            n: cfg.n,
+            concurrency: cfg.concurrency,
+            floor_verb: cfg.floor_verb.as_str(),
+            machine,
+            versions,
+            floor,
+            berth,
+            ratio,
+            targets,
+            ready_curves,
         }
     }
-    if text {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.9))
-            .label_font(("sans-serif", 18))
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
+
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        Ok(std::fs::write(path, serde_json::to_string_pretty(self)?)?)
     }
-    root.present().map_err(|e| anyhow!("{e}"))?;
-    Ok(())
 }
 
-/// `value` with `digits` decimals, or `-`.
-pub fn num(value: Option<f64>, digits: usize) -> String {
-    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
-}
-
-/// `met` / `MISSED` / `n/a`.
-pub fn verdict(met: Option<bool>) -> &'static str {
-    match met {
-        Some(true) => "met",
-        Some(false) => "MISSED",
-        None => "n/a",
+impl Target {
+    fn new(value: Option<f64>, met: Option<bool>) -> Self {
+        Self { value, n: None, met }
     }
 }

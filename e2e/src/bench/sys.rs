@@ -5,8 +5,46 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The CPU counters a phase compares: the control plane's components and any process it names.
+#[derive(Clone, Debug)]
+pub struct Meters {
+    ticks: f64,
+    components: BTreeMap<&'static str, u32>,
+}
+
+impl Meters {
+    /// The components found in `$BERTH_CLUSTER_DIR/pids`; none for a foreign cluster.
+    #[must_use]
+    pub fn new(cluster_dir: Option<&Path>) -> Self {
+        Self {
+            ticks: clock_ticks(),
+            components: component_pids(cluster_dir),
+        }
+    }
+
+    #[must_use]
+    pub fn has_components(&self) -> bool {
+        !self.components.is_empty()
+    }
+
+    /// User + system CPU seconds process `pid` has used so far.
+    #[must_use]
+    pub fn cpu_seconds(&self, pid: u32) -> Option<f64> {
+        cpu_seconds(pid, self.ticks)
+    }
+
+    /// CPU seconds of every component so far.
+    #[must_use]
+    pub fn components(&self) -> BTreeMap<&'static str, f64> {
+        self.components
+            .iter()
+            .filter_map(|(c, pid)| Some((*c, self.cpu_seconds(*pid)?)))
+            .collect()
+    }
+}
+
 /// Clock ticks per second of `/proc/PID/stat` times (`getconf CLK_TCK`, 100 on every Linux we meet).
-pub fn clock_ticks() -> f64 {
+fn clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -17,8 +55,7 @@ pub fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// User + system CPU seconds the process has used so far.
-pub fn cpu_seconds(pid: u32, ticks: f64) -> Option<f64> {
+fn cpu_seconds(pid: u32, ticks: f64) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces; everything after its closing parenthesis is fixed.
     let (_, rest) = stat.rsplit_once(')')?;
@@ -39,7 +76,7 @@ pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
 }
 
 /// The local control plane's components (`e2e/cluster.sh` PID files), when the cluster is ours.
-pub const COMPONENTS: [&str; 5] = [
+const COMPONENTS: [&str; 5] = [
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
@@ -47,8 +84,7 @@ pub const COMPONENTS: [&str; 5] = [
     "kwok",
 ];
 
-/// PIDs of the running components found in `$BERTH_CLUSTER_DIR/pids` (empty for a foreign cluster).
-pub fn component_pids(cluster_dir: Option<&Path>) -> BTreeMap<&'static str, u32> {
+fn component_pids(cluster_dir: Option<&Path>) -> BTreeMap<&'static str, u32> {
     let Some(dir) = cluster_dir else {
         return BTreeMap::new();
     };
@@ -62,13 +98,6 @@ pub fn component_pids(cluster_dir: Option<&Path>) -> BTreeMap<&'static str, u32>
                 .ok()?;
             Path::new(&format!("/proc/{pid}")).exists().then_some((*c, pid))
         })
-        .collect()
-}
-
-/// CPU seconds of every component, for deltas across a phase.
-pub fn cpu_of(pids: &BTreeMap<&'static str, u32>, ticks: f64) -> BTreeMap<&'static str, f64> {
-    pids.iter()
-        .filter_map(|(c, pid)| Some((*c, cpu_seconds(*pid, ticks)?)))
         .collect()
 }
 
@@ -96,7 +125,7 @@ pub fn mem_total_gib() -> Option<f64> {
     Some(kib / 1024.0 / 1024.0)
 }
 
-/// 1-minute load average.
+/// The 1, 5 and 15-minute load averages.
 pub fn load_average() -> Option<String> {
     let l = std::fs::read_to_string("/proc/loadavg").ok()?;
     Some(l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))

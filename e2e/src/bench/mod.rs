@@ -1,0 +1,73 @@
+//! The scale benchmark behind `make bench` (`src/bin/bench.rs` says what it measures and how to run it).
+//! Each phase writes N tenants and measures them through a [`phase::Phase`]; [`report::Report`] is what
+//! lands in `result.json`, and [`table`] prints it.
+
+pub mod berth;
+pub mod chart;
+pub mod cleanup;
+pub mod cluster;
+pub mod config;
+pub mod events;
+pub mod floor;
+pub mod phase;
+pub mod report;
+pub mod sys;
+pub mod table;
+pub mod track;
+
+use berth_api::Customer;
+
+pub use config::Config;
+
+/// Objects berth creates per tenant with the seed spec: Namespace, ResourceQuota, LimitRange, two
+/// NetworkPolicies, RoleBinding, Database, Scheduler (Customer controller) + credentials, init and
+/// pgbouncer ConfigMaps, userlist and connection Secrets, StatefulSet, Deployment, two Services, PDB
+/// (Database controller). The Scheduler creates nothing until a workflow is due.
+pub const CHILDREN_PER_TENANT: f64 = 18.0;
+/// Pods per tenant: PostgreSQL plus two pgbouncers.
+pub const PODS_PER_TENANT: usize = 3;
+
+/// The tenants of one phase. Each phase has its own names, so that one never waits on (or deletes)
+/// what the other wrote.
+pub struct Tenants {
+    pub phase: &'static str,
+    pub prefix: &'static str,
+}
+
+pub const FLOOR: Tenants = Tenants {
+    phase: "floor",
+    prefix: "bench-floor-",
+};
+pub const BERTH: Tenants = Tenants {
+    phase: "berth",
+    prefix: "bench-berth-",
+};
+
+impl Tenants {
+    #[must_use]
+    pub fn names(&self, n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{}{i:05}", self.prefix)).collect()
+    }
+}
+
+/// The seed Customer of the issue, with `deletionPolicy: Delete`.
+pub fn seed_customer(name: &str) -> anyhow::Result<Customer> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "berth.dev/v1alpha1",
+        "kind": "Customer",
+        "metadata": {"name": name},
+        "spec": {
+            "deletionPolicy": "Delete",
+            "features": {
+                "database": {"enabled": true, "storage": "256Gi"},
+                "scheduler": {"enabled": true, "workers": 4},
+                "webhooks": {"enabled": false},
+            },
+        },
+    }))?)
+}
+
+/// Progress goes to stderr, so that stdout holds only the table.
+pub fn log(line: &str) {
+    eprintln!("[bench] {line}");
+}
