@@ -173,7 +173,10 @@ async fn hand_made_changes_are_put_back() {
     })
     .await;
     // Each repair is told, naming what was put back and how it had been changed.
-    for what in ["ResourceQuota/tenant-quota (deleted)", "Database/db (deleted)"] {
+    for what in [
+        "ResourceQuota/tenant-quota, which was deleted",
+        "Database/db, which was deleted",
+    ] {
         eventually(SHORT, &format!("a DriftRepaired event for {what}"), || async {
             let events = events_of(&c, &name, "DriftRepaired").await;
             events

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use berth_api::{Customer, Scheduler};
 use berth_e2e::{client, eventually, unique, wait_for, wait_gone};
+use berth_scheduler::job::WORKFLOW;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -36,8 +37,6 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 const RELEASE_NAMESPACE: &str = "berth-system";
-/// Label of the Job pods of one workflow (berth-scheduler's `job` module; this crate does not link it).
-const WORKFLOW: &str = "berth.dev/workflow";
 /// Until the next minute boundary, plus starting and running the containers.
 const RUNS: Duration = Duration::from_secs(150);
 

@@ -25,6 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use berth_api::{Scheduler, WorkflowStatus, find_condition};
 use berth_e2e::operator::external;
 use berth_e2e::{Operator, TestNamespace, eventually, wait_for, wait_gone};
+use berth_kit::labels::INSTANCE;
+use berth_scheduler::job::{SCHEDULED_TIME, WORKFLOW};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -37,11 +39,6 @@ use serde_json::{Value, json};
 
 /// The berth operator every test of this binary talks to (none when berth runs in the cluster).
 static OPERATOR: tokio::sync::Mutex<Option<Operator>> = tokio::sync::Mutex::const_new(None);
-
-// Labels of a run (berth-scheduler's `job` module; this crate does not link the controller).
-const WORKFLOW: &str = "berth.dev/workflow";
-const SCHEDULED_TIME: &str = "berth.dev/scheduled-time";
-const INSTANCE: &str = "app.kubernetes.io/instance";
 
 /// Fewer seconds than this before a minute boundary, and a test waits for the next one.
 const MARGIN_SECS: u64 = 6;

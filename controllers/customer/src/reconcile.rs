@@ -233,11 +233,7 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
                 );
                 kit.event(&me, EventType::Normal, "Adopted", note).await;
             }
-            if !repairs.is_empty() {
-                let note = format!("put back what was changed by hand: {}", repairs.list());
-                tracing::info!(%note, "repaired drift");
-                kit.event(&me, EventType::Normal, "DriftRepaired", note).await;
-            }
+            repairs.tell(kit, &me).await;
             if matches!(seen.namespace, NamespaceState::Active) {
                 Action::requeue(berth_kit::runtime::RESYNC)
             } else {

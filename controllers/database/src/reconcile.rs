@@ -295,12 +295,7 @@ async fn apply(
     r.note(kit.ensure(&services, &pool_service, cached).await?);
     let cached = current(&c.budgets, &pool_budget);
     r.note(kit.ensure(&kit.api(namespace), &pool_budget, cached).await?);
-    if !r.is_empty() {
-        let note = format!("put back what was changed by hand: {}", r.list());
-        tracing::info!(%note, "repaired drift");
-        kit.event(&db.object_ref(&()), EventType::Normal, "DriftRepaired", note)
-            .await;
-    }
+    r.tell(kit, &db.object_ref(&())).await;
     Ok((server, pool))
 }
 

@@ -269,12 +269,23 @@ impl Context {
 
     /// Publishes an Event on `reference`; a failure to record is logged, never fails the reconcile.
     pub async fn event(&self, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        self.publish(reference, None, type_, reason, note).await;
+    }
+
+    async fn publish(
+        &self,
+        reference: &ObjectReference,
+        related: Option<ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         let ev = Event {
             type_,
             reason: reason.to_owned(),
             note: Some(note),
             action: "Reconcile".to_owned(),
-            secondary: None,
+            secondary: related,
         };
         self.count_write("event");
         if let Err(e) = self.recorder.publish(&ev, reference).await {
@@ -349,7 +360,7 @@ pub struct Applied<K> {
 
 /// The children a reconcile put back after someone else changed or deleted them, for one event.
 #[derive(Debug, Default)]
-pub struct Repairs(Vec<String>);
+pub struct Repairs(Vec<(ObjectReference, &'static str)>);
 
 impl Repairs {
     /// Notes what happened to one child; returns the child.
@@ -359,20 +370,21 @@ impl Repairs {
             Outcome::Recreated => "deleted",
             Outcome::Unchanged | Outcome::Created | Outcome::Updated => return applied.object,
         };
-        self.0
-            .push(format!("{}/{} ({how})", K::kind(&()), applied.object.name_any()));
+        self.0.push((applied.object.object_ref(&()), how));
         applied.object
     }
 
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// `Kind/name (changed|deleted)`, comma-separated.
-    #[must_use]
-    pub fn list(&self) -> String {
-        self.0.join(", ")
+    /// One `DriftRepaired` event on `parent` per child put back, naming the child as the related object:
+    /// events are aggregated by reason and related object, so a repair of another child is news of its own.
+    pub async fn tell(self, kit: &Context, parent: &ObjectReference) {
+        for (child, how) in self.0 {
+            let kind = child.kind.clone().unwrap_or_default();
+            let name = child.name.clone().unwrap_or_default();
+            let note = format!("put back {kind}/{name}, which was {how} by hand");
+            tracing::info!(%note, "repaired drift");
+            kit.publish(parent, Some(child), EventType::Normal, "DriftRepaired", note)
+                .await;
+        }
     }
 }
 
