@@ -51,6 +51,11 @@ async fn events_of(c: &Client, customer: &str, reason: &str) -> Vec<Event> {
         .collect()
 }
 
+fn ready_of(c: &Customer) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    let conditions = c.status.as_ref().map(|s| s.conditions.as_slice());
+    berth_api::find_condition(conditions.unwrap_or_default(), "Ready")
+}
+
 /// Deletes a `deletionPolicy: Delete` Customer and waits for garbage collection to remove its namespace.
 async fn delete_with_namespace(c: &Client, name: &str) {
     Api::<Customer>::all(c.clone())
@@ -282,18 +287,10 @@ async fn someone_elses_namespace_is_left_alone() {
     );
     apply_yaml(&customers, &yaml).await.unwrap();
     let refused = wait_for(&customers, &name, SHORT, "a NameConflict condition", |cu| {
-        let conds = cu
-            .status
-            .as_ref()
-            .map(|s| s.conditions.as_slice())
-            .unwrap_or_default();
-        berth_api::find_condition(conds, "Ready")
-            .is_some_and(|r| r.status == "False" && r.reason == "NameConflict")
+        ready_of(cu).is_some_and(|r| r.status == "False" && r.reason == "NameConflict")
     })
     .await;
-    let ready = berth_api::find_condition(&refused.status.unwrap().conditions, "Ready")
-        .cloned()
-        .unwrap();
+    let ready = ready_of(&refused).cloned().unwrap();
     assert!(
         ready.message.contains("not managed by berth"),
         "{}",
@@ -457,18 +454,10 @@ async fn a_refused_namespace_is_reported_in_status_and_events_until_it_is_allowe
     );
     apply_yaml(&customers, &yaml).await.unwrap();
     let refused = wait_for(&customers, &name, SHORT, "Ready=False, refused", |cu| {
-        let conds = cu
-            .status
-            .as_ref()
-            .map(|s| s.conditions.as_slice())
-            .unwrap_or_default();
-        berth_api::find_condition(conds, "Ready")
-            .is_some_and(|r| r.status == "False" && r.message.contains("is not allowed here"))
+        ready_of(cu).is_some_and(|r| r.status == "False" && r.message.contains("is not allowed here"))
     })
     .await;
-    let ready = berth_api::find_condition(&refused.status.unwrap().conditions, "Ready")
-        .cloned()
-        .unwrap();
+    let ready = ready_of(&refused).cloned().unwrap();
     assert!(
         ["Rejected", "Forbidden"].contains(&ready.reason.as_str()),
         "{ready:?}"

@@ -1075,14 +1075,11 @@ async fn draining_the_pool_never_takes_its_last_serving_pod() {
     // The disruption controller must have counted both pool pods healthy before one may go.
     let budgets = Api::<PodDisruptionBudget>::namespaced(client.clone(), &name);
     let allows = |b: &PodDisruptionBudget| b.status.as_ref().is_some_and(|s| s.disruptions_allowed >= 1);
-    wait_for(
-        &budgets,
-        "db-pgbouncer",
-        Duration::from_secs(120),
-        "a disruption allowed",
-        allows,
-    )
-    .await;
+    let allowing = || {
+        let within = Duration::from_secs(120);
+        wait_for(&budgets, "db-pgbouncer", within, "a disruption allowed", allows)
+    };
+    allowing().await;
     let pods = Api::<Pod>::namespaced(client.clone(), &name);
     let listed = pods.list(&ListParams::default().labels(POOL)).await.unwrap();
     let both: Vec<String> = listed
@@ -1106,14 +1103,7 @@ async fn draining_the_pool_never_takes_its_last_serving_pod() {
                 Ok(_) => break,
                 Err(kube::Error::Api(status)) if status.code == 429 => {
                     refused += 1;
-                    wait_for(
-                        &budgets,
-                        "db-pgbouncer",
-                        Duration::from_secs(120),
-                        "a disruption allowed",
-                        allows,
-                    )
-                    .await;
+                    allowing().await;
                 }
                 Err(e) => panic!("evicting {pod}: {e}"),
             }
