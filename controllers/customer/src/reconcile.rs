@@ -170,9 +170,12 @@ async fn release(api: &Api<Customer>, c: &Customer, kit: &Context) -> Result<()>
     let patch = serde_json::json!({
         "metadata": {"finalizers": rest, "resourceVersion": c.resource_version()}
     });
+    let params = PatchParams {
+        field_manager: Some(kit.manager.clone()),
+        ..PatchParams::default()
+    };
     kit.count_write("patch");
-    api.patch(&c.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    api.patch(&c.name_any(), &params, &Patch::Merge(&patch)).await?;
     Ok(())
 }
 
