@@ -163,7 +163,7 @@ where
 
 /// A watch of `api`'s kind that survives objects its types cannot read (a CRD version berth does not know
 /// yet, a field edited past its schema): each is reported and left out, instead of failing the list and
-/// with it every tenant's reconciles.
+/// with it every tenant's reconciles. Cluster-wide, as every berth watch is: only `api`'s client is used.
 pub fn guarded<K>(
     api: Api<K>,
     config: watcher::Config,
