@@ -460,6 +460,16 @@ async fn through_pool(client: &Client, namespace: &str, sql: &str) -> String {
     out.trim().to_owned()
 }
 
+/// A Ready tenant with a default database whose table `kept` holds `values` (SQL, e.g. `(1), (2)`),
+/// written through the pool.
+async fn with_rows(client: &Client, prefix: &str, values: &str) -> String {
+    let name = tenant(client, prefix, with_database(&json!({}))).await;
+    ready(client, &name).await;
+    let sql = format!("create table kept (n int); insert into kept values {values}");
+    through_pool(client, &name, &sql).await;
+    name
+}
+
 async fn ready(client: &Client, name: &str) {
     let customers = Api::<Customer>::all(client.clone());
     wait_for(
@@ -500,14 +510,7 @@ async fn set_suspend(client: &Client, name: &str, suspend: bool) {
 #[tokio::test]
 async fn rows_survive_a_deleted_server_pod_a_suspend_and_an_operator_restart() {
     let client = client().await;
-    let name = tenant(&client, "real-keep", with_database(&json!({}))).await;
-    ready(&client, &name).await;
-    through_pool(
-        &client,
-        &name,
-        "create table kept (n int); insert into kept values (1), (2), (3)",
-    )
-    .await;
+    let name = with_rows(&client, "real-keep", "(1), (2), (3)").await;
     let count = "select count(*) from kept";
 
     // The server pod goes; the StatefulSet makes a new one on the same volume.
@@ -678,14 +681,7 @@ async fn many_clients_share_a_few_server_connections_and_one_too_many_is_refused
 #[tokio::test]
 async fn a_lost_credentials_secret_is_reported_and_never_regenerated_over_the_data() {
     let client = client().await;
-    let name = tenant(&client, "real-creds", with_database(&json!({}))).await;
-    ready(&client, &name).await;
-    through_pool(
-        &client,
-        &name,
-        "create table kept (n int); insert into kept values (5)",
-    )
-    .await;
+    let name = with_rows(&client, "real-creds", "(5)").await;
     let server = server_pod_ready(&client, &name).await;
 
     let secrets = Api::<Secret>::namespaced(client.clone(), &name);
@@ -1184,10 +1180,8 @@ async fn readable_without_secrets(client: &Client, name: &str) -> Vec<(String, S
 async fn no_password_is_readable_outside_its_secrets() {
     use berth_database::credentials::{APP_PASSWORD_KEY, SUPERUSER_PASSWORD_KEY};
     let client = client().await;
-    let name = tenant(&client, "real-secret", with_database(&json!({}))).await;
-    ready(&client, &name).await;
     // Logins through the pool and on the server, so their logs have something to say.
-    through_pool(&client, &name, "create table t (n int); insert into t values (1)").await;
+    let name = with_rows(&client, "real-secret", "(1)").await;
     let credentials = Api::<Secret>::namespaced(client.clone(), &name)
         .get("db-credentials")
         .await

@@ -163,20 +163,11 @@ fn holder(c: &Customer, ns: Option<&ObjectMeta>) -> Holder {
     ))
 }
 
-/// Drops the finalizer of a Customer switched from `Retain` to `Delete`. The resourceVersion makes it a
-/// compare-and-swap, so another writer's finalizer is never lost.
+/// Drops the finalizer of a Customer switched from `Retain` to `Delete`, never another writer's.
 async fn release(api: &Api<Customer>, c: &Customer, kit: &Context) -> Result<()> {
     let rest: Vec<&String> = c.finalizers().iter().filter(|f| *f != FINALIZER).collect();
-    let patch = serde_json::json!({
-        "metadata": {"finalizers": rest, "resourceVersion": c.resource_version()}
-    });
-    let params = PatchParams {
-        field_manager: Some(kit.manager.clone()),
-        ..PatchParams::default()
-    };
-    kit.count_write("patch");
-    api.patch(&c.name_any(), &params, &Patch::Merge(&patch)).await?;
-    Ok(())
+    kit.swap_metadata(api, c, serde_json::json!({"finalizers": rest}))
+        .await
 }
 
 async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {

@@ -122,21 +122,33 @@ impl Context {
         Ok(applied)
     }
 
-    /// Writes `entries` as `obj`'s managedFields (see [`crate::managers`]). The resourceVersion makes it a
-    /// compare-and-swap: a concurrent write fails it, and the next apply tries again.
+    /// Writes `entries` as `obj`'s managedFields (see [`crate::managers`]).
     async fn inherit<K>(&self, api: &Api<K>, obj: &K, entries: Vec<ManagedFieldsEntry>) -> Result<()>
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
     {
         tracing::info!(kind = %K::kind(&()), name = %obj.name_any(), "inheriting the fields applied as berth");
-        let patch = serde_json::json!({
-            "metadata": {"managedFields": entries, "resourceVersion": obj.resource_version()}
-        });
+        self.swap_metadata(api, obj, serde_json::json!({"managedFields": entries}))
+            .await
+    }
+
+    /// Merges `metadata` into `obj`'s, counted as a write. A metadata list (finalizers, managedFields) is
+    /// replaced whole, so the write carries the resourceVersion `obj` was read at: a compare-and-swap that
+    /// a concurrent writer fails (409) rather than loses its entries to, and the next reconcile reads again.
+    ///
+    /// # Errors
+    /// Whatever the API server answers, a lost race included.
+    pub async fn swap_metadata<K>(&self, api: &Api<K>, obj: &K, mut metadata: serde_json::Value) -> Result<()>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    {
+        metadata["resourceVersion"] = serde_json::json!(obj.resource_version());
         let params = PatchParams {
             field_manager: Some(self.manager.clone()),
             ..PatchParams::default()
         };
         self.count_write("patch");
+        let patch = serde_json::json!({ "metadata": metadata });
         api.patch(&obj.name_any(), &params, &Patch::Merge(&patch)).await?;
         Ok(())
     }
