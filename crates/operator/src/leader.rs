@@ -18,8 +18,6 @@ pub struct LeaseConfig {
     pub identity: String,
     /// How long a silent holder keeps the Lease; a standby takes over after this.
     pub duration: Duration,
-    /// How often the holder renews and a standby looks.
-    pub retry: Duration,
 }
 
 pub struct Elector {

@@ -1,6 +1,7 @@
 //! `berth`: the Customer, Database and Scheduler controllers in one process.
 
 mod args;
+mod fence;
 mod http;
 mod leader;
 mod requests;

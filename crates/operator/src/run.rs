@@ -1,11 +1,12 @@
 //! The process's life: connect, serve probes, win the Lease, run the controllers, and on SIGTERM let
-//! in-flight work finish and hand the Lease over at once.
+//! in-flight work finish and hand the Lease over at once. A leader that loses its Lease drops every
+//! reconcile at once and goes back to standby; it does not exit.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use berth_api::{Database, Scheduler};
 use berth_kit::changes::{all_but_status, all_but_status_except_readiness};
 use berth_kit::metrics::Metrics;
@@ -17,7 +18,8 @@ use prometheus_client::registry::Registry;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{Args, Controller};
+use crate::args::{Args, Controller, Timings};
+use crate::fence::{Fence, FenceLayer};
 use crate::http::{self, Health};
 use crate::leader::{Elector, LeaseConfig};
 
@@ -25,19 +27,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = kube::Config::infer()
         .await
         .context("no Kubernetes configuration found")?;
+    let timings = args.lease_timings()?;
     let lease_namespace = args
         .lease_namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
     let mut registry = Registry::default();
     let metrics = Metrics::default().register(&mut registry);
-    // One client for every controller, with a client-side bound on concurrent API requests so a burst of
-    // reconciles (a restart with thousands of tenants) queues here instead of at the API server.
-    let client = kube::client::ClientBuilder::try_from(config)
-        .context("building the Kubernetes client")?
-        .with_layer(&tower::limit::ConcurrencyLimitLayer::new(args.api_max_in_flight))
-        .with_layer(&crate::requests::layer(metrics.clone()))
-        .build();
+    let fence = if args.leader_elect {
+        Fence::closed()
+    } else {
+        Fence::default()
+    };
+    let clients = clients(config, &args, &identity, &metrics, &fence, timings.call)?;
 
     let health = Arc::new(Health::default());
     let shutdown = CancellationToken::new();
@@ -49,167 +52,311 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         shutdown.clone().cancelled_owned(),
     ));
 
-    let identity = args.identity.clone().unwrap_or_else(default_identity);
     let mut elector = args.leader_elect.then(|| {
         Elector::new(
-            client.clone(),
+            clients.lease,
             LeaseConfig {
                 name: args.lease_name.clone(),
                 namespace: lease_namespace,
                 identity: identity.clone(),
-                duration: Duration::from_secs(args.lease_seconds),
-                retry: Duration::from_secs((args.lease_seconds / 5).max(1)),
+                duration: timings.lease,
             },
         )
     });
-
-    if let Some(elector) = elector.as_mut() {
-        let retry = elector.config().retry;
-        tracing::info!(%identity, lease = %elector.config().name, "waiting to become leader");
-        loop {
-            match elector.try_acquire_or_renew().await {
-                Ok(true) => break,
-                Ok(false) => health.ready.store(true, Ordering::Relaxed),
-                Err(e) => tracing::warn!(error = %e, "cannot read the leader Lease"),
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return finish(server).await,
-                () = tokio::time::sleep(retry) => {}
-            }
-        }
-    }
-    tracing::info!(%identity, "leading: starting controllers");
-    metrics.leader.set(1);
-    health.ready.store(false, Ordering::Relaxed);
-
-    // `stop` ends the controllers: on SIGTERM, or when the Lease is lost.
-    let stop = shutdown.child_token();
-    let lost = CancellationToken::new();
-    let renewer = elector.map(|e| tokio::spawn(hold_lease(e, stop.clone(), lost.clone())));
-
-    let kit = |name: &'static str| {
-        let reporter = Reporter {
-            controller: format!("berth-{name}"),
-            instance: Some(identity.clone()),
-        };
-        Context::new(
-            client.clone(),
-            name,
-            Recorder::new(client.clone(), reporter),
-            metrics.clone(),
-            settings(&args),
-        )
+    let term = Term {
+        args: &args,
+        client: &clients.main,
+        metrics: &metrics,
+        health: &health,
+        identity: &identity,
+        shutdown: &shutdown,
     };
-    // Kinds more than one controller reads are watched once for the process (see `berth_kit::shared`).
-    let mut databases = Shared::new(Api::<Database>::all(client.clone()));
-    let mut schedulers = Shared::new(Api::<Scheduler>::all(client.clone()));
-    let config = kube::runtime::controller::Config::default()
-        .concurrency(args.concurrency)
-        .debounce(Duration::from_millis(args.debounce_ms));
-    let mut controllers = JoinSet::new();
-    let mut synced = Vec::new();
-    for c in &args.controllers {
-        let done = stop.clone().cancelled_owned();
-        let ctx = match c {
-            Controller::Customer => kit(berth_customer::NAME),
-            Controller::Database => kit(berth_database::NAME),
-            Controller::Scheduler => kit(berth_scheduler::NAME),
-        };
-        synced.push(ctx.clone());
-        match c {
-            Controller::Customer => {
-                let shared = berth_customer::Shared {
-                    databases: databases.subscribe(all_but_status_except_readiness, true),
-                    schedulers: schedulers.subscribe(all_but_status_except_readiness, true),
-                };
-                controllers.spawn(berth_customer::run(ctx, shared, config.clone(), done))
-            }
-            Controller::Database => controllers.spawn(berth_database::run(
-                ctx,
-                databases.subscribe(all_but_status, false),
-                config.clone(),
-                done,
-            )),
-            Controller::Scheduler => controllers.spawn(berth_scheduler::run(
-                ctx,
-                schedulers.subscribe(all_but_status, false),
-                config.clone(),
-                done,
-            )),
-        };
-    }
-    databases.start(stop.clone().cancelled_owned());
-    schedulers.start(stop.clone().cancelled_owned());
-    let watch_ready = tokio::spawn({
-        let health = health.clone();
-        async move {
-            for ctx in synced {
-                ctx.synced().await;
-            }
-            health.ready.store(true, Ordering::Relaxed);
-            tracing::info!("caches synced");
+    loop {
+        let mut valid_until = None;
+        if let Some(elector) = elector.as_mut() {
+            tracing::info!(%identity, lease = %elector.config().name, "waiting to become leader");
+            let Some(until) = standby(elector, &fence, &health, &shutdown, &timings).await else {
+                break;
+            };
+            valid_until = Some(until);
         }
-    });
-
-    stop.cancelled().await;
-    watch_ready.abort();
-    let grace = Duration::from_secs(args.shutdown_seconds);
-    tracing::info!(?grace, "stopping: letting in-flight reconciles finish");
-    if tokio::time::timeout(grace, async { while controllers.join_next().await.is_some() {} })
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "in-flight reconciles did not finish in time; they will be retried by the next leader"
-        );
-        controllers.abort_all();
+        let renewer = elector.take().zip(valid_until).map(|(e, until)| {
+            let stop = shutdown.child_token();
+            let lost = CancellationToken::new();
+            let task = tokio::spawn(hold_lease(
+                e,
+                fence.clone(),
+                timings,
+                until,
+                stop.clone(),
+                lost.clone(),
+            ));
+            Renewer { task, stop, lost }
+        });
+        let lost = term.lead(renewer.as_ref()).await;
+        if let Some(r) = renewer {
+            elector = Some(r.task.await.context("lease task panicked")?);
+        }
+        if !lost {
+            break;
+        }
+        tracing::warn!("lost the leader Lease: stopped every reconcile, back to standby");
     }
-    metrics.leader.set(0);
-    if let Some(renewer) = renewer {
-        let mut elector = renewer.await.context("lease task panicked")?;
-        if !lost.is_cancelled()
-            && let Err(e) = elector.release().await
+    if let Some(elector) = elector.as_mut()
+        && fence.is_open()
+    {
+        fence.close();
+        if let Err(e) = tokio::time::timeout(timings.call, elector.release())
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r.map_err(anyhow::Error::from))
         {
             tracing::warn!(error = %e, "could not release the Lease; the standby takes over when it expires");
         }
     }
     shutdown.cancel();
     finish(server).await?;
-    if lost.is_cancelled() {
-        bail!("lost the leader Lease; exiting so that only the new leader reconciles");
-    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The process's two clients (see `clients`).
+struct Clients {
+    main: kube::Client,
+    lease: kube::Client,
+}
+
+/// The controllers' client and the Lease's own. The controllers' client bounds concurrent requests (a
+/// restart with thousands of tenants queues here, not at the API server), retries 429/503/504 below that
+/// bound honouring `Retry-After`, and checks the write fence on every attempt, retries included. The
+/// Lease's client shares none of that: a renewal must never wait behind reconciles or a throttled queue,
+/// and every call has a read timeout, so a hung connection cannot outlive the renew deadline.
+fn clients(
+    config: kube::Config,
+    args: &Args,
+    identity: &str,
+    metrics: &Arc<Metrics>,
+    fence: &Fence,
+    call_timeout: Duration,
+) -> anyhow::Result<Clients> {
+    let mut config = config;
+    // Names the process in the API server's audit log and in its metrics of clients.
+    let agent = format!("berth/{} ({identity})", env!("CARGO_PKG_VERSION"));
+    config.headers.push((
+        ::http::header::USER_AGENT,
+        ::http::HeaderValue::from_str(&agent).context("the identity is not a valid header value")?,
+    ));
+    // kube's built-in retry sits below every layer added here, where the fence could not see it.
+    config.default_retry = false;
+    let mut lease_config = config.clone();
+    lease_config.read_timeout = Some(call_timeout);
+    let lease = kube::Client::try_from(lease_config).context("building the Lease client")?;
+    let retry =
+        kube::client::retry::RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(10), 8, true)
+            .context("retry policy")?;
+    let main = kube::client::ClientBuilder::try_from(config)
+        .context("building the Kubernetes client")?
+        .with_layer(&FenceLayer(fence.clone()))
+        // Makes the stack cloneable, which retrying needs; the concurrency limit above bounds what waits here.
+        .with_layer(&tower::buffer::BufferLayer::new(args.api_max_in_flight.max(1)))
+        .with_layer(&tower::retry::RetryLayer::new(retry))
+        .with_layer(&tower::limit::ConcurrencyLimitLayer::new(args.api_max_in_flight))
+        .with_layer(&crate::requests::layer(metrics.clone()))
+        .build();
+    Ok(Clients { main, lease })
+}
+
+/// How a term of leadership ends, seen from outside it.
+struct Renewer {
+    task: tokio::task::JoinHandle<Elector>,
+    /// Ends the term: on SIGTERM (a child of the shutdown token) or when the Lease is lost.
+    stop: CancellationToken,
+    lost: CancellationToken,
+}
+
+/// What one term of leadership needs.
+struct Term<'a> {
+    args: &'a Args,
+    client: &'a kube::Client,
+    metrics: &'a Arc<Metrics>,
+    health: &'a Arc<Health>,
+    identity: &'a str,
+    shutdown: &'a CancellationToken,
+}
+
+impl Term<'_> {
+    /// Runs the controllers until SIGTERM (in-flight reconciles get their grace) or until the Lease is
+    /// lost (every reconcile is dropped at once: the fence already refuses their writes, and a standby may
+    /// be leading). Returns whether the Lease was lost.
+    async fn lead(&self, renewer: Option<&Renewer>) -> bool {
+        let args = self.args;
+        let client = self.client;
+        tracing::info!(identity = %self.identity, "leading: starting controllers");
+        self.metrics.leader.set(1);
+        self.health.ready.store(false, Ordering::Relaxed);
+        let stop = renewer.map_or_else(|| self.shutdown.child_token(), |r| r.stop.clone());
+        let kit = |name: &'static str| {
+            let reporter = Reporter {
+                controller: format!("berth-{name}"),
+                instance: Some(self.identity.to_owned()),
+            };
+            Context::new(
+                client.clone(),
+                name,
+                Recorder::new(client.clone(), reporter),
+                self.metrics.clone(),
+                settings(args),
+            )
+        };
+        // Kinds more than one controller reads are watched once for the process (see `berth_kit::shared`).
+        let mut databases = Shared::new(Api::<Database>::all(client.clone()));
+        let mut schedulers = Shared::new(Api::<Scheduler>::all(client.clone()));
+        let config = kube::runtime::controller::Config::default()
+            .concurrency(args.concurrency)
+            .debounce(Duration::from_millis(args.debounce_ms));
+        let mut controllers = JoinSet::new();
+        let mut synced = Vec::new();
+        for c in &args.controllers {
+            let done = stop.clone().cancelled_owned();
+            let ctx = match c {
+                Controller::Customer => kit(berth_customer::NAME),
+                Controller::Database => kit(berth_database::NAME),
+                Controller::Scheduler => kit(berth_scheduler::NAME),
+            };
+            synced.push(ctx.clone());
+            match c {
+                Controller::Customer => {
+                    let shared = berth_customer::Shared {
+                        databases: databases.subscribe(all_but_status_except_readiness, true),
+                        schedulers: schedulers.subscribe(all_but_status_except_readiness, true),
+                    };
+                    controllers.spawn(berth_customer::run(ctx, shared, config.clone(), done))
+                }
+                Controller::Database => controllers.spawn(berth_database::run(
+                    ctx,
+                    databases.subscribe(all_but_status, false),
+                    config.clone(),
+                    done,
+                )),
+                Controller::Scheduler => controllers.spawn(berth_scheduler::run(
+                    ctx,
+                    schedulers.subscribe(all_but_status, false),
+                    config.clone(),
+                    done,
+                )),
+            };
+        }
+        databases.start(stop.clone().cancelled_owned());
+        schedulers.start(stop.clone().cancelled_owned());
+        let watch_ready = tokio::spawn({
+            let health = self.health.clone();
+            async move {
+                for ctx in synced {
+                    ctx.synced().await;
+                }
+                health.ready.store(true, Ordering::Relaxed);
+                tracing::info!("caches synced");
+            }
+        });
+
+        stop.cancelled().await;
+        watch_ready.abort();
+        let lost = renewer.is_some_and(|r| r.lost.is_cancelled());
+        if lost {
+            controllers.abort_all();
+        } else {
+            let grace = Duration::from_secs(args.shutdown_seconds);
+            tracing::info!(?grace, "stopping: letting in-flight reconciles finish");
+            if tokio::time::timeout(grace, async { while controllers.join_next().await.is_some() {} })
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "in-flight reconciles did not finish in time; they will be retried by the next leader"
+                );
+                controllers.abort_all();
+            }
+        }
+        while controllers.join_next().await.is_some() {}
+        self.metrics.leader.set(0);
+        // A standby is ready: it serves probes and takes over when needed.
+        self.health.ready.store(true, Ordering::Relaxed);
+        lost
+    }
 }
 
 async fn finish(server: tokio::task::JoinHandle<std::io::Result<()>>) -> anyhow::Result<()> {
     server.await.context("http server task")?.context("http server")
 }
 
-/// Renews until `stop`; if renewal fails for a whole lease duration (or someone else holds it), marks
-/// the Lease lost and stops the controllers.
-async fn hold_lease(mut elector: Elector, stop: CancellationToken, lost: CancellationToken) -> Elector {
-    let retry = elector.config().retry;
-    let deadline = elector.config().duration.saturating_sub(retry);
-    let mut last_renewed = Instant::now();
+/// Tries for the Lease every retry period until it is ours (`Some`: the fence is open until then) or the
+/// process shuts down (`None`).
+async fn standby(
+    elector: &mut Elector,
+    fence: &Fence,
+    health: &Health,
+    shutdown: &CancellationToken,
+    t: &Timings,
+) -> Option<Instant> {
     loop {
+        let started = Instant::now();
+        match tokio::time::timeout(t.call, elector.try_acquire_or_renew()).await {
+            Ok(Ok(true)) => {
+                let until = started + t.renew;
+                fence.open_until(until);
+                return Some(until);
+            }
+            Ok(Ok(false)) => health.ready.store(true, Ordering::Relaxed),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the leader Lease"),
+            Err(_) => tracing::warn!(timeout = ?t.call, "reading the leader Lease timed out"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(t.retry) => {}
+        }
+    }
+}
+
+/// Renews every retry period until `stop`. The Lease is lost when another process holds it, or when no
+/// renewal has succeeded by the renew deadline, measured by a timer from the start of the last renewal
+/// that did (so a hung call cannot stretch it). Losing it closes the fence first, then stops the term.
+async fn hold_lease(
+    mut elector: Elector,
+    fence: Fence,
+    t: Timings,
+    mut valid_until: Instant,
+    stop: CancellationToken,
+    lost: CancellationToken,
+) -> Elector {
+    loop {
+        let deadline = tokio::time::Instant::from_std(valid_until);
         tokio::select! {
             () = stop.cancelled() => return elector,
-            () = tokio::time::sleep(retry) => {}
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::error!(deadline = ?t.renew, "could not renew the leader Lease in time");
+                break;
+            }
+            () = tokio::time::sleep(t.retry) => {}
         }
-        match elector.try_acquire_or_renew().await {
-            Ok(true) => last_renewed = Instant::now(),
-            Ok(false) => {
+        let started = Instant::now();
+        let renewed = tokio::select! {
+            r = tokio::time::timeout(t.call, elector.try_acquire_or_renew()) => r,
+            () = tokio::time::sleep_until(deadline) => continue,
+        };
+        match renewed {
+            Ok(Ok(true)) => {
+                valid_until = started + t.renew;
+                fence.open_until(valid_until);
+            }
+            Ok(Ok(false)) => {
                 tracing::error!("another process holds the leader Lease");
                 break;
             }
-            Err(e) if last_renewed.elapsed() > deadline => {
-                tracing::error!(error = %e, "could not renew the leader Lease in time");
-                break;
-            }
-            Err(e) => tracing::warn!(error = %e, "renewing the leader Lease failed; retrying"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "renewing the leader Lease failed; retrying"),
+            Err(_) => tracing::warn!(timeout = ?t.call, "renewing the leader Lease timed out; retrying"),
         }
     }
+    fence.close();
     lost.cancel();
     stop.cancel();
     elector
