@@ -114,7 +114,7 @@ where
         } = self;
         let kind = K::kind(&());
         let events = crate::watch::guarded(api, watcher::Config::default().any_semantic())
-            .default_backoff()
+            .backoff(crate::watch::retry())
             .modify(|o: &mut K| o.managed_fields_mut().clear())
             .reflect(writer);
         let mut events = std::pin::pin!(events.take_until(stop));

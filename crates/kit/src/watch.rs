@@ -8,6 +8,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, Store};
+use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -37,7 +38,7 @@ where
         .any_semantic();
     let mut filter = Filter::new(fingerprint);
     let stream = watcher(api, config)
-        .default_backoff()
+        .backoff(retry())
         .map_ok(|event| {
             map_event(event, |mut o: K| {
                 o.managed_fields_mut().clear();
@@ -67,7 +68,7 @@ where
     let (store, writer) = reflector::store();
     let mut filter = Filter::new(fingerprint);
     let stream = guarded(api, watcher::Config::default().any_semantic())
-        .default_backoff()
+        .backoff(retry())
         .inspect(move |event| {
             if matches!(event, Ok(watcher::Event::InitDone)) {
                 kit.mark_synced();
@@ -175,6 +176,44 @@ where
     watcher(guarded, config).filter_map(|event| std::future::ready(event.map(readable).transpose()))
 }
 
+/// How a broken watch is retried: 250 ms doubling to 4 s, jittered, back to the start after any event.
+/// kube's default climbs to 30 s, so after an API server outage of half a minute every trigger of every
+/// controller could stay silent for another 30 s; a failed re-list is one cheap request, and the
+/// retries of several watches do not march in step.
+#[must_use]
+pub fn retry() -> WatchRetry {
+    WatchRetry::default()
+}
+
+#[derive(Debug, Default)]
+pub struct WatchRetry {
+    failures: u32,
+}
+
+impl Iterator for WatchRetry {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let base = retry_delay(self.failures);
+        self.failures = self.failures.saturating_add(1);
+        // Up to a quarter more, from the clock's nanoseconds: enough to spread the retries.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        Some(base + base.mul_f64(f64::from(nanos % 1000) / 4000.0))
+    }
+}
+
+impl Backoff for WatchRetry {
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+fn retry_delay(failures: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(250u64.saturating_mul(1 << failures.min(4)))
+}
+
 /// One watch event with its object(s) turned into another type.
 fn map_event<A, B>(event: watcher::Event<A>, mut f: impl FnMut(A) -> B) -> watcher::Event<B> {
     match event {
@@ -211,4 +250,20 @@ fn readable<K: Resource<DynamicType = ()>>(
         watcher::Event::Init => watcher::Event::Init,
         watcher::Event::InitDone => watcher::Event::InitDone,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_watch_is_retried_within_five_seconds_and_starts_over_after_an_event() {
+        let millis: Vec<u64> = (0..7).map(|n| retry_delay(n).as_millis() as u64).collect();
+        assert_eq!(millis, [250, 500, 1000, 2000, 4000, 4000, 4000]);
+        let mut r = retry();
+        let waits: Vec<_> = r.by_ref().take(8).collect();
+        assert!(waits.iter().all(|w| *w <= std::time::Duration::from_secs(5)), "{waits:?}");
+        r.reset();
+        assert!(r.next().unwrap() < std::time::Duration::from_millis(320));
+    }
 }
