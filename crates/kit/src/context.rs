@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::Api;
@@ -19,6 +20,7 @@ use kube::api::{Patch, PatchParams};
 use crate::error::{Error, Result, backoff};
 use crate::managers;
 use crate::metrics::{ErrorLabels, Metrics, WriteLabels};
+use crate::ownership::{self, Holder};
 use crate::slim::{Cached, Slim};
 
 /// Operator-wide settings the Helm chart can change.
@@ -53,8 +55,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     synced: tokio::sync::watch::Sender<bool>,
     /// Per child (kind/namespace/name): what berth last applied and what the API server answered. Lost
-    /// on restart, which only costs one apply per child.
-    applied: Mutex<HashMap<String, Memo>>,
+    /// on restart, or once unused for a while, which only costs one apply per child.
+    applied: Mutex<Memos>,
 }
 
 impl Context {
@@ -162,8 +164,12 @@ impl Context {
     /// keeps a converged tenant at zero API writes while every reconcile still states the whole desired
     /// state.
     ///
+    /// An object the cache does not hold is read first (on creation, or while the cache does not know it
+    /// yet: never for a converged tenant), because a same-named object outside berth's label-selected cache
+    /// may be someone else's, which a forced apply would silently take over (see [`crate::ownership`]).
+    ///
     /// # Errors
-    /// Whatever the API server answers.
+    /// [`Error::Conflict`] when the object exists and is not berth's; else whatever the API server answers.
     pub async fn ensure<K>(&self, api: &Api<K>, obj: &K, cached: Option<Arc<Cached<K>>>) -> Result<Applied<K>>
     where
         K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug + Slim,
@@ -174,16 +180,43 @@ impl Context {
                 outcome: Outcome::Unchanged,
             });
         }
+        let existing = match &cached {
+            Some(c) => Some(c.resource_version()),
+            None => self.claimable(api, obj).await?,
+        };
         let before = self.memo(obj);
         let object = self.apply(api, obj).await?;
         let outcome = outcome(
             before
                 .as_ref()
                 .map(|m| (m.wanted == hash(obj), m.version.as_deref())),
-            cached.as_ref().map(|c| c.resource_version()),
+            existing,
             object.resource_version().as_deref(),
         );
         Ok(Applied { object, outcome })
+    }
+
+    /// The version of the object under `obj`'s name (`None`: there is none), read because no cache holds
+    /// it; only its metadata, so a foreign Secret's data is never read.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`] when it is not berth's (see [`ownership::holder`]).
+    async fn claimable<K>(&self, api: &Api<K>, obj: &K) -> Result<Option<Option<String>>>
+    where
+        K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
+    {
+        let Some(existing) = api.get_metadata_opt(&obj.name_any()).await? else {
+            return Ok(None);
+        };
+        match ownership::holder(obj.meta(), &existing.metadata) {
+            Holder::Berth => Ok(Some(existing.metadata.resource_version)),
+            Holder::Other(who) => Err(Error::Conflict(ownership::refusal(
+                &K::kind(&()),
+                obj.meta().namespace.as_deref(),
+                &obj.name_any(),
+                &who,
+            ))),
+        }
     }
 
     fn unchanged<K: Resource<DynamicType = ()> + Serialize>(&self, desired: &K, cached: &Cached<K>) -> bool {
@@ -192,18 +225,20 @@ impl Context {
     }
 
     fn memo<K: Resource<DynamicType = ()>>(&self, desired: &K) -> Option<Memo> {
-        self.applied.lock().ok()?.get(&memo_key(desired)).cloned()
+        self.applied.lock().ok()?.get(&memo_key(desired), Instant::now())
     }
 
     fn remember<K: Resource<DynamicType = ()> + Serialize + Clone + Slim>(&self, desired: &K, applied: &K) {
         // Compared later with the cache's view, so viewed the same way.
+        let now = Instant::now();
         let memo = Memo {
             wanted: hash(desired),
             seen: fingerprint(desired, &Cached::new(applied.clone())),
             version: applied.resource_version(),
+            used: now,
         };
         if let Ok(mut all) = self.applied.lock() {
-            all.insert(memo_key(desired), memo);
+            all.insert(memo_key(desired), memo, now);
         }
     }
 
@@ -341,12 +376,54 @@ impl Context {
 }
 
 /// What berth last applied to one child (a hash), and what the API server answered: its fingerprint (see
-/// [`fingerprint`]) and resourceVersion.
+/// [`fingerprint`]) and resourceVersion; and when berth last looked it up.
 #[derive(Clone, Debug)]
 struct Memo {
     wanted: u64,
     seen: u64,
     version: Option<String>,
+    used: Instant,
+}
+
+/// Every child's [`Memo`], kept to the children berth still applies: with tenant churn, those of deleted
+/// parents and turned-off features would otherwise stay for the life of the process.
+#[derive(Debug, Default)]
+struct Memos {
+    entries: HashMap<String, Memo>,
+    /// When stale entries were last swept out (`None`: never).
+    swept: Option<Instant>,
+}
+
+/// Every live child is ensured at least once per resync, so an entry unused for two is a dead child's;
+/// one wrongly dropped costs a single apply.
+const STALE_AFTER: Duration = crate::runtime::RESYNC.saturating_mul(2);
+
+/// A sweep walks every entry, so it runs on an insert at most this often.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+impl Memos {
+    /// The entry of `key`, which counts as a use at `now`.
+    fn get(&mut self, key: &str, now: Instant) -> Option<Memo> {
+        let memo = self.entries.get_mut(key)?;
+        memo.used = now;
+        Some(memo.clone())
+    }
+
+    fn insert(&mut self, key: String, memo: Memo, now: Instant) {
+        self.entries.insert(key, memo);
+        if self.swept.is_none_or(|at| sweep_due(at, now)) {
+            self.entries.retain(|_, m| !stale(m.used, now));
+            self.swept = Some(now);
+        }
+    }
+}
+
+fn stale(used: Instant, now: Instant) -> bool {
+    now.saturating_duration_since(used) > STALE_AFTER
+}
+
+fn sweep_due(last: Instant, now: Instant) -> bool {
+    now.saturating_duration_since(last) >= SWEEP_EVERY
 }
 
 /// What [`Context::ensure`] did.
@@ -547,6 +624,54 @@ mod tests {
             outcome(Some((true, Some("5"))), Some(v("6")), Some("6")),
             Outcome::Unchanged
         );
+    }
+
+    #[test]
+    fn a_memo_goes_after_two_resyncs_unused() {
+        let t0 = Instant::now();
+        let min = |m: u64| Duration::from_secs(m * 60);
+        assert!(!stale(t0, t0 + min(30)), "unused for exactly two resyncs: kept");
+        assert!(stale(t0, t0 + min(30) + Duration::from_secs(1)));
+        assert!(!stale(t0 + min(1), t0), "a clock read before the use");
+        assert!(!sweep_due(t0, t0 + Duration::from_secs(59)));
+        assert!(sweep_due(t0, t0 + min(1)));
+    }
+
+    #[test]
+    fn memos_of_children_no_longer_applied_are_swept_at_most_once_a_minute() {
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let put = |memos: &mut Memos, key: &str, secs: u64| {
+            let memo = Memo {
+                wanted: 1,
+                seen: 2,
+                version: None,
+                used: at(secs),
+            };
+            memos.insert(key.to_owned(), memo, at(secs));
+        };
+        let keys = |memos: &Memos| {
+            let mut keys: Vec<String> = memos.entries.keys().cloned().collect();
+            keys.sort();
+            keys
+        };
+        let mut memos = Memos::default();
+        put(&mut memos, "live", 0);
+        put(&mut memos, "dead", 0);
+        // Looked up by `unchanged` at minute 20: a use, though nothing is applied.
+        assert!(memos.get("live", at(20 * 60)).is_some());
+        put(&mut memos, "new", 31 * 60);
+        assert_eq!(keys(&memos), ["live", "new"], "dead unused for 31 minutes");
+        put(&mut memos, "y", 61 * 60);
+        assert_eq!(keys(&memos), ["new", "y"], "live unused since minute 20");
+        put(&mut memos, "z", 61 * 60 + 30);
+        assert_eq!(
+            keys(&memos),
+            ["new", "y", "z"],
+            "new is stale by now, but the last sweep was 30 s ago"
+        );
+        put(&mut memos, "w", 62 * 60);
+        assert_eq!(keys(&memos), ["w", "y", "z"]);
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ pub mod labels;
 pub mod managers;
 pub mod metrics;
 pub mod owner;
+pub mod ownership;
 pub mod report;
 pub mod runtime;
 pub mod shared;
