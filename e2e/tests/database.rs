@@ -228,9 +228,11 @@ async fn a_database_becomes_ready_with_every_child_owned_and_apps_pointed_at_the
         "the volume is provisioned"
     );
 
-    // The budget keeps one pgbouncer pod through voluntary disruptions, and selects the pool's pods.
+    // The budget lets voluntary disruptions take one pgbouncer pod at a time (a one-pod pool can still be
+    // drained), and selects the pool's pods.
     let budget = budget.spec.unwrap();
-    assert_eq!(budget.min_available, Some(IntOrString::Int(1)));
+    assert_eq!(budget.max_unavailable, Some(IntOrString::Int(1)));
+    assert_eq!(budget.min_available, None);
     assert_eq!(budget.selector, Some(pool.spec.clone().unwrap().selector));
 
     // Probes: pg_isready on the server, a TCP connect on the pool.

@@ -1,5 +1,5 @@
-//! The pool's PodDisruptionBudget: voluntary disruptions (node drains) keep one pgbouncer running when
-//! there is more than one, and never wait forever when there is only one.
+//! The pool's PodDisruptionBudget: voluntary disruptions (node drains) take one pgbouncer at a time, so
+//! two or more replicas keep serving through a drain, and a single one never blocks it.
 
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -8,18 +8,13 @@ use super::Inputs;
 use crate::names;
 
 pub(super) fn pool(inputs: &Inputs<'_>) -> PodDisruptionBudget {
-    // `minAvailable: 1` over a single replica allows no eviction at all, so a drain would hang on it;
-    // one replica may go (and the Deployment brings it back elsewhere).
-    let (min_available, max_unavailable) = if inputs.db.spec.pool.replicas >= 2 {
-        (Some(IntOrString::Int(1)), None)
-    } else {
-        (None, Some(IntOrString::Int(1)))
-    };
     PodDisruptionBudget {
         metadata: inputs.meta(names::pool(inputs.name), names::POOL_COMPONENT),
         spec: Some(PodDisruptionBudgetSpec {
-            min_available,
-            max_unavailable,
+            // Not `minAvailable: 1`: over one replica (the API allows 1 to 16) it allows no eviction at all,
+            // and every node drain would hang on it. The Deployment brings the evicted pod back elsewhere.
+            max_unavailable: Some(IntOrString::Int(1)),
+            min_available: None,
             selector: Some(inputs.label_selector(names::POOL_COMPONENT)),
             // A pod that is not running serves nobody; evicting it must not block a drain.
             unhealthy_pod_eviction_policy: Some("AlwaysAllow".to_owned()),
@@ -34,26 +29,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keeps_one_pool_pod_and_selects_like_the_deployment() {
-        let c = build(&database("storage: 1Gi\npool: {replicas: 2}\n"));
-        let spec = c.pool_budget.spec.unwrap();
-        assert_eq!(c.pool_budget.metadata.name.as_deref(), Some("ledger-pgbouncer"));
-        assert_eq!(
-            (spec.min_available, spec.max_unavailable),
-            (Some(IntOrString::Int(1)), None)
-        );
-        assert_eq!(spec.selector, Some(c.pool.spec.unwrap().selector));
+    fn one_pool_pod_at_a_time_at_every_replica_count() {
+        // The bounds of `pool.replicas`, and the default (2).
+        for replicas in [1, 2, 16] {
+            let c = build(&database(&format!(
+                "storage: 1Gi\npool: {{replicas: {replicas}}}\n"
+            )));
+            let spec = c.pool_budget.spec.unwrap();
+            assert_eq!(
+                (spec.min_available, spec.max_unavailable),
+                (None, Some(IntOrString::Int(1))),
+                "{replicas} replicas"
+            );
+        }
     }
 
     #[test]
-    fn a_single_replica_may_be_evicted_so_drains_finish() {
-        let spec = build(&database("storage: 1Gi\npool: {replicas: 1}\n"))
-            .pool_budget
-            .spec
-            .unwrap();
+    fn selects_like_the_deployment() {
+        let c = build(&database("storage: 1Gi\n"));
+        assert_eq!(c.pool_budget.metadata.name.as_deref(), Some("ledger-pgbouncer"));
         assert_eq!(
-            (spec.min_available, spec.max_unavailable),
-            (None, Some(IntOrString::Int(1)))
+            c.pool_budget.spec.unwrap().selector,
+            Some(c.pool.spec.unwrap().selector)
         );
     }
 }
