@@ -160,7 +160,14 @@ async fn customer_name_must_fit_a_namespace_unless_one_is_given() {
         .await,
     );
     assert!(msg.contains("used as its namespace"), "{msg}");
-    dry_run(&c, &format!("apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {long}}}\nspec: {{namespace: short}}\n")).await.unwrap();
+    // Even with a namespace of its own, the name is a label value everywhere: at most 63 characters.
+    let msg = refusal(dry_run(&c, &format!("apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {long}}}\nspec: {{namespace: short}}\n")).await);
+    assert!(msg.contains("at most 63 characters"), "{msg}");
+    assert!(msg.contains("such as big-client-0815"), "{msg}");
+    let u = unique("n");
+    let longest = format!("{}-{u}", "x".repeat(62 - u.len()));
+    assert_eq!(longest.len(), 63);
+    dry_run(&c, &format!("apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {longest}}}\nspec: {{namespace: short}}\n")).await.unwrap();
 }
 
 #[tokio::test]

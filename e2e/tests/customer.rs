@@ -52,8 +52,26 @@ async fn events_of(c: &Client, customer: &str, reason: &str) -> Vec<Event> {
 }
 
 fn ready_of(c: &Customer) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    condition_of(c, "Ready")
+}
+
+fn condition_of<'a>(
+    c: &'a Customer,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     let conditions = c.status.as_ref().map(|s| s.conditions.as_slice());
-    berth_api::find_condition(conditions.unwrap_or_default(), "Ready")
+    berth_api::find_condition(conditions.unwrap_or_default(), type_)
+}
+
+/// Whether `c` reports its namespace refused for `reason`, for its current generation.
+fn refused_for(c: &Customer, reason: &str) -> bool {
+    condition_of(c, "NamespaceReady").is_some_and(|n| {
+        n.status == "False" && n.reason == reason && n.observed_generation == c.metadata.generation
+    })
+}
+
+fn recorded_uid(ns: &Namespace) -> Option<&str> {
+    ns.annotations().get(names::CUSTOMER_UID).map(String::as_str)
 }
 
 /// Deletes a `deletionPolicy: Delete` Customer and waits for garbage collection to remove its namespace.
@@ -201,10 +219,14 @@ async fn hand_made_changes_are_put_back() {
 async fn retain_keeps_the_namespace_and_its_data() {
     let c = setup().await;
     let name = unique("retain");
-    let yaml = format!(
-        "apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {name}}}\nspec: {{deletionPolicy: Retain}}\n"
-    );
-    create(&c, &yaml).await;
+    let yaml = |policy: &str, adopt: Option<&str>| {
+        let adopt = adopt.map_or_else(String::new, |uid| format!(", adoptNamespaceOf: '{uid}'"));
+        format!(
+            "apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {name}}}\nspec: {{deletionPolicy: {policy}{adopt}}}\n"
+        )
+    };
+    let first = create(&c, &yaml("Retain", None)).await;
+    let old_uid = first.uid().unwrap();
     let secrets: Api<Secret> = Api::namespaced(c.clone(), &name);
     let data: Secret = serde_json::from_value(
         serde_json::json!({"metadata": {"name": "tenant-data"}, "stringData": {"k": "v"}}),
@@ -226,6 +248,8 @@ async fn retain_keeps_the_namespace_and_its_data() {
         ns.labels().get("berth.dev/retained").map(String::as_str),
         Some("true")
     );
+    assert_eq!(recorded_uid(&ns), Some(old_uid.as_str()), "whose it was");
+    let kept_version = ns.resource_version();
     assert_eq!(ns.status.and_then(|s| s.phase).as_deref(), Some("Active"));
     assert!(
         secrets.get_opt("tenant-data").await.unwrap().is_some(),
@@ -246,10 +270,46 @@ async fn retain_keeps_the_namespace_and_its_data() {
         .await
         .expect("the admin binding is kept");
 
-    // The same Customer name, applied again, takes its tenant back, data and all.
-    let again = create(&c, &yaml.replace("Retain", "Delete")).await;
+    // The same name applied again is not enough: it may be a new tenant reusing a name, who must not get
+    // the old one's data. berth refuses, leaves the namespace as it was, and says how to take it over.
+    apply_yaml(&customers, &yaml("Delete", None)).await.unwrap();
+    let refused = wait_for(&customers, &name, SHORT, "a RetainedNamespace condition", |cu| {
+        refused_for(cu, "RetainedNamespace")
+    })
+    .await;
+    assert_ne!(refused.uid().as_deref(), Some(old_uid.as_str()));
+    let ready = ready_of(&refused).cloned().unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "RetainedNamespace")
+    );
+    assert!(
+        ready.message.contains(&format!(
+            "set spec.adoptNamespaceOf: {old_uid} to take it over with its data"
+        )),
+        "{}",
+        ready.message
+    );
+    assert!(
+        ready.message.contains(&format!("namespace {name} ")),
+        "{}",
+        ready.message
+    );
+    assert!(!events_of(&c, &name, "RetainedNamespace").await.is_empty());
+    assert!(events_of(&c, &name, "Adopted").await.is_empty());
+    let ns = Api::<Namespace>::all(c.clone()).get(&name).await.unwrap();
+    assert_eq!(ns.resource_version(), kept_version, "untouched");
+    assert_eq!(recorded_uid(&ns), Some(old_uid.as_str()));
+    assert!(ns.owner_references().is_empty());
+
+    // Asked for by the UID the namespace records, the tenant comes back, data and all.
+    apply_yaml(&customers, &yaml("Delete", Some(&old_uid)))
+        .await
+        .unwrap();
+    let again = wait_for(&customers, &name, READY_WITHIN, "Ready", customer_ready).await;
     let ns = Api::<Namespace>::all(c.clone()).get(&name).await.unwrap();
     assert!(owned_by(&ns.metadata, &again), "{:?}", ns.owner_references());
+    assert_eq!(recorded_uid(&ns), again.uid().as_deref(), "recorded anew");
     assert_eq!(ns.labels().get("berth.dev/retained"), None);
     assert!(secrets.get_opt("tenant-data").await.unwrap().is_some());
     assert!(!events_of(&c, &name, "Adopted").await.is_empty());
@@ -321,6 +381,77 @@ async fn someone_elses_namespace_is_left_alone() {
         "deleting the Customer did not delete their namespace"
     );
     namespaces.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn two_customers_naming_one_namespace_at_once_leave_it_to_exactly_one() {
+    let c = setup().await;
+    let ns_name = unique("race");
+    let (a, b) = (unique("race-a"), unique("race-b"));
+    let yaml = |name: &str| {
+        format!(
+            "apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {name}}}\nspec: {{namespace: {ns_name}, deletionPolicy: Delete}}\n"
+        )
+    };
+    let customers: Api<Customer> = Api::all(c.clone());
+    let (yaml_a, yaml_b) = (yaml(&a), yaml(&b));
+    let (made_a, made_b) = tokio::join!(apply_yaml(&customers, &yaml_a), apply_yaml(&customers, &yaml_b));
+    made_a.unwrap();
+    made_b.unwrap();
+
+    // One comes up, the other is told whose namespace it is; which is which is the race's to decide.
+    let (winner, loser) = eventually(READY_WITHIN, "one Ready and one NameConflict", || async {
+        let (x, y) = (customers.get(&a).await.ok()?, customers.get(&b).await.ok()?);
+        let settled = |w: &Customer, l: &Customer| customer_ready(w) && refused_for(l, "NameConflict");
+        if settled(&x, &y) {
+            Some((x, y))
+        } else if settled(&y, &x) {
+            Some((y, x))
+        } else {
+            None
+        }
+    })
+    .await;
+    let namespaces: Api<Namespace> = Api::all(c.clone());
+    let ns = namespaces.get(&ns_name).await.unwrap();
+    assert_eq!(recorded_uid(&ns), winner.uid().as_deref());
+    let owners: Vec<&str> = ns.owner_references().iter().map(|o| o.uid.as_str()).collect();
+    assert_eq!(
+        owners,
+        [winner.uid().unwrap().as_str()],
+        "owned by the winner alone"
+    );
+    assert_eq!(ns.labels().get("berth.dev/customer"), Some(&winner.name_any()));
+    let ready = ready_of(&loser).cloned().unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "NameConflict")
+    );
+    assert!(
+        ready
+            .message
+            .contains(&format!("belongs to Customer {}", winner.name_any())),
+        "{}",
+        ready.message
+    );
+    assert!(!events_of(&c, &loser.name_any(), "NameConflict").await.is_empty());
+    assert!(
+        events_of(&c, &loser.name_any(), "Created").await.is_empty(),
+        "the loser never thought it had created the namespace"
+    );
+    assert!(!events_of(&c, &winner.name_any(), "Created").await.is_empty());
+
+    // The loser first, so it cannot take the name once the winner's namespace is gone.
+    customers
+        .delete(&loser.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&customers, &loser.name_any(), SHORT).await;
+    customers
+        .delete(&winner.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&namespaces, &ns_name, READY_WITHIN).await;
 }
 
 /// resourceVersion of every object of the tenant, keyed by kind/name.

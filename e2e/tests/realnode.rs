@@ -578,19 +578,24 @@ async fn rows_survive_a_deleted_server_pod_a_suspend_and_an_operator_restart() {
 async fn under_retain_the_data_outlives_the_customer_and_comes_back_with_it() {
     let client = client().await;
     let name = unique("real-retain");
-    let apply = |deletion_policy: &str| {
+    let apply = |deletion_policy: &str, adopt: Option<&str>| {
+        let mut spec = json!({"deletionPolicy": deletion_policy, "features": with_database(&json!({}))});
+        if let Some(uid) = adopt {
+            spec["adoptNamespaceOf"] = json!(uid);
+        }
         json!({
             "apiVersion": "berth.dev/v1alpha1", "kind": "Customer", "metadata": {"name": name},
-            "spec": {"deletionPolicy": deletion_policy, "features": with_database(&json!({}))}
+            "spec": spec
         })
     };
     let customers = Api::<Customer>::all(client.clone());
     let ssa = PatchParams::apply("berth-e2e").force();
     customers
-        .patch(&name, &ssa, &Patch::Apply(&apply("Retain")))
+        .patch(&name, &ssa, &Patch::Apply(&apply("Retain", None)))
         .await
         .expect("apply");
     ready(&client, &name).await;
+    let old_uid = customers.get(&name).await.unwrap().uid().unwrap();
     through_pool(
         &client,
         &name,
@@ -617,10 +622,44 @@ async fn under_retain_the_data_outlives_the_customer_and_comes_back_with_it() {
         "the credentials are kept"
     );
 
+    // The name alone does not bring the data back (it could be a new tenant's); the old UID does.
     customers
-        .patch(&name, &ssa, &Patch::Apply(&apply("Delete")))
+        .patch(&name, &ssa, &Patch::Apply(&apply("Delete", None)))
         .await
         .expect("re-create");
+    let refused = wait_for(
+        &customers,
+        &name,
+        Duration::from_secs(60),
+        "RetainedNamespace",
+        |c| {
+            let conditions = c
+                .status
+                .as_ref()
+                .map(|s| s.conditions.as_slice())
+                .unwrap_or_default();
+            berth_api::find_condition(conditions, "NamespaceReady").is_some_and(|n| {
+                n.reason == "RetainedNamespace" && n.observed_generation == c.metadata.generation
+            })
+        },
+    )
+    .await;
+    let conditions = refused.status.unwrap().conditions;
+    let message = &berth_api::find_condition(&conditions, "Ready").unwrap().message;
+    assert!(
+        message.contains(&format!("set spec.adoptNamespaceOf: {old_uid} ")),
+        "says how to take it over: {message}"
+    );
+    let namespace = Api::<Namespace>::all(client.clone()).get(&name).await.unwrap();
+    assert_eq!(
+        namespace.annotations().get("berth.dev/customer-uid"),
+        Some(&old_uid),
+        "left as it was"
+    );
+    customers
+        .patch(&name, &ssa, &Patch::Apply(&apply("Delete", Some(&old_uid))))
+        .await
+        .expect("opt in");
     ready(&client, &name).await;
     let again = claims.get("data-db-postgres-0").await.unwrap();
     assert_eq!(again.uid(), claim.uid(), "the same claim, so the same volume");

@@ -38,13 +38,7 @@ pub struct Children {
 /// Builds every child of `customer`. Fails only when the Customer has no UID yet (not from the API server).
 #[must_use]
 pub fn children(customer: &Customer) -> Option<Children> {
-    let owner = berth_kit::owner_ref(customer)?;
-    let b = Builder {
-        customer,
-        uid: owner.uid.clone(),
-        owner,
-        ns: customer.namespace_name(),
-    };
+    let b = Builder::of(customer)?;
     Some(Children {
         namespace: b.namespace(),
         resource_quota: b.resource_quota(),
@@ -53,6 +47,27 @@ pub fn children(customer: &Customer) -> Option<Children> {
         admins: b.admins(),
         database: b.database(),
         scheduler: b.scheduler(),
+    })
+}
+
+/// The tenant namespace as berth first creates it: no more than says whose it is (berth's labels and the
+/// Customer's UID), so the create that decides between two Customers naming one namespace writes nothing
+/// the apply after it would not. `None` when the Customer has no UID.
+///
+/// No ownerReference even under `Delete`, as for the database credentials: the fields a create sets stay
+/// owned by that create, so a reference set here could never be taken away by a later apply (a switch to
+/// `Retain`) and garbage collection would delete the tenant with its Customer. The apply adds it.
+#[must_use]
+pub fn namespace_claim(customer: &Customer) -> Option<Namespace> {
+    let b = Builder::of(customer)?;
+    Some(Namespace {
+        metadata: ObjectMeta {
+            name: Some(b.ns.clone()),
+            labels: Some(labels(&customer.name_any(), TENANT)),
+            annotations: Some(b.recorded_uid()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
     })
 }
 
@@ -76,7 +91,26 @@ struct Builder<'a> {
     ns: String,
 }
 
-impl Builder<'_> {
+/// Component label of the tenant namespace.
+const TENANT: &str = "tenant";
+
+impl<'a> Builder<'a> {
+    fn of(customer: &'a Customer) -> Option<Self> {
+        let owner = berth_kit::owner_ref(customer)?;
+        Some(Builder {
+            customer,
+            uid: owner.uid.clone(),
+            owner,
+            ns: customer.namespace_name(),
+        })
+    }
+
+    /// Without an owner under Retain, this is how berth tells its tenant from a namespace left behind by
+    /// an earlier Customer of the same name.
+    fn recorded_uid(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([(names::CUSTOMER_UID.to_owned(), self.uid.clone())])
+    }
+
     /// Metadata of a feature child: always owned by the Customer.
     fn meta(&self, name: &str, component: &str) -> ObjectMeta {
         ObjectMeta {
@@ -105,7 +139,7 @@ impl Builder<'_> {
 
     fn namespace(&self) -> Namespace {
         let customer = self.customer;
-        let mut l = labels(&customer.name_any(), "tenant");
+        let mut l = labels(&customer.name_any(), TENANT);
         // Pod Security admission: the tenant runs nothing privileged, and hears about it when it tries.
         for mode in ["enforce", "audit", "warn"] {
             l.insert(
@@ -121,12 +155,7 @@ impl Builder<'_> {
             metadata: ObjectMeta {
                 name: Some(customer.namespace_name()),
                 labels: Some(l),
-                // Without an owner under Retain, this is how berth tells its tenant from a namespace left
-                // behind by an earlier Customer of the same name.
-                annotations: Some(BTreeMap::from([(
-                    names::CUSTOMER_UID.to_owned(),
-                    self.uid.clone(),
-                )])),
+                annotations: Some(self.recorded_uid()),
                 owner_references: self.owners(),
                 ..ObjectMeta::default()
             },
@@ -372,6 +401,32 @@ spec:
         assert_eq!(ns.metadata.labels.unwrap()[labels::RETAINED], "true");
         c.metadata.uid = None;
         assert_eq!(retained_namespace(&c), None);
+    }
+
+    #[test]
+    fn the_claim_says_whose_namespace_it_is_and_nothing_the_apply_would_not() {
+        for policy in ["Retain", "Delete"] {
+            let c = customer(&format!("{SEED}  deletionPolicy: {policy}\n"));
+            let claim = namespace_claim(&c).unwrap().metadata;
+            let desired = children(&c).unwrap().namespace.metadata;
+            assert_eq!(claim.name.as_deref(), Some("tenant-zeta"), "{policy}");
+            assert_eq!(
+                claim.annotations.as_ref().unwrap()[names::CUSTOMER_UID],
+                "0a1b2c3d-uid",
+                "{policy}"
+            );
+            assert_eq!(claim.annotations, desired.annotations, "{policy}");
+            let (have, want) = (claim.labels.unwrap(), desired.labels.unwrap());
+            assert_eq!(have[labels::CUSTOMER], "tenant-zeta", "{policy}");
+            assert_eq!(have[labels::MANAGED_BY], "berth", "{policy}");
+            for (k, v) in &have {
+                assert_eq!(want.get(k), Some(v), "{policy}: {k} is applied too");
+            }
+            assert_eq!(claim.owner_references, None, "{policy}: the apply adds it");
+        }
+        let mut c = customer(SEED);
+        c.metadata.uid = None;
+        assert_eq!(namespace_claim(&c), None);
     }
 
     #[test]

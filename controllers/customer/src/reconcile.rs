@@ -1,11 +1,12 @@
-//! One reconcile of a Customer, top to bottom: load (caches and one namespace lookup) → build (pure) →
-//! apply → status. Under `Retain`, deletion goes through the finalizer, which marks what is kept.
+//! One reconcile of a Customer, top to bottom: load (caches and one namespace lookup) → who may use the
+//! namespace (pure; a free one is claimed by creating it) → build (pure) → apply → status. Under `Retain`,
+//! deletion goes through the finalizer, which marks what is kept.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_api::{Customer, CustomerStatus, Database, DeletionPolicy, Scheduler};
-use berth_kit::error::{Error, Result};
+use berth_kit::error::{Error, Result, is_conflict};
 use berth_kit::runtime::Reconciler;
 use berth_kit::slim::Cached;
 use berth_kit::watch::{Synced, current, current_whole, listed};
@@ -15,7 +16,7 @@ use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
@@ -116,9 +117,74 @@ async fn decide(customer: Arc<Customer>, ctx: &Ctx) -> Result<Action> {
 enum Holder {
     Nobody,
     Us,
-    /// Left behind by an earlier Customer of the same name under `deletionPolicy: Retain`.
-    Retained,
+    /// Left behind by an earlier Customer of the same name under `deletionPolicy: Retain`, with the UID it
+    /// records (`None`: kept by a berth that recorded none).
+    Retained(Option<String>),
     Other(String),
+}
+
+/// What this reconcile does with the tenant namespace.
+enum Standing {
+    /// Nobody holds it: claim it (see [`claim`]).
+    Free,
+    /// Claimed by this reconcile.
+    Created,
+    Ours,
+    /// Retained by the earlier Customer of this name with this UID, which the spec asks to take over.
+    Adopt(String),
+    /// Not berth's to touch for this Customer; `reason` is the condition's and the Warning event's.
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+const NAME_CONFLICT: &str = "NameConflict";
+const RETAINED_NAMESPACE: &str = "RetainedNamespace";
+
+/// What `c` may do with the namespace `holder` holds. A retained namespace holds an earlier tenant's data,
+/// and a new tenant may reuse the name by accident: it is taken over only when the spec names the UID it
+/// records, which only someone who looked at it can know.
+fn standing(c: &Customer, holder: Holder) -> Standing {
+    let recorded = match holder {
+        Holder::Nobody => return Standing::Free,
+        Holder::Us => return Standing::Ours,
+        Holder::Other(message) => {
+            return Standing::Refused {
+                reason: NAME_CONFLICT,
+                message,
+            };
+        }
+        Holder::Retained(recorded) => recorded,
+    };
+    let asked = c.spec.adopt_namespace_of.as_deref();
+    let ns = c.namespace_name();
+    let name = c.name_any();
+    let kept = format!(
+        "namespace {ns} was kept with its data (deletionPolicy: Retain) by an earlier Customer {name}"
+    );
+    let message = match recorded {
+        Some(uid) if asked == Some(uid.as_str()) => return Standing::Adopt(uid),
+        Some(uid) => {
+            let instead = asked.map_or_else(String::new, |a| format!(", not {a}"));
+            format!(
+                "{kept} with UID {uid}{instead}; berth leaves it untouched: set spec.adoptNamespaceOf: {uid} \
+                 to take it over with its data, or re-create this Customer with another spec.namespace"
+            )
+        }
+        None => {
+            let uid = c.uid().unwrap_or_default();
+            format!(
+                "{kept}, which it does not name by UID; berth leaves it untouched: run `kubectl annotate \
+                 namespace {ns} {CUSTOMER_UID}={uid}` to take it over with its data, or re-create this \
+                 Customer with another spec.namespace"
+            )
+        }
+    };
+    Standing::Refused {
+        reason: RETAINED_NAMESPACE,
+        message,
+    }
 }
 
 async fn namespace_holder(c: &Customer, ctx: &Ctx) -> Result<Holder> {
@@ -146,12 +212,12 @@ fn holder(c: &Customer, ns: Option<&ObjectMeta>) -> Holder {
         return Holder::Us;
     }
     // Kept under `Retain` by an earlier Customer of this name (names are unique, so that one is gone),
-    // and nobody owns it: a Customer re-created with the same name takes its tenant (and data) back.
+    // and nobody owns it.
     if owners.is_empty()
         && labels.get(labels::CUSTOMER) == Some(&c.name_any())
         && labels.get(labels::MANAGED_BY).is_some_and(|v| v == labels::BERTH)
     {
-        return Holder::Retained;
+        return Holder::Retained(recorded.cloned());
     }
     let name = c.namespace_name();
     let owner = labels.get(labels::CUSTOMER).map_or_else(
@@ -161,6 +227,37 @@ fn holder(c: &Customer, ns: Option<&ObjectMeta>) -> Holder {
     Holder::Other(format!(
         "namespace {name} already exists and {owner}; berth leaves it untouched"
     ))
+}
+
+/// Takes a free namespace by creating it with a claim (see [`build::namespace_claim`]): a create fails
+/// when the name exists, where an apply would take over whatever another Customer made a moment earlier,
+/// so of two Customers naming one namespace at once exactly one wins. The other reads what the winner
+/// made and decides again, as if it had found it there.
+async fn claim(c: &Customer, ctx: &Ctx) -> Result<Standing> {
+    let Some(ns) = build::namespace_claim(c) else {
+        return Err(Error::InvalidSpec("the Customer has no UID yet".to_owned()));
+    };
+    let kit = &ctx.kit;
+    let api: Api<Namespace> = kit.cluster_api();
+    let params = PostParams {
+        field_manager: Some(kit.manager.clone()),
+        ..PostParams::default()
+    };
+    kit.count_write("create");
+    match api.create(&params, &ns).await {
+        Ok(_) => Ok(Standing::Created),
+        Err(e) if is_conflict(&e) => {
+            let name = ns.name_any();
+            let live = api.get_metadata_opt(&name).await?;
+            match standing(c, holder(c, live.as_ref().map(|m| &m.metadata))) {
+                Standing::Free => Err(Error::Unavailable(format!(
+                    "namespace {name} was deleted while berth created it"
+                ))),
+                other => Ok(other),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Drops the finalizer of a Customer switched from `Retain` to `Delete`, never another writer's.
@@ -185,34 +282,28 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
         suspended: c.spec.suspend,
         generation: c.meta().generation,
     };
-    let holder = namespace_holder(c, ctx).await?;
+    let mut standing = standing(c, namespace_holder(c, ctx).await?);
+    if matches!(standing, Standing::Free) {
+        standing = claim(c, ctx).await?;
+    }
     let (database, scheduler);
-    let action = match holder {
-        Holder::Other(why) => {
-            if !already_reported(old, status::NAMESPACE_READY, "NameConflict") {
-                kit.event(
-                    &c.object_ref(&()),
-                    EventType::Warning,
-                    "NameConflict",
-                    why.clone(),
-                )
-                .await;
+    let action = match standing {
+        Standing::Refused { reason, message } => {
+            if !already_reported(old, status::NAMESPACE_READY, reason) {
+                kit.event(&c.object_ref(&()), EventType::Warning, reason, message.clone())
+                    .await;
             }
-            seen.namespace = NamespaceState::Conflict(why);
-            // Nothing berth watches changes when that namespace goes away; look again now and then.
+            seen.namespace = NamespaceState::Refused { reason, message };
+            // Nothing berth watches changes when someone else's namespace goes away; look again now and then.
             Action::requeue(Duration::from_secs(60))
         }
-        Holder::Nobody | Holder::Us | Holder::Retained => {
-            let created = matches!(holder, Holder::Nobody);
-            let adopted = matches!(holder, Holder::Retained);
-            let mut repairs = Repairs::default();
-            let applied = apply_children(c, kids, ctx, &mut repairs).await?;
-            seen.namespace = applied.namespace;
-            (database, scheduler) = (applied.database, applied.scheduler);
-            seen.database = feature(c.spec.features.database.enabled, database.as_ref());
-            seen.scheduler = feature(c.spec.features.scheduler.enabled, scheduler.as_ref());
+        // `claim` never answers `Free` (a namespace gone again is an error, retried), so this is only ever
+        // what the type requires.
+        Standing::Free | Standing::Created | Standing::Ours | Standing::Adopt(_) => {
             let me = c.object_ref(&());
-            if created {
+            // Told as soon as it is true: a reconcile cut short after the claim would otherwise never say
+            // it, since the next one finds the namespace already ours.
+            if matches!(standing, Standing::Created) {
                 kit.event(
                     &me,
                     EventType::Normal,
@@ -221,9 +312,17 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
                 )
                 .await;
             }
-            if adopted {
+            let mut repairs = Repairs::default();
+            let applied = apply_children(c, kids, ctx, &mut repairs).await?;
+            seen.namespace = applied.namespace;
+            (database, scheduler) = (applied.database, applied.scheduler);
+            seen.database = feature(c.spec.features.database.enabled, database.as_ref());
+            seen.scheduler = feature(c.spec.features.scheduler.enabled, scheduler.as_ref());
+            if let Standing::Adopt(uid) = &standing {
                 let note = format!(
-                    "took back tenant namespace {ns_name}, retained by an earlier Customer of this name"
+                    "took over tenant namespace {ns_name} with its data, kept by the earlier Customer {} \
+                     with UID {uid}, as spec.adoptNamespaceOf asks",
+                    c.name_any()
                 );
                 kit.event(&me, EventType::Normal, "Adopted", note).await;
             }

@@ -16,8 +16,9 @@ pub enum NamespaceState {
     Active,
     /// Applied, but not (yet) `Active`, e.g. `Terminating`.
     NotActive(String),
-    /// Someone else's namespace has the name; berth does not touch it.
-    Conflict(String),
+    /// berth does not touch the namespace of that name: `reason` says why (someone else's, or one an earlier
+    /// tenant left behind and this Customer has not asked for), `message` what a person can do.
+    Refused { reason: &'static str, message: String },
 }
 
 /// A child Customer feature as observed after applying it.
@@ -52,7 +53,9 @@ pub fn status(old: Option<&CustomerStatus>, seen: &Observed<'_>, now: &Time) -> 
             "NotActive",
             format!("namespace is {phase}"),
         ),
-        NamespaceState::Conflict(why) => Verdict::new(NAMESPACE_READY, false, "NameConflict", why.clone()),
+        NamespaceState::Refused { reason, message } => {
+            Verdict::new(NAMESPACE_READY, false, *reason, message.clone())
+        }
     };
     let db = child(DATABASE_READY, &seen.database, |d| {
         (
@@ -229,12 +232,23 @@ mod tests {
     }
 
     #[test]
-    fn conflict_is_reported_with_its_reason() {
+    fn a_refused_namespace_is_reported_with_its_reason() {
         let mut seen = observed(Feature::Blocked, Feature::Blocked);
-        seen.namespace = NamespaceState::Conflict("namespace ns-q exists and is not managed by berth".into());
+        seen.namespace = NamespaceState::Refused {
+            reason: "NameConflict",
+            message: "namespace ns-q exists and is not managed by berth".into(),
+        };
         let s = status(None, &seen, &at(10));
         assert_eq!(get(&s, "Ready").reason, "NameConflict");
         assert!(get(&s, "Ready").message.contains("not managed by berth"));
+        seen.namespace = NamespaceState::Refused {
+            reason: "RetainedNamespace",
+            message: "namespace ns-q was kept".into(),
+        };
+        let s = status(Some(&s), &seen, &at(20));
+        assert_eq!(get(&s, NAMESPACE_READY).reason, "RetainedNamespace");
+        assert_eq!(get(&s, "Ready").reason, "RetainedNamespace");
+        assert_eq!(get(&s, "Ready").status, "False");
     }
 
     #[test]

@@ -28,6 +28,10 @@ const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new(format!("has(self.spec.__namespace__) || (size(self.metadata.name) <= 63 && self.metadata.name.matches('{DNS_LABEL}'))"))
         .message("the Customer's name is used as its namespace, so it must be a DNS label (at most 63 lowercase letters, digits or '-'); choose another name or set spec.namespace"),
+    // Checked here rather than retried forever by the controller: every child carries the name as a label
+    // value, and the API server refuses a label value longer than 63 characters.
+    validation = Rule::new("self.metadata.name.size() <= 63")
+        .message("metadata.name must have at most 63 characters: a Customer's name is also the value of the label berth.dev/customer on everything berth makes for it; choose a shorter name such as big-client-0815"),
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.__namespace__) == has(oldSelf.__namespace__) && (!has(self.__namespace__) || self.__namespace__ == oldSelf.__namespace__)")
@@ -54,6 +58,14 @@ pub struct CustomerSpec {
     /// What happens to the namespace and its data when the Customer is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Take over the namespace, and the data in it, that an earlier Customer of this name left behind under
+    /// `deletionPolicy: Retain`: that Customer's UID, as the namespace records it in its annotation
+    /// `berth.dev/customer-uid`. Without it such a namespace is left untouched and reported
+    /// (`NamespaceReady=False`, reason `RetainedNamespace`, naming the UID), so a new tenant that reuses a
+    /// name never inherits an old tenant's data by accident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 36))]
+    pub adopt_namespace_of: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]

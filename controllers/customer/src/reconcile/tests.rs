@@ -31,7 +31,7 @@ fn holds(h: &Holder) -> &'static str {
     match h {
         Holder::Nobody => "nobody",
         Holder::Us => "us",
-        Holder::Retained => "retained",
+        Holder::Retained(_) => "retained",
         Holder::Other(_) => "other",
     }
 }
@@ -101,6 +101,121 @@ fn a_conflict_says_whose_namespace_it_is() {
         panic!("not a conflict");
     };
     assert!(why.contains("is not managed by berth"), "{why}");
+}
+
+#[test]
+fn a_retained_namespace_says_whom_it_was_kept_for() {
+    let c = customer("ledger", "uid-now");
+    let recorded = |ns: ObjectMeta| match holder(&c, Some(&ns)) {
+        Holder::Retained(uid) => uid,
+        _ => panic!("not retained"),
+    };
+    assert_eq!(
+        recorded(tenant_ns("ledger", &[], Some("uid-old"))).as_deref(),
+        Some("uid-old")
+    );
+    assert_eq!(recorded(tenant_ns("ledger", &[], None)), None);
+}
+
+/// `ledger`, taking over the namespace of `adopt` if given.
+fn adopting(adopt: Option<&str>) -> Customer {
+    let mut c = customer("ledger", "uid-now");
+    c.spec.adopt_namespace_of = adopt.map(str::to_owned);
+    c
+}
+
+fn stands(s: &Standing) -> String {
+    match s {
+        Standing::Free => "free".to_owned(),
+        Standing::Created => "created".to_owned(),
+        Standing::Ours => "ours".to_owned(),
+        Standing::Adopt(uid) => format!("adopt {uid}"),
+        Standing::Refused { reason, .. } => format!("refused {reason}"),
+    }
+}
+
+#[test]
+fn only_a_customer_that_names_the_recorded_uid_takes_a_retained_namespace_over() {
+    let retained = || Holder::Retained(Some("uid-old".to_owned()));
+    let cases = [
+        ("free", None, Holder::Nobody, "free"),
+        ("free, opted in anyway", Some("uid-old"), Holder::Nobody, "free"),
+        ("ours", None, Holder::Us, "ours"),
+        (
+            "ours, still opted in after adopting",
+            Some("uid-old"),
+            Holder::Us,
+            "ours",
+        ),
+        (
+            "retained, not asked",
+            None,
+            retained(),
+            "refused RetainedNamespace",
+        ),
+        (
+            "retained, asked by UID",
+            Some("uid-old"),
+            retained(),
+            "adopt uid-old",
+        ),
+        (
+            "retained, another UID asked",
+            Some("uid-else"),
+            retained(),
+            "refused RetainedNamespace",
+        ),
+        (
+            "retained, recorded by nobody, asked anything",
+            Some("uid-old"),
+            Holder::Retained(None),
+            "refused RetainedNamespace",
+        ),
+        (
+            "someone else's, opted in",
+            Some("uid-old"),
+            Holder::Other("theirs".to_owned()),
+            "refused NameConflict",
+        ),
+    ];
+    for (what, adopt, holder, expected) in cases {
+        assert_eq!(stands(&standing(&adopting(adopt), holder)), expected, "{what}");
+    }
+}
+
+fn refusal(s: Standing) -> String {
+    match s {
+        Standing::Refused { message, .. } => message,
+        other => panic!("not refused: {}", stands(&other)),
+    }
+}
+
+#[test]
+fn a_refused_retained_namespace_says_how_to_take_it_over() {
+    let retained = || Holder::Retained(Some("uid-old".to_owned()));
+    assert_eq!(
+        refusal(standing(&adopting(None), retained())),
+        "namespace ledger was kept with its data (deletionPolicy: Retain) by an earlier Customer ledger \
+         with UID uid-old; berth leaves it untouched: set spec.adoptNamespaceOf: uid-old to take it over \
+         with its data, or re-create this Customer with another spec.namespace"
+    );
+    let wrong = refusal(standing(&adopting(Some("uid-else")), retained()));
+    assert!(wrong.contains("with UID uid-old, not uid-else;"), "{wrong}");
+    assert!(wrong.contains("set spec.adoptNamespaceOf: uid-old "), "{wrong}");
+    let unrecorded = refusal(standing(&adopting(None), Holder::Retained(None)));
+    assert!(
+        unrecorded.contains("run `kubectl annotate namespace ledger berth.dev/customer-uid=uid-now`"),
+        "{unrecorded}"
+    );
+}
+
+#[test]
+fn a_conflict_keeps_its_message() {
+    let why = "namespace ledger already exists and is not managed by berth".to_owned();
+    assert_eq!(
+        refusal(standing(&adopting(None), Holder::Other(why.clone()))),
+        why
+    );
 }
 
 fn policy(rules: Option<usize>) -> NetworkPolicy {
