@@ -1,7 +1,8 @@
 //! The Scheduler controller on a real control plane (issue #6): `workers` bounds the active runs and the
 //! rest queue as suspended Jobs started oldest-due first; the queue survives a SIGKILLed operator with no
 //! run lost or doubled; history limits prune; `suspend` starts nothing; deleting the Scheduler lets the
-//! garbage collector remove its Jobs and pods; an invalid schedule is reported while its sibling runs.
+//! garbage collector remove its Jobs and pods; an invalid schedule is reported while its sibling runs; two
+//! Schedulers of one namespace with a workflow of the same name each get their own runs.
 //!
 //! Schedulers are made directly in throwaway namespaces (no Customer). Every workflow runs each minute
 //! (`* * * * *`), so each test creates its Scheduler a few seconds before a minute boundary and the first
@@ -31,7 +32,8 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -75,9 +77,11 @@ fn scheduler(name: &str, run_for: &str, spec: &Value) -> Scheduler {
     .expect("a Scheduler")
 }
 
-/// A run's Job name: the workflow and its due time in Unix minutes.
-fn run_name(workflow: &str, due: i64) -> String {
-    format!("{workflow}-{}", due / 60)
+/// A run's Job name, as the controller names it: the workflow, the Scheduler's tag and the due time in
+/// Unix minutes.
+fn run_name(scheduler: &str, workflow: &str, due: i64) -> String {
+    let due = Timestamp::from_second(due).expect("a due time");
+    berth_scheduler::plan::run_name(scheduler, workflow, due)
 }
 
 fn unix_now() -> Duration {
@@ -344,7 +348,7 @@ async fn six_runs_due_at_once_never_exceed_four_workers_and_queue_in_order() {
         "workflows": flows.iter().map(|f| workflow(f, "* * * * *")).collect::<Vec<_>>(),
     });
     let (_, due) = create_before_a_boundary(&schedulers, &[scheduler("batch", "20s", &spec)]).await;
-    let names: Vec<String> = flows.iter().map(|f| run_name(f, due)).collect();
+    let names: Vec<String> = flows.iter().map(|f| run_name("batch", f, due)).collect();
 
     let s = wait_for(&schedulers, "batch", NEXT_MINUTE, "4 running and 2 queued", |s| {
         counts(s) == (4, 2)
@@ -390,7 +394,8 @@ async fn six_runs_due_at_once_never_exceed_four_workers_and_queue_in_order() {
     let s = wait_for(&schedulers, "batch", SHORT, "an idle status", |s| {
         counts(s) == (0, 0)
             && flows.iter().all(|f| {
-                workflow_status(s, f).and_then(|w| w.last_run.as_deref()) == Some(run_name(f, due).as_str())
+                workflow_status(s, f).and_then(|w| w.last_run.as_deref())
+                    == Some(run_name("batch", f, due).as_str())
                     && workflow_status(s, f)
                         .and_then(|w| w.last_successful_time.as_ref())
                         .is_some()
@@ -429,7 +434,7 @@ async fn a_killed_operator_loses_no_queued_run_and_doubles_none() {
         "workflows": flows.iter().map(|f| workflow(f, "* * * * *")).collect::<Vec<_>>(),
     });
     let (_, due) = create_before_a_boundary(&schedulers, &[scheduler("crashy", "8s", &spec)]).await;
-    let names: Vec<String> = flows.iter().map(|f| run_name(f, due)).collect();
+    let names: Vec<String> = flows.iter().map(|f| run_name("crashy", f, due)).collect();
     log.until(NEXT_MINUTE, "one active and two queued runs", |s| {
         let jobs = s.due_at(due);
         (jobs.len() == 3 && jobs.iter().filter(|j| suspended(j)).count() == 2).then_some(())
@@ -515,7 +520,14 @@ async fn history_limits_prune_old_runs_and_status_tells_the_last_run() {
 
     // Both first runs succeed…
     for f in flows {
-        wait_for(&jobs, &run_name(f, first), NEXT_MINUTE, "success", succeeded).await;
+        wait_for(
+            &jobs,
+            &run_name("tidy", f, first),
+            NEXT_MINUTE,
+            "success",
+            succeeded,
+        )
+        .await;
     }
     // …and once the second ones have too, the first ones go.
     let s = wait_for(
@@ -526,7 +538,7 @@ async fn history_limits_prune_old_runs_and_status_tells_the_last_run() {
         |s| {
             flows.iter().all(|f| {
                 workflow_status(s, f).is_some_and(|w| {
-                    w.last_run.as_deref() == Some(run_name(f, second).as_str())
+                    w.last_run.as_deref() == Some(run_name("tidy", f, second).as_str())
                         && w.last_successful_time
                             .as_ref()
                             .is_some_and(|t| t.0.as_second() >= second)
@@ -536,7 +548,7 @@ async fn history_limits_prune_old_runs_and_status_tells_the_last_run() {
     )
     .await;
     for f in flows {
-        wait_gone(&jobs, &run_name(f, first), SHORT).await;
+        wait_gone(&jobs, &run_name("tidy", f, first), SHORT).await;
         let w = workflow_status(&s, f).unwrap();
         assert!(
             w.last_schedule_time.as_ref().unwrap().0.as_second() >= second,
@@ -565,7 +577,7 @@ async fn suspend_starts_nothing_and_resume_starts_the_slept_run_once() {
     let ns = TestNamespace::new(&c, "sched-suspend").await;
     let schedulers: Api<Scheduler> = ns.api();
     let jobs: Api<Job> = ns.api();
-    // Job names are `<workflow>-<minute>` per namespace, so the two Schedulers name their workflows apart.
+    // The two Schedulers name their workflows apart, so each run is known by its workflow alone.
     let paused = scheduler(
         "paused",
         "1s",
@@ -584,7 +596,7 @@ async fn suspend_starts_nothing_and_resume_starts_the_slept_run_once() {
 
     wait_for(
         &jobs,
-        &run_name("awake", due),
+        &run_name("control", "awake", due),
         NEXT_MINUTE,
         "the control run's success",
         succeeded,
@@ -624,7 +636,7 @@ async fn suspend_starts_nothing_and_resume_starts_the_slept_run_once() {
         |s| {
             ready_is(s, "True", "Ready")
                 && workflow_status(s, "sleeper").and_then(|w| w.last_run.as_deref())
-                    == Some(run_name("sleeper", due).as_str())
+                    == Some(run_name("paused", "sleeper", due).as_str())
         },
     )
     .await;
@@ -633,7 +645,7 @@ async fn suspend_starts_nothing_and_resume_starts_the_slept_run_once() {
     assert_eq!(w.missed, 0, "{w:?}");
     wait_for(
         &jobs,
-        &run_name("sleeper", due),
+        &run_name("paused", "sleeper", due),
         SHORT,
         "the slept run's success",
         succeeded,
@@ -663,11 +675,22 @@ async fn deleting_the_scheduler_garbage_collects_its_jobs_and_pods() {
     });
     let (made, due) = create_before_a_boundary(&schedulers, &[scheduler("doomed", "10m", &spec)]).await;
     let uid = made[0].uid().unwrap();
-    let running = wait_for(&jobs, &run_name("long", due), NEXT_MINUTE, "a running run", |j| {
-        !suspended(j)
-    })
+    let running = wait_for(
+        &jobs,
+        &run_name("doomed", "long", due),
+        NEXT_MINUTE,
+        "a running run",
+        |j| !suspended(j),
+    )
     .await;
-    let queued = wait_for(&jobs, &run_name("waiting", due), SHORT, "a queued run", suspended).await;
+    let queued = wait_for(
+        &jobs,
+        &run_name("doomed", "waiting", due),
+        SHORT,
+        "a queued run",
+        suspended,
+    )
+    .await;
     for j in [&running, &queued] {
         assert!(
             j.owner_references()
@@ -746,7 +769,7 @@ async fn an_invalid_schedule_is_reported_while_its_sibling_runs() {
 
     wait_for(
         &jobs,
-        &run_name("fine", due),
+        &run_name("mixed", "fine", due),
         NEXT_MINUTE,
         "the valid sibling's success",
         succeeded,
@@ -780,5 +803,107 @@ async fn an_invalid_schedule_is_reported_while_its_sibling_runs() {
     let said = events(&event_api, "mixed", "InvalidSchedule").await;
     assert_eq!(said.len(), 1, "{said:?}");
     assert!(said[0].series.is_none(), "repeated: {:?}", said[0].series);
+    ns.delete().await;
+}
+
+/// Whether `job` is controlled by the object with `uid`.
+fn controlled_by(job: &Job, uid: &str) -> bool {
+    job.owner_references()
+        .iter()
+        .any(|o| o.uid == uid && o.controller == Some(true))
+}
+
+/// Two Schedulers in one namespace, each with a workflow named `sync`, over two due minutes: every minute
+/// each gets a run of its own (its name, its label, it as controller), none is lost, and each one's status
+/// names a run that is its own Job, at its `lastScheduleTime`. Before run names carried the Scheduler, the
+/// second create of a minute answered AlreadyExists and that Scheduler took the other's Job for its run.
+#[tokio::test]
+async fn two_schedulers_with_the_same_workflow_name_both_get_every_run() {
+    let c = setup().await;
+    let ns = TestNamespace::new(&c, "sched-twins").await;
+    let schedulers: Api<Scheduler> = ns.api();
+    let jobs: Api<Job> = ns.api();
+    let event_api: Api<Event> = ns.api();
+    let log = JobLog::start(ns.api()).await;
+    let twins = ["twin-a", "twin-b"];
+    let spec = json!({"workers": 1, "workflows": [workflow("sync", "* * * * *")]});
+    let (made, first) =
+        create_before_a_boundary(&schedulers, &twins.map(|t| scheduler(t, "1s", &spec))).await;
+    let uids: BTreeMap<&str, String> = twins
+        .iter()
+        .zip(&made)
+        .map(|(t, s)| (*t, s.uid().expect("a uid")))
+        .collect();
+    let second = first + 60;
+    let runs: Vec<(&str, i64, String)> = [first, second]
+        .into_iter()
+        .flat_map(|due| twins.map(|t| (t, due, run_name(t, "sync", due))))
+        .collect();
+    let names: Vec<String> = runs.iter().map(|(_, _, n)| n.clone()).collect();
+    let distinct: BTreeSet<&String> = names.iter().collect();
+    assert_eq!(distinct.len(), 4, "one name per Scheduler and minute: {names:?}");
+
+    log.until(
+        NEXT_MINUTE + Duration::from_secs(60),
+        "each Scheduler's runs of two minutes to succeed",
+        |s| all_succeeded(s, &names).then_some(()),
+    )
+    .await;
+    log.read(|s| {
+        for (twin, due, name) in &runs {
+            let job = &s.jobs[name];
+            assert!(
+                controlled_by(job, &uids[twin]),
+                "{name} is not {twin}'s: {:?}",
+                job.owner_references()
+            );
+            assert_eq!(label(job, INSTANCE), *twin, "{name}");
+            assert_eq!(run_key(job), ("sync".to_owned(), *due), "{name}");
+        }
+        for twin in twins {
+            let mut per_minute: BTreeMap<i64, usize> = BTreeMap::new();
+            for job in s.jobs.values().filter(|j| label(j, INSTANCE) == twin) {
+                *per_minute.entry(run_key(job).1).or_default() += 1;
+            }
+            assert!(
+                per_minute.values().all(|&n| n == 1),
+                "{twin}: {per_minute:?}; {}",
+                s.summary()
+            );
+        }
+    });
+
+    for twin in twins {
+        let s = wait_for(&schedulers, twin, SHORT, "a status telling its second run", |s| {
+            workflow_status(s, "sync").is_some_and(|w| {
+                let at_least = |t: Option<&Time>| t.is_some_and(|t| t.0.as_second() >= second);
+                at_least(w.last_schedule_time.as_ref()) && at_least(w.last_successful_time.as_ref())
+            })
+        })
+        .await;
+        assert!(ready_is(&s, "True", "Ready"), "{twin}: {:?}", conditions(&s));
+        let w = workflow_status(&s, "sync").unwrap();
+        assert_eq!(w.missed, 0, "{twin}: {w:?}");
+        // What the status claims is a Job that exists and is this Scheduler's own.
+        let last = w
+            .last_schedule_time
+            .as_ref()
+            .expect("lastScheduleTime")
+            .0
+            .as_second();
+        let last_run = w.last_run.clone().expect("lastRun");
+        let job = jobs.get(&last_run).await.expect("the last run's Job");
+        assert!(
+            controlled_by(&job, &uids[twin]),
+            "{twin}: {last_run} is not its own"
+        );
+        assert_eq!(
+            run_key(&job).1,
+            last,
+            "{twin}: lastScheduleTime is its last run's"
+        );
+        let conflicts = events(&event_api, twin, "NameConflict").await;
+        assert!(conflicts.is_empty(), "{twin}: {conflicts:?}");
+    }
     ns.delete().await;
 }

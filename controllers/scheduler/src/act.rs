@@ -1,26 +1,41 @@
-//! Carries a plan out: delete, then start queued runs, then create new ones; and tells about it in Events.
+//! Carries a plan out: delete, then start queued runs, then create new ones; and tells what happened (not
+//! what was planned) in Events.
 //!
 //! - **Create, not apply, for Jobs.** A run's name is deterministic, so `create` answering AlreadyExists
-//!   means the run was already made: done. Server-side apply would also "succeed" on an existing Job (or
-//!   fail on its immutable template) and, worse, would bring back a run whose Job history pruning deleted.
+//!   means the name is taken; the Job holding it is read to see by whom ([`job::holder`]). This
+//!   Scheduler's own Job is an earlier create whose answer was lost: done. Anyone else's is a conflict
+//!   ([`Error::Conflict`]): the run was not made, so it is neither told as created nor recorded as
+//!   scheduled, and the Scheduler says `Ready=False/NameConflict` with a Warning Event. Server-side apply
+//!   would also "succeed" on an existing Job (or fail on its immutable template) and, worse, would bring
+//!   back a run whose Job history pruning deleted.
+//! - **A conflict does not fail the reconcile.** The kit's failure report rewrites the status as it was
+//!   read before this reconcile (undoing what the other workflows just did), and its back-off would replace
+//!   the wake-up at the next due time, making the other workflows late. So the conflict goes into the
+//!   status and Events here, and the reconcile looks again soon ([`CONFLICT_RETRY`]).
 //! - **A JSON merge patch of `spec.suspend: false` starts a queued run.** It touches exactly one mutable field;
 //!   applying a whole Job would resend the immutable pod template, and a partial typed Job cannot be written
-//!   without one. A 404 (the run was deleted meanwhile) is done.
+//!   without one. A 404 (the run was deleted meanwhile) means it did not start.
 //! - **Deletion** is kit's background deletion (the garbage collector removes the pods); 404 is done.
 
+use std::time::Duration;
+
 use berth_api::{Scheduler, SchedulerStatus, condition_status, find_condition};
-use berth_kit::conditions::Verdict;
+use berth_kit::conditions::{READY, Verdict};
 use berth_kit::error::{is_conflict, is_not_found};
-use berth_kit::{Context, Result};
+use berth_kit::{Context, Error, Result};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
 
-use crate::job;
+use crate::job::{self, Holder};
 use crate::plan::Plan;
-use crate::status::{SCHEDULES_VALID, schedules_verdict};
+use crate::status::{SCHEDULES_VALID, conflict_verdict, schedules_verdict};
+
+/// How soon a Scheduler whose run could not be created looks again: a few tries inside the default
+/// starting deadline, in case the name is freed. Nothing berth watches says when a foreign Job goes.
+pub const CONFLICT_RETRY: Duration = Duration::from_secs(60);
 
 /// An Event to publish on the Scheduler.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,10 +45,30 @@ pub struct Note {
     pub note: String,
 }
 
-/// The Events a plan deserves. Each says something new: a schedule error is reported when it first
-/// appears or changes, not on every reconcile.
+/// What carrying out a plan did.
+#[derive(Debug, Default)]
+pub struct Carried {
+    /// The plan without the runs that were not created or started ([`Plan::carried_out`]): what the
+    /// status and Events tell.
+    pub plan: Plan,
+    /// Runs planned but not created: their names were taken.
+    pub not_created: Vec<String>,
+    /// Why, for each run whose name someone else holds; all [`Error::Conflict`].
+    pub conflicts: Vec<Error>,
+}
+
+/// The Events a carried-out plan deserves. Each says something new: a schedule error or a name conflict
+/// is reported when it first appears or changes, not on every reconcile.
 #[must_use]
-pub fn notes(plan: &Plan, old: Option<&SchedulerStatus>) -> Vec<Note> {
+pub fn notes(carried: &Carried, old: Option<&SchedulerStatus>) -> Vec<Note> {
+    let mut out = decision_notes(&carried.plan, old);
+    out.extend(run_notes(carried, old));
+    out
+}
+
+/// What the plan decided that only the status records (a bad schedule, missed and skipped due times): told
+/// only when that status is written, since otherwise the next reconcile decides it again.
+fn decision_notes(plan: &Plan, old: Option<&SchedulerStatus>) -> Vec<Note> {
     let mut out = vec![];
     let schedules: Verdict = schedules_verdict(plan);
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
@@ -65,7 +100,25 @@ pub fn notes(plan: &Plan, old: Option<&SchedulerStatus>) -> Vec<Note> {
             });
         }
     }
-    for c in &plan.create {
+    out
+}
+
+/// What happened to Jobs: conflicts, runs created, queued runs started.
+fn run_notes(carried: &Carried, old: Option<&SchedulerStatus>) -> Vec<Note> {
+    let mut out = vec![];
+    if let Some(conflict) = conflict_verdict(&carried.conflicts) {
+        let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+        let already_said = find_condition(old_conditions, READY)
+            .is_some_and(|c| c.reason == conflict.reason && c.message == conflict.message);
+        if !already_said {
+            out.push(Note {
+                type_: EventType::Warning,
+                reason: carried.conflicts.first().map_or("NameConflict", Error::category),
+                note: conflict.message,
+            });
+        }
+    }
+    for c in &carried.plan.create {
         let what = if c.suspended {
             "queued, every worker is busy"
         } else {
@@ -76,13 +129,11 @@ pub fn notes(plan: &Plan, old: Option<&SchedulerStatus>) -> Vec<Note> {
             reason: "RunCreated",
             note: format!(
                 "workflow {}: run {} due at {} {what}",
-                c.workflow,
-                c.name(),
-                c.scheduled
+                c.workflow, c.name, c.scheduled
             ),
         });
     }
-    for name in &plan.unsuspend {
+    for name in &carried.plan.unsuspend {
         out.push(Note {
             type_: EventType::Normal,
             reason: "RunStarted",
@@ -92,17 +143,60 @@ pub fn notes(plan: &Plan, old: Option<&SchedulerStatus>) -> Vec<Note> {
     out
 }
 
-/// Deletes, starts and creates what `plan` says, then publishes its Events.
+/// Runs made and started so far; what was not reached counts as not done.
+#[derive(Debug, Default)]
+struct Done {
+    created: Vec<String>,
+    started: Vec<String>,
+    conflicts: Vec<Error>,
+}
+
+/// Deletes, starts and creates what `plan` says, then publishes the Events of what happened.
 ///
 /// # Errors
-/// The first API error (other than AlreadyExists on create and NotFound on start or delete); the next
-/// reconcile plans again from what the cluster then holds.
+/// The first API error (other than AlreadyExists on create and NotFound on start or delete); the Events of
+/// what was done before it are published all the same, and the next reconcile plans again from what the
+/// cluster then holds.
 pub async fn act(
+    ctx: &Context,
+    scheduler: &Scheduler,
+    api: &Api<Job>,
+    plan: Plan,
+    owner: &OwnerReference,
+) -> Result<Carried> {
+    let mut done = Done::default();
+    let result = carry(ctx, scheduler, api, &plan, owner, &mut done).await;
+    let not_created: Vec<String> = plan
+        .create
+        .iter()
+        .map(|c| c.name.clone())
+        .filter(|n| !done.created.contains(n))
+        .collect();
+    let carried = Carried {
+        plan: plan.carried_out(&done.created, &done.started),
+        not_created,
+        conflicts: done.conflicts,
+    };
+    let old = scheduler.status.as_ref();
+    let told = match result {
+        Ok(()) => notes(&carried, old),
+        // The status is not written: what only it records is decided again next time.
+        Err(_) => run_notes(&carried, old),
+    };
+    let reference = scheduler.object_ref(&());
+    for n in told {
+        ctx.event(&reference, n.type_, n.reason, n.note).await;
+    }
+    result.map(|()| carried)
+}
+
+async fn carry(
     ctx: &Context,
     scheduler: &Scheduler,
     api: &Api<Job>,
     plan: &Plan,
     owner: &OwnerReference,
+    done: &mut Done,
 ) -> Result<()> {
     // Deletions first: a replaced run gives its worker to the new one.
     for name in &plan.delete {
@@ -117,7 +211,10 @@ pub async fn act(
     for name in &plan.unsuspend {
         ctx.count_write("patch");
         match api.patch(name, &params, &resume).await {
-            Ok(_) => tracing::info!(job = %name, "started queued run"),
+            Ok(_) => {
+                tracing::info!(job = %name, "started queued run");
+                done.started.push(name.clone());
+            }
             Err(e) if is_not_found(&e) => tracing::debug!(job = %name, "queued run is gone"),
             Err(e) => return Err(e.into()),
         }
@@ -132,110 +229,32 @@ pub async fn act(
         };
         let job = job::build(scheduler, workflow, run, owner.clone());
         ctx.count_write("create");
-        match api.create(&post, &job).await {
-            Ok(_) => tracing::info!(job = %job.name_any(), suspended = run.suspended, "created run"),
-            Err(e) if is_conflict(&e) => tracing::debug!(job = %job.name_any(), "run exists already"),
+        let holder = match api.create(&post, &job).await {
+            Ok(_) => Holder::Us,
+            Err(e) if is_conflict(&e) => {
+                let existing = api.get_metadata_opt(&run.name).await?;
+                job::holder(existing.as_ref().map(|j| &j.metadata), &owner.uid)
+            }
             Err(e) => return Err(e.into()),
+        };
+        match holder {
+            Holder::Us => {
+                tracing::info!(job = %run.name, suspended = run.suspended, "created run");
+                done.created.push(run.name.clone());
+            }
+            Holder::Leaving => tracing::debug!(job = %run.name, "run's name is being freed; trying later"),
+            Holder::Other(why) => {
+                let e = Error::Conflict(format!(
+                    "workflow {}: run {} due at {} not created: {why}",
+                    run.workflow, run.name, run.scheduled
+                ));
+                tracing::warn!(error = %e, category = e.category(), "run not created");
+                done.conflicts.push(e);
+            }
         }
-    }
-    let reference = scheduler.object_ref(&());
-    for n in notes(plan, scheduler.status.as_ref()) {
-        ctx.event(&reference, n.type_, n.reason, n.note).await;
     }
     Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use berth_kit::conditions::conditions;
-    use jiff::Timestamp;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-    use super::*;
-    use crate::plan::{RunToCreate, WorkflowPlan};
-
-    fn reasons(notes: &[Note]) -> Vec<&'static str> {
-        notes.iter().map(|n| n.reason).collect()
-    }
-
-    #[test]
-    fn every_decision_is_told_once() {
-        let at: Timestamp = "2025-01-01T10:00:00Z".parse().unwrap();
-        let plan = Plan {
-            create: vec![
-                RunToCreate {
-                    workflow: "a".into(),
-                    scheduled: at,
-                    suspended: false,
-                },
-                RunToCreate {
-                    workflow: "b".into(),
-                    scheduled: at,
-                    suspended: true,
-                },
-            ],
-            unsuspend: vec!["c-1".into()],
-            workflows: vec![
-                WorkflowPlan {
-                    name: "a".into(),
-                    newly_missed: 2,
-                    ..WorkflowPlan::default()
-                },
-                WorkflowPlan {
-                    name: "f".into(),
-                    forbidden: Some(at),
-                    ..WorkflowPlan::default()
-                },
-            ],
-            ..Plan::default()
-        };
-        let n = notes(&plan, None);
-        assert_eq!(
-            reasons(&n),
-            [
-                "MissedSchedule",
-                "SkippedRun",
-                "RunCreated",
-                "RunCreated",
-                "RunStarted"
-            ]
-        );
-        assert_eq!(n[0].type_, EventType::Warning);
-        assert!(
-            n[0].note.contains("workflow a: 2 due run(s) missed"),
-            "{}",
-            n[0].note
-        );
-        assert!(n[3].note.contains("queued"), "{}", n[3].note);
-        assert!(
-            notes(&Plan::default(), None).is_empty(),
-            "quiet when nothing happens"
-        );
-    }
-
-    #[test]
-    fn a_schedule_error_is_reported_when_it_appears_or_changes() {
-        let invalid = |msg: &str| Plan {
-            workflows: vec![WorkflowPlan {
-                name: "a".into(),
-                invalid: Some(msg.into()),
-                ..WorkflowPlan::default()
-            }],
-            ..Plan::default()
-        };
-        let first = notes(&invalid("bad cron"), None);
-        assert_eq!(reasons(&first), ["InvalidSchedule"]);
-        assert!(first[0].note.contains("workflow a: bad cron"));
-
-        let now = Time(Timestamp::UNIX_EPOCH);
-        let old = SchedulerStatus {
-            conditions: conditions(&[], &[schedules_verdict(&invalid("bad cron"))], Some(1), &now),
-            ..SchedulerStatus::default()
-        };
-        assert!(notes(&invalid("bad cron"), Some(&old)).is_empty(), "already said");
-        assert_eq!(
-            reasons(&notes(&invalid("other error"), Some(&old))),
-            ["InvalidSchedule"]
-        );
-    }
-}
+mod tests;

@@ -85,7 +85,7 @@ pub fn build(scheduler: &Scheduler, workflow: &Workflow, run: &RunToCreate, owne
 
     Job {
         metadata: ObjectMeta {
-            name: Some(run.name()),
+            name: Some(run.name.clone()),
             namespace: Some(namespace),
             labels: Some(labels.clone()),
             annotations: Some(annotations.clone()),
@@ -156,6 +156,57 @@ fn runtime_default() -> SeccompProfile {
         type_: "RuntimeDefault".to_owned(),
         ..SeccompProfile::default()
     }
+}
+
+/// Whether a Job is a run of the Scheduler with `uid`: that Scheduler is its controller. A Scheduler
+/// recreated under the same name has a new uid, so it neither adopts nor mistakes its predecessor's runs.
+#[must_use]
+pub fn is_ours(job: &ObjectMeta, uid: &str) -> bool {
+    job.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid && o.controller == Some(true))
+}
+
+/// Who holds the name of a run whose create answered AlreadyExists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// This Scheduler's own run: an earlier create whose answer was lost. The run is made.
+    Us,
+    /// This Scheduler's run on its way out, or nothing by the time it was read: not made, and nothing to
+    /// report; the next reconcile tries again.
+    Leaving,
+    /// Someone else's Job (another Scheduler's, a predecessor's of the same name, a hand-made one): not
+    /// made, and a conflict to report. Says whose.
+    Other(String),
+}
+
+/// What an existing Job with a run's name means for the Scheduler with `uid` ([`Holder`]), from the Job's
+/// metadata as read after the 409 (`None`: it was gone).
+#[must_use]
+pub fn holder(existing: Option<&ObjectMeta>, uid: &str) -> Holder {
+    let Some(job) = existing else {
+        return Holder::Leaving;
+    };
+    if is_ours(job, uid) {
+        return if job.deletion_timestamp.is_some() {
+            Holder::Leaving
+        } else {
+            Holder::Us
+        };
+    }
+    let controller = job
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true));
+    Holder::Other(match controller {
+        Some(o) => format!(
+            "a Job of that name exists, controlled by {} {} (uid {}), not by this Scheduler",
+            o.kind, o.name, o.uid
+        ),
+        None => "a Job of that name exists and has no controller; it is not this Scheduler's".to_owned(),
+    })
 }
 
 /// The planner's view of a Job, or `None` for a Job that is not a run (no workflow or due time) or is

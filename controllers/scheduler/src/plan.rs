@@ -3,10 +3,14 @@
 //!
 //! Rules (the Scheduler's contract):
 //! - **Due runs.** A workflow's runs come due at its cron times in its zone ([`crate::schedule`]). Each run is
-//!   one Job named `<workflow>-<unix minutes of the due time>` ([`run_name`]); the newest due time a workflow
-//!   has acted on (started, skipped by `Forbid`, or missed) is its `lastScheduleTime`. That and the Jobs'
-//!   scheduled-time labels are the memory of what was done, so a restarted operator never starts a run
-//!   twice and never brings back a run whose Job was pruned.
+//!   one Job named `<workflow>-<Scheduler tag>-<unix minutes of the due time>` ([`run_name`]); the newest
+//!   due time a workflow has acted on (started, skipped by `Forbid`, or missed) is its `lastScheduleTime`.
+//!   That and the Jobs' scheduled-time labels are the memory of what was done, so a restarted operator never
+//!   starts a run twice and never brings back a run whose Job was pruned. A run is known by its labels and
+//!   controller, never by its name: Jobs named the way berth once named them still count.
+//! - **Carried out, not planned.** A run whose Job cannot be created (its name is taken by a Job that is
+//!   not this Scheduler's) was not acted on: [`Plan::carried_out`] takes it back out, so the status says
+//!   what happened and the next reconcile decides that due time again.
 //! - **Missed runs.** When the latest due time is at most `startingDeadlineSeconds` late (default
 //!   [`DEFAULT_STARTING_DEADLINE_SECONDS`]), it starts, once; earlier due times since the last known one are
 //!   skipped, and so is the latest when it is later than that. Skipped due times are added to `missed`
@@ -62,17 +66,12 @@ pub struct Run {
 /// A Job to create.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunToCreate {
+    /// The Job's name ([`run_name`]).
+    pub name: String,
     pub workflow: String,
     pub scheduled: Timestamp,
     /// Created suspended: queued until a worker frees up.
     pub suspended: bool,
-}
-
-impl RunToCreate {
-    #[must_use]
-    pub fn name(&self) -> String {
-        run_name(&self.workflow, self.scheduled)
-    }
 }
 
 /// What the planner concluded for one workflow of the spec; the status is made from it.
@@ -93,6 +92,17 @@ pub struct WorkflowPlan {
     pub forbidden: Option<Timestamp>,
     /// Why the schedule or time zone cannot be used.
     pub invalid: Option<String>,
+    /// What the status keeps if this plan's run of the workflow is not created; set with that run.
+    pub undecided: Option<Undecided>,
+}
+
+/// A workflow's status as it was before the plan decided its due times: what stays when the run it
+/// decided on cannot be made. The missed due times go back too, so the next plan counts them once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Undecided {
+    pub last_schedule: Option<Timestamp>,
+    pub missed: i32,
+    pub last_run: Option<String>,
 }
 
 /// Everything the reconcile does about runs, in one value.
@@ -113,10 +123,48 @@ pub struct Plan {
     pub next_wakeup: Option<Timestamp>,
 }
 
+impl Plan {
+    /// The plan as it was carried out: of its runs to create, only those in `created` were; of its queued
+    /// runs to start, only those in `started` did (the rest were gone). A workflow whose run was not created
+    /// keeps the status it had ([`Undecided`]), so the next plan decides that due time again (another
+    /// attempt while inside the starting deadline, a missed run after it); the counts lose what did not
+    /// happen.
+    #[must_use]
+    pub fn carried_out(mut self, created: &[String], started: &[String]) -> Self {
+        let (made, unmade): (Vec<RunToCreate>, Vec<RunToCreate>) =
+            self.create.into_iter().partition(|c| created.contains(&c.name));
+        self.create = made;
+        for run in unmade {
+            let count = if run.suspended {
+                &mut self.queued
+            } else {
+                &mut self.running
+            };
+            *count = count.saturating_sub(1);
+            let workflow = self.workflows.iter_mut().find(|w| w.name == run.workflow);
+            if let Some(w) = workflow
+                && let Some(u) = w.undecided.take()
+            {
+                w.last_schedule = u.last_schedule;
+                w.missed = u.missed;
+                w.last_run = u.last_run;
+                w.newly_missed = 0;
+            }
+        }
+        let before = self.unsuspend.len();
+        self.unsuspend.retain(|n| started.contains(n));
+        let gone = i32::try_from(before - self.unsuspend.len()).unwrap_or(i32::MAX);
+        self.running = self.running.saturating_sub(gone);
+        self
+    }
+}
+
 /// What the planner reads.
 #[derive(Clone, Copy, Debug)]
 pub struct Input<'a> {
     pub now: Timestamp,
+    /// The Scheduler's name, part of every run's name.
+    pub scheduler: &'a str,
     pub spec: &'a SchedulerSpec,
     /// The Scheduler's creation time.
     pub created: Option<Timestamp>,
@@ -128,16 +176,67 @@ pub struct Input<'a> {
     pub runs: &'a [Run],
 }
 
-/// A run's name: the workflow and its due time in minutes since the Unix epoch. At most 40 + 1 + 8
-/// characters until the year 2160, well inside the 63 a Job name may have.
+/// Characters of the Scheduler tag in a run's name.
+pub const TAG_LEN: usize = 5;
+/// The longest workflow name: the CRD's limit (`berth_api::Workflow::name`), checked against the run name
+/// budget by a test.
+pub const MAX_WORKFLOW_NAME: usize = 40;
+/// Digits of a due time in Unix minutes, until the year 2160.
+const MINUTE_DIGITS: usize = 8;
+/// The longest run name: a Job name goes into its pods' `batch.kubernetes.io/job-name` label, a DNS label
+/// of at most 63 characters; the pods' names, `<job>-<5 random>`, then fit too (61), uncut.
+pub const MAX_RUN_NAME: usize = MAX_WORKFLOW_NAME + 1 + TAG_LEN + 1 + MINUTE_DIGITS;
+const _: () = assert!(MAX_RUN_NAME <= 63);
+
+/// A run's name: the workflow, the Scheduler's [`tag`] and the due time in minutes since the Unix epoch,
+/// at most [`MAX_RUN_NAME`] (55) characters. The tag keeps two Schedulers of a namespace with a workflow of
+/// the same name from naming their runs alike: without it the second one's create answers AlreadyExists
+/// and its run is silently the first one's.
 #[must_use]
-pub fn run_name(workflow: &str, scheduled: Timestamp) -> String {
-    format!("{workflow}-{}", scheduled.as_second().div_euclid(60))
+pub fn run_name(scheduler: &str, workflow: &str, scheduled: Timestamp) -> String {
+    format!(
+        "{workflow}-{}-{}",
+        tag(scheduler),
+        scheduled.as_second().div_euclid(60)
+    )
 }
 
-/// The due time encoded in a run's name, when `name` is a run of `workflow`.
-fn run_name_time(workflow: &str, name: &str) -> Option<Timestamp> {
-    let minutes: i64 = name.strip_prefix(workflow)?.strip_prefix('-')?.parse().ok()?;
+/// [`TAG_LEN`] base-36 characters of the 64-bit FNV-1a hash of the Scheduler's name. FNV-1a because a run's
+/// name must come out the same in every berth build, which std's `DefaultHasher` does not promise. Two
+/// Scheduler names share a tag about once in 60 million pairs; then creating a run reports the conflict.
+#[must_use]
+pub fn tag(scheduler: &str) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut h = fnv1a(scheduler.as_bytes());
+    let mut out = [b'0'; TAG_LEN];
+    for c in out.iter_mut().rev() {
+        *c = DIGITS[usize::try_from(h % 36).unwrap_or(0)];
+        h /= 36;
+    }
+    out.iter().map(|&b| char::from(b)).collect()
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes
+        .iter()
+        .fold(OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
+}
+
+/// The due time encoded in a run's name, when `name` is a run of `workflow` of `scheduler`: named as
+/// [`run_name`] names it, or `<workflow>-<minutes>` as berth named runs before the tag (a status written
+/// then still names one as its last run).
+fn run_name_time(scheduler: &str, workflow: &str, name: &str) -> Option<Timestamp> {
+    let rest = name.strip_prefix(workflow)?.strip_prefix('-')?;
+    let tagged = rest
+        .strip_prefix(tag(scheduler).as_str())
+        .and_then(|r| r.strip_prefix('-'));
+    let minutes = tagged.unwrap_or(rest);
+    if minutes.is_empty() || !minutes.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let minutes: i64 = minutes.parse().ok()?;
     Timestamp::from_second(minutes.checked_mul(60)?).ok()
 }
 
@@ -180,6 +279,7 @@ fn decide(
 ) -> (WorkflowPlan, Option<RunToCreate>) {
     let Input {
         now,
+        scheduler,
         spec,
         created,
         observed,
@@ -188,9 +288,10 @@ fn decide(
     } = *input;
     let prev = previous.iter().find(|p| p.name == wf.name);
     let remembered = prev.and_then(|p| p.last_schedule_time.as_ref()).map(|t| t.0);
+    let before = remembered.max(own.iter().map(|r| r.scheduled).max());
     let mut w = WorkflowPlan {
         name: wf.name.clone(),
-        last_schedule: remembered.max(own.iter().map(|r| r.scheduled).max()),
+        last_schedule: before,
         missed: prev.map_or(0, |p| p.missed),
         ..WorkflowPlan::default()
     };
@@ -230,6 +331,7 @@ fn decide(
                         }
                         // Suspended until `assign_workers` finds it a worker.
                         run = Some(RunToCreate {
+                            name: run_name(scheduler, &wf.name, due.latest),
                             workflow: wf.name.clone(),
                             scheduled: due.latest,
                             suspended: true,
@@ -256,18 +358,25 @@ fn decide(
     );
     w.last_failed = last_finished(RunState::Failed, prev.and_then(|p| p.last_failed_time.as_ref()));
     // The newest run: just created, still there, or remembered (its Job may have been pruned).
-    let newest = run
-        .iter()
-        .map(|c| (c.scheduled, c.name()))
-        .chain(own.iter().map(|r| (r.scheduled, r.name.clone())))
-        .chain(
-            prev.and_then(|p| p.last_run.clone())
-                .and_then(|n| run_name_time(&wf.name, &n).map(|t| (t, n))),
-        )
-        .max();
-    w.last_run = newest
-        .map(|(_, n)| n)
-        .or_else(|| prev.and_then(|p| p.last_run.clone()));
+    let newest = |created: Option<&RunToCreate>| {
+        created
+            .map(|c| (c.scheduled, c.name.clone()))
+            .into_iter()
+            .chain(own.iter().map(|r| (r.scheduled, r.name.clone())))
+            .chain(
+                prev.and_then(|p| p.last_run.clone())
+                    .and_then(|n| run_name_time(scheduler, &wf.name, &n).map(|t| (t, n))),
+            )
+            .max()
+            .map(|(_, n)| n)
+            .or_else(|| prev.and_then(|p| p.last_run.clone()))
+    };
+    w.last_run = newest(run.as_ref());
+    w.undecided = run.is_some().then(|| Undecided {
+        last_schedule: before,
+        missed: prev.map_or(0, |p| p.missed),
+        last_run: newest(None),
+    });
     (w, run)
 }
 
@@ -311,7 +420,7 @@ fn assign_workers(spec: &SchedulerSpec, runs: &[Run], out: &mut Plan) {
             out.create
                 .iter()
                 .enumerate()
-                .map(|(i, c)| (c.scheduled, rank(&c.workflow), c.name(), Some(i))),
+                .map(|(i, c)| (c.scheduled, rank(&c.workflow), c.name.clone(), Some(i))),
         )
         .collect();
     waiting.sort();

@@ -65,6 +65,7 @@ async fn converge(
     let old = scheduler.status.as_ref();
     let planned = plan(&Input {
         now,
+        scheduler: &name,
         spec: &scheduler.spec,
         created: scheduler.meta().creation_timestamp.as_ref().map(|t| t.0),
         observed: old.is_some_and(|s| s.observed_generation.is_some()),
@@ -73,23 +74,28 @@ async fn converge(
     });
 
     // Act.
-    act::act(ctx, scheduler, &jobs, &planned, &owner).await?;
+    let next_wakeup = planned.next_wakeup;
+    let carried = act::act(ctx, scheduler, &jobs, planned, &owner).await?;
 
-    // Status.
+    // Status: what was carried out.
     let new = status::status(
         old,
         scheduler.meta().generation,
-        &planned,
+        &carried.plan,
+        &carried.conflicts,
         scheduler.spec.suspend,
         now,
     );
     ctx.apply_status(api, scheduler, old, &new).await?;
 
-    Ok(requeue(planned.next_wakeup, now))
+    // A run not created is decided again; soon, while its starting deadline may still allow it.
+    let retry = (!carried.not_created.is_empty()).then(|| now + act::CONFLICT_RETRY);
+    Ok(requeue(next_wakeup.into_iter().chain(retry).min(), now))
 }
 
 /// The Scheduler's runs: Jobs carrying its labels and controlled by it (its uid, so a Scheduler
-/// recreated under the same name does not adopt its predecessor's runs).
+/// recreated under the same name does not adopt its predecessor's runs), whatever their names: runs named
+/// before names carried the Scheduler's tag still hold workers, queue, and count as history.
 async fn load(jobs: &Api<Job>, scheduler: &str, uid: &str) -> Result<Vec<Run>> {
     let list = jobs
         .list(&ListParams::default().labels(&job::selector(scheduler)))
@@ -97,11 +103,7 @@ async fn load(jobs: &Api<Job>, scheduler: &str, uid: &str) -> Result<Vec<Run>> {
     Ok(list
         .items
         .iter()
-        .filter(|j| {
-            j.owner_references()
-                .iter()
-                .any(|o| o.uid == uid && o.controller == Some(true))
-        })
+        .filter(|j| job::is_ours(&j.metadata, uid))
         .filter_map(job::view)
         .collect())
 }

@@ -3,11 +3,15 @@
 //! Conditions:
 //! - `SchedulesValid`: every workflow's schedule and time zone parse (reason `Valid`), else `False` with
 //!   reason `InvalidSchedule` and each bad workflow's error in the message.
-//! - `Ready`: `False`/`InvalidSchedule` when a schedule is invalid (the other workflows still run);
+//! - `Ready`: `False`/`NameConflict` while a due run cannot be created because a Job that is not this
+//!   Scheduler's holds its name (the message names the runs and whose Jobs hold them; `SchedulesValid`
+//!   still tells about schedules meanwhile); `False`/`InvalidSchedule` when a schedule is invalid (the other
+//!   workflows still run);
 //!   `True`/`Suspended` while `spec.suspend` is set (the controller is operating, deliberately idle: not an
 //!   error, so not `False`); otherwise `True`/`Ready`.
 
 use berth_api::{SchedulerStatus, WorkflowStatus};
+use berth_kit::Error;
 use berth_kit::conditions::{READY, Verdict, conditions, ready};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -38,17 +42,30 @@ pub fn schedules_verdict(plan: &Plan) -> Verdict {
     }
 }
 
-/// The status after `plan` is carried out. `now` only stamps conditions that flip.
+/// `Ready` while runs could not be created because someone else's Jobs hold their names (`conflicts`, each
+/// an [`Error::Conflict`]): the kit's category as reason, every conflict in the message. `None` without any.
+#[must_use]
+pub fn conflict_verdict(conflicts: &[Error]) -> Option<Verdict> {
+    let reason = conflicts.first()?.category();
+    let message: Vec<String> = conflicts.iter().map(ToString::to_string).collect();
+    Some(Verdict::new(READY, false, reason, message.join("; ")))
+}
+
+/// The status after `plan` is carried out (see [`crate::plan::Plan::carried_out`]), with the runs it could
+/// not create for `conflicts`. `now` only stamps conditions that flip.
 #[must_use]
 pub fn status(
     old: Option<&SchedulerStatus>,
     generation: Option<i64>,
     plan: &Plan,
+    conflicts: &[Error],
     suspended: bool,
     now: Timestamp,
 ) -> SchedulerStatus {
     let schedules = schedules_verdict(plan);
-    let readiness = if schedules.ok && suspended {
+    let readiness = if let Some(conflict) = conflict_verdict(conflicts) {
+        conflict
+    } else if schedules.ok && suspended {
         Verdict::new(
             READY,
             true,
@@ -110,7 +127,14 @@ mod tests {
 
     #[test]
     fn counts_and_workflows_come_from_the_plan() {
-        let s = status(None, Some(4), &a_plan(None), false, ts("2025-01-01T10:00:05.5Z"));
+        let s = status(
+            None,
+            Some(4),
+            &a_plan(None),
+            &[],
+            false,
+            ts("2025-01-01T10:00:05.5Z"),
+        );
         assert_eq!((s.running, s.queued, s.observed_generation), (2, 1, Some(4)));
         let w = &s.workflows[0];
         assert_eq!(w.last_schedule_time, Some(Time(ts("2025-01-01T10:00:00Z"))));
@@ -125,11 +149,19 @@ mod tests {
 
     #[test]
     fn an_unchanged_world_gives_an_identical_status() {
-        let first = status(None, Some(1), &a_plan(None), false, ts("2025-01-01T10:00:00Z"));
+        let first = status(
+            None,
+            Some(1),
+            &a_plan(None),
+            &[],
+            false,
+            ts("2025-01-01T10:00:00Z"),
+        );
         let again = status(
             Some(&first),
             Some(1),
             &a_plan(None),
+            &[],
             false,
             ts("2025-01-01T11:00:00Z"),
         );
@@ -142,6 +174,7 @@ mod tests {
             None,
             Some(1),
             &a_plan(Some("unknown time zone \"Mars/Base\"")),
+            &[],
             false,
             ts("2025-01-01T10:00:00Z"),
         );
@@ -161,7 +194,14 @@ mod tests {
 
     #[test]
     fn suspended_is_ready_with_its_own_reason_unless_a_schedule_is_invalid() {
-        let s = status(None, Some(1), &a_plan(None), true, ts("2025-01-01T10:00:00Z"));
+        let s = status(
+            None,
+            Some(1),
+            &a_plan(None),
+            &[],
+            true,
+            ts("2025-01-01T10:00:00Z"),
+        );
         let ready = s.conditions.iter().find(|c| c.type_ == READY).unwrap();
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
@@ -171,9 +211,38 @@ mod tests {
             None,
             Some(1),
             &a_plan(Some("bad")),
+            &[],
             true,
             ts("2025-01-01T10:00:00Z"),
         );
         assert_eq!(condition_status(&s.conditions, READY), Some(false));
+    }
+
+    /// A run whose name another's Job holds: `Ready=False/NameConflict` naming it, ahead of an invalid
+    /// schedule (which `SchedulesValid` still tells); gone again once nothing conflicts.
+    #[test]
+    fn a_name_conflict_makes_ready_false_until_it_is_over() {
+        let taken = Error::Conflict("workflow etl: run etl-1xmi6-28928760 due at 2025-01-01T10:00:00Z not created: a Job of that name exists, controlled by Scheduler twin (uid u-2), not by this Scheduler".into());
+        let at = ts("2025-01-01T10:00:00Z");
+        let s = status(
+            None,
+            Some(1),
+            &a_plan(Some("bad")),
+            std::slice::from_ref(&taken),
+            false,
+            at,
+        );
+        let ready = s.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "NameConflict")
+        );
+        assert_eq!(ready.message, taken.to_string());
+        assert_eq!(condition_status(&s.conditions, SCHEDULES_VALID), Some(false));
+
+        let again = status(Some(&s), Some(1), &a_plan(Some("bad")), &[taken], false, at);
+        assert_eq!(again, s, "the same conflict writes nothing");
+        let over = status(Some(&s), Some(1), &a_plan(None), &[], false, at);
+        assert_eq!(condition_status(&over.conditions, READY), Some(true));
     }
 }

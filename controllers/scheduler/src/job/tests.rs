@@ -4,6 +4,7 @@ use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
+use crate::plan::run_name;
 
 fn scheduler() -> Scheduler {
     let mut s = Scheduler::new(
@@ -47,9 +48,11 @@ fn workflow() -> Workflow {
 fn built(suspended: bool) -> Job {
     let s = scheduler();
     let owner = berth_kit::owner_ref(&s).unwrap();
+    let scheduled = "2025-01-01T10:00:00Z".parse().unwrap();
     let run = RunToCreate {
+        name: run_name("nightly-jobs", "vacuum", scheduled),
         workflow: "vacuum".into(),
-        scheduled: "2025-01-01T10:00:00Z".parse().unwrap(),
+        scheduled,
         suspended,
     };
     build(&s, &workflow(), &run, owner)
@@ -58,7 +61,7 @@ fn built(suspended: bool) -> Job {
 #[test]
 fn the_job_is_owned_named_labelled_and_annotated() {
     let job = built(true);
-    assert_eq!(job.name_any(), "vacuum-28928760");
+    assert_eq!(job.name_any(), "vacuum-uq9od-28928760");
     assert_eq!(job.namespace().as_deref(), Some("tenant-ns"));
     let owner = &job.owner_references()[0];
     assert_eq!(
@@ -138,6 +141,7 @@ fn a_workflow_names_its_own_resources_and_no_secret_means_no_env_from() {
     };
     w.resources = Some(mine.clone());
     let run = RunToCreate {
+        name: "vacuum-uq9od-0".into(),
         workflow: "vacuum".into(),
         scheduled: Timestamp::UNIX_EPOCH,
         suspended: false,
@@ -209,4 +213,86 @@ fn view_skips_foreign_and_deleted_jobs_and_falls_back_to_the_annotation() {
         view(&annotated).unwrap().scheduled,
         "2025-01-01T10:00:00Z".parse().unwrap()
     );
+}
+
+fn owned_by(uid: &str, kind: &str, name: &str, controller: Option<bool>) -> OwnerReference {
+    OwnerReference {
+        api_version: "berth.dev/v1alpha1".into(),
+        kind: kind.into(),
+        name: name.into(),
+        uid: uid.into(),
+        controller,
+        ..OwnerReference::default()
+    }
+}
+
+fn meta(owners: Vec<OwnerReference>, deleting: bool) -> ObjectMeta {
+    ObjectMeta {
+        name: Some("sync-uq9od-28928760".into()),
+        owner_references: (!owners.is_empty()).then_some(owners),
+        deletion_timestamp: deleting.then_some(Time(Timestamp::UNIX_EPOCH)),
+        ..ObjectMeta::default()
+    }
+}
+
+/// What a 409 on creating a run means, by who holds the name: only this Scheduler's live Job is the run
+/// made; its Job on the way out (or one gone by the time it is read) is tried again; anyone else's is a
+/// conflict that names the holder.
+#[test]
+fn a_taken_name_is_ours_leaving_or_someone_elses() {
+    let us = "uid-1";
+    let ours = || owned_by(us, "Scheduler", "nightly-jobs", Some(true));
+    let twin = || owned_by("uid-2", "Scheduler", "twin", Some(true));
+    let cases: [(&str, Option<ObjectMeta>, Result<Holder, &str>); 8] = [
+        ("our live run", Some(meta(vec![ours()], false)), Ok(Holder::Us)),
+        (
+            "our run, being deleted",
+            Some(meta(vec![ours()], true)),
+            Ok(Holder::Leaving),
+        ),
+        ("gone when read", None, Ok(Holder::Leaving)),
+        (
+            "another Scheduler's",
+            Some(meta(vec![twin()], false)),
+            Err("controlled by Scheduler twin (uid uid-2)"),
+        ),
+        (
+            "another's, being deleted",
+            Some(meta(vec![twin()], true)),
+            Err("controlled by Scheduler twin (uid uid-2)"),
+        ),
+        (
+            "a predecessor's of the same name",
+            Some(meta(
+                vec![owned_by("uid-0", "Scheduler", "nightly-jobs", Some(true))],
+                false,
+            )),
+            Err("controlled by Scheduler nightly-jobs (uid uid-0)"),
+        ),
+        (
+            "ours only as a non-controller owner",
+            Some(meta(vec![owned_by(us, "Scheduler", "nightly-jobs", None)], false)),
+            Err("has no controller"),
+        ),
+        ("hand-made", Some(meta(vec![], false)), Err("has no controller")),
+    ];
+    for (what, existing, expected) in cases {
+        let got = holder(existing.as_ref(), us);
+        match (expected, &got) {
+            (Ok(h), _) => assert_eq!(got, h, "{what}"),
+            (Err(says), Holder::Other(why)) => assert!(why.contains(says), "{what}: {why}"),
+            (Err(_), _) => panic!("{what}: {got:?}, wanted a conflict"),
+        }
+    }
+}
+
+#[test]
+fn only_jobs_the_scheduler_controls_are_its_runs() {
+    let yes = meta(vec![owned_by("uid-1", "Scheduler", "s", Some(true))], false);
+    let not_controller = meta(vec![owned_by("uid-1", "Scheduler", "s", Some(false))], false);
+    let other = meta(vec![owned_by("uid-2", "Scheduler", "s", Some(true))], false);
+    assert!(is_ours(&yes, "uid-1"));
+    assert!(!is_ours(&not_controller, "uid-1"));
+    assert!(!is_ours(&other, "uid-1"));
+    assert!(!is_ours(&meta(vec![], false), "uid-1"));
 }

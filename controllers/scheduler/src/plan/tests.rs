@@ -2,6 +2,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
 
+/// The Scheduler every test plans for (its tag is `1xmi6`).
+const SCHEDULER: &str = "ops-cron";
+
 fn ts(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
@@ -30,7 +33,7 @@ fn run(workflow: &str, scheduled: &str, state: RunState) -> Run {
     let finished = matches!(state, RunState::Succeeded | RunState::Failed)
         .then(|| scheduled + SignedDuration::from_secs(30));
     Run {
-        name: run_name(workflow, scheduled),
+        name: run_name(SCHEDULER, workflow, scheduled),
         workflow: workflow.into(),
         scheduled,
         state,
@@ -50,6 +53,7 @@ fn remembered(name: &str, last: &str) -> WorkflowStatus {
 fn plan_at(now: &str, spec: &SchedulerSpec, previous: &[WorkflowStatus], runs: &[Run]) -> Plan {
     plan(&Input {
         now: ts(now),
+        scheduler: SCHEDULER,
         spec,
         created: Some(ts("2025-01-01T09:00:00Z")),
         observed: true,
@@ -59,7 +63,7 @@ fn plan_at(now: &str, spec: &SchedulerSpec, previous: &[WorkflowStatus], runs: &
 }
 
 fn created(p: &Plan) -> Vec<(String, bool)> {
-    p.create.iter().map(|c| (c.name(), c.suspended)).collect()
+    p.create.iter().map(|c| (c.name.clone(), c.suspended)).collect()
 }
 
 /// Carries a plan out on a list of runs, as the cluster would (Jobs created, started, deleted).
@@ -75,7 +79,7 @@ fn apply(runs: &[Run], p: &Plan) -> Vec<Run> {
         }
     }
     out.extend(p.create.iter().map(|c| Run {
-        name: c.name(),
+        name: c.name.clone(),
         workflow: c.workflow.clone(),
         scheduled: c.scheduled,
         state: if c.suspended {
@@ -103,14 +107,209 @@ fn remember(p: &Plan) -> Vec<WorkflowStatus> {
         .collect()
 }
 
+/// A DNS label (RFC 1123), as a name in a label value must be.
+fn is_dns_label(s: &str) -> bool {
+    let ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| ok(b) || b == b'-')
+        && s.bytes().next().is_some_and(ok)
+        && s.bytes().last().is_some_and(ok)
+}
+
 #[test]
-fn run_names_are_deterministic_and_short() {
+fn run_names_carry_the_workflow_the_scheduler_tag_and_the_minute() {
     let t = ts("2025-01-01T10:05:00Z");
-    assert_eq!(run_name("backup", t), "backup-28928765");
-    assert_eq!(run_name_time("backup", "backup-28928765"), Some(t));
-    assert_eq!(run_name_time("backup", "backups-28928765"), None);
-    let longest = "w".repeat(40);
-    assert!(run_name(&longest, ts("2159-12-31T23:59:00Z")).len() <= 63);
+    assert_eq!(run_name(SCHEDULER, "backup", t), "backup-1xmi6-28928765");
+    assert_eq!(tag(SCHEDULER), "1xmi6");
+    // FNV-1a's published test vectors: the tag cannot drift with a Rust or berth upgrade.
+    assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+}
+
+#[test]
+fn two_schedulers_name_runs_of_the_same_workflow_apart() {
+    let t = ts("2025-01-01T10:05:00Z");
+    let long = "s".repeat(253);
+    let pairs = [
+        ("left", "right"),
+        (SCHEDULER, "ops-cron-2"),
+        ("a", "b"),
+        ("ab", "ba"),
+        (long.as_str(), &long[1..]),
+    ];
+    for (one, other) in pairs {
+        let (x, y) = (run_name(one, "sync", t), run_name(other, "sync", t));
+        assert_ne!(x, y, "{one} and {other}");
+        assert!(is_dns_label(&x) && is_dns_label(&y), "{x} {y}");
+    }
+    let tags: std::collections::HashSet<String> = (0..2000).map(|i| tag(&format!("scheduler-{i}"))).collect();
+    assert_eq!(tags.len(), 2000, "no two of 2000 Scheduler names share a tag");
+    assert!(tags.iter().all(|t| t.len() == TAG_LEN && is_dns_label(t)));
+}
+
+#[test]
+fn the_longest_run_name_fits_a_dns_label() {
+    let longest = "w".repeat(MAX_WORKFLOW_NAME);
+    let last_minute = ts("2159-12-31T23:59:00Z");
+    let name = run_name(&"s".repeat(253), &longest, last_minute);
+    assert_eq!(name.len(), MAX_RUN_NAME);
+    assert!(MAX_RUN_NAME <= 63 && is_dns_label(&name), "{name}");
+}
+
+/// The budget holds only while the CRD admits no longer workflow name than [`MAX_WORKFLOW_NAME`].
+#[test]
+fn the_crd_limits_workflow_names_to_the_budget() {
+    use kube::CustomResourceExt;
+    let crd = serde_json::to_value(berth_api::Scheduler::crd()).unwrap();
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let name = &spec["properties"]["workflows"]["items"]["properties"]["name"];
+    assert_eq!(
+        name["maxLength"].as_u64(),
+        Some(MAX_WORKFLOW_NAME as u64),
+        "{name}"
+    );
+    let rules = name["x-kubernetes-validations"].to_string();
+    assert!(
+        rules.contains(&format!("size(self) <= {MAX_WORKFLOW_NAME}")),
+        "{rules}"
+    );
+}
+
+#[test]
+fn the_due_time_comes_back_from_a_run_name() {
+    for t in [
+        "1970-01-01T00:00:00Z",
+        "2025-01-01T10:05:00Z",
+        "2025-10-26T01:30:00Z",
+        "2159-12-31T23:59:00Z",
+    ] {
+        let t = ts(t);
+        for workflow in ["backup", "a", "nightly-report-2"] {
+            let name = run_name(SCHEDULER, workflow, t);
+            assert_eq!(run_name_time(SCHEDULER, workflow, &name), Some(t), "{name}");
+        }
+    }
+    let t = ts("2025-01-01T10:05:00Z");
+    assert_eq!(
+        run_name_time(SCHEDULER, "backup", "backup-28928765"),
+        Some(t),
+        "named before the tag"
+    );
+    let not_ours = [
+        run_name("another", "backup", t),
+        run_name(SCHEDULER, "backups", t),
+        run_name(SCHEDULER, "backup-1xmi6", t),
+        "backup-".to_owned(),
+        "backup-1xmi6-".to_owned(),
+        "backup-1xmi6-x1".to_owned(),
+        "backup--28928765".to_owned(),
+        "backup-+28928765".to_owned(),
+    ];
+    for name in not_ours {
+        assert_eq!(run_name_time(SCHEDULER, "backup", &name), None, "{name}");
+    }
+}
+
+/// Runs named `<workflow>-<minute>` by an earlier berth are still the Scheduler's runs (known by labels and
+/// controller): they hold workers, queue, start, count as history, and stop their due time running twice.
+#[test]
+fn runs_named_before_the_tag_still_count() {
+    let legacy = |workflow: &str, scheduled: &str, state: RunState| {
+        let mut r = run(workflow, scheduled, state);
+        r.name = format!("{workflow}-{}", r.scheduled.as_second() / 60);
+        r
+    };
+    let s = spec(1, vec![wf("sync", "*/5 * * * *")]);
+    let prev = [remembered("sync", "2025-01-01T10:00:00Z")];
+
+    let busy = [legacy("sync", "2025-01-01T10:00:00Z", RunState::Active)];
+    let p = plan_at("2025-01-01T10:05:00Z", &s, &prev, &busy);
+    assert_eq!(
+        created(&p),
+        [("sync-1xmi6-28928765".to_owned(), true)],
+        "queued behind it"
+    );
+
+    let queued = [legacy("sync", "2025-01-01T10:00:00Z", RunState::Queued)];
+    let p = plan_at("2025-01-01T10:01:00Z", &s, &prev, &queued);
+    assert_eq!(p.unsuspend, ["sync-28928760"]);
+
+    let history: Vec<Run> = ["06", "07", "08", "09"]
+        .iter()
+        .map(|h| legacy("sync", &format!("2025-01-01T{h}:00:00Z"), RunState::Succeeded))
+        .collect();
+    let p = plan_at("2025-01-01T10:01:00Z", &s, &prev, &history);
+    assert_eq!(p.delete, ["sync-28928520"], "the oldest of four, limit 3");
+
+    // The status lost, the legacy run of 10:05 is enough to not run 10:05 again.
+    let done = [legacy("sync", "2025-01-01T10:05:00Z", RunState::Succeeded)];
+    let p = plan_at("2025-01-01T10:05:30Z", &s, &[], &done);
+    assert!(p.create.is_empty());
+    assert_eq!(p.workflows[0].last_run.as_deref(), Some("sync-28928765"));
+
+    // A remembered legacy last run is older than a newer tagged one.
+    let mut old = remembered("sync", "2025-01-01T10:00:00Z");
+    old.last_run = Some("sync-28928760".into());
+    let p = plan_at("2025-01-01T10:05:00Z", &s, &[old], &[]);
+    assert_eq!(p.workflows[0].last_run.as_deref(), Some("sync-1xmi6-28928765"));
+}
+
+#[test]
+fn a_run_not_created_is_decided_again_and_its_missed_runs_count_once() {
+    let mut w = wf("sync", "*/5 * * * *");
+    w.starting_deadline_seconds = Some(120);
+    let s = spec(2, vec![w, wf("other", "*/5 * * * *")]);
+    let mut prev = vec![
+        remembered("sync", "2025-01-01T10:00:00Z"),
+        remembered("other", "2025-01-01T10:00:00Z"),
+    ];
+    prev[0].missed = 1;
+    prev[0].last_run = Some(run_name(SCHEDULER, "sync", ts("2025-01-01T10:00:00Z")));
+    // Down since 10:00: 10:05 and 10:10 were missed, 10:15 is due.
+    let p = plan_at("2025-01-01T10:15:30Z", &s, &prev, &[]);
+    let sync = run_name(SCHEDULER, "sync", ts("2025-01-01T10:15:00Z"));
+    let other = run_name(SCHEDULER, "other", ts("2025-01-01T10:15:00Z"));
+    assert_eq!(created(&p), [(sync.clone(), false), (other.clone(), false)]);
+    assert_eq!((p.workflows[0].newly_missed, p.workflows[0].missed), (2, 3));
+
+    // sync's name was taken: its status stays as it was, other's moves on.
+    let carried = p.clone().carried_out(std::slice::from_ref(&other), &[]);
+    assert_eq!(created(&carried), [(other, false)]);
+    assert_eq!((carried.running, carried.queued), (1, 0));
+    let (taken, moved) = (&carried.workflows[0], &carried.workflows[1]);
+    assert_eq!(taken.last_schedule, Some(ts("2025-01-01T10:00:00Z")));
+    assert_eq!((taken.missed, taken.newly_missed), (1, 0));
+    assert_eq!(taken.last_run, prev[0].last_run);
+    assert_eq!(moved, &p.workflows[1]);
+
+    // Tried again inside the deadline, then made: the two missed runs are counted once.
+    let runs = apply(&[], &carried);
+    let again = plan_at("2025-01-01T10:16:30Z", &s, &remember(&carried), &runs);
+    assert_eq!(created(&again), [(sync.clone(), false)]);
+    let made = again.clone().carried_out(std::slice::from_ref(&sync), &[]);
+    assert_eq!(made, again, "all of it carried out");
+    assert_eq!((made.workflows[0].missed, made.workflows[0].newly_missed), (3, 2));
+    assert_eq!(made.workflows[0].last_run.as_deref(), Some(sync.as_str()));
+
+    // Still taken when the deadline passed: missed, with the ones before it.
+    let late = plan_at("2025-01-01T10:17:30Z", &s, &remember(&carried), &runs);
+    assert!(late.create.is_empty());
+    assert_eq!((late.workflows[0].missed, late.workflows[0].newly_missed), (4, 3));
+    assert_eq!(late.workflows[0].last_schedule, Some(ts("2025-01-01T10:15:00Z")));
+}
+
+#[test]
+fn a_queued_run_gone_before_it_started_is_not_counted() {
+    let s = spec(2, vec![wf("a", "0 * * * *")]);
+    let prev = [remembered("a", "2025-01-01T10:00:00Z")];
+    let runs = [run("a", "2025-01-01T10:00:00Z", RunState::Queued)];
+    let p = plan_at("2025-01-01T10:30:00Z", &s, &prev, &runs);
+    assert_eq!((p.unsuspend.len(), p.running, p.queued), (1, 1, 0));
+    let carried = p.carried_out(&[], &[]);
+    assert!(carried.unsuspend.is_empty());
+    assert_eq!((carried.running, carried.queued), (0, 0));
 }
 
 #[test]
@@ -118,6 +317,7 @@ fn a_new_scheduler_waits_for_the_first_due_time() {
     let s = spec(2, vec![wf("report", "*/5 * * * *")]);
     let p = plan(&Input {
         now: ts("2025-01-01T10:01:10Z"),
+        scheduler: SCHEDULER,
         spec: &s,
         created: Some(ts("2025-01-01T10:01:00Z")),
         observed: false,
@@ -135,9 +335,12 @@ fn a_due_run_starts_once_and_a_restart_does_not_repeat_it() {
     let s = spec(2, vec![wf("report", "*/5 * * * *")]);
     let prev = [remembered("report", "2025-01-01T10:00:00Z")];
     let first = plan_at("2025-01-01T10:05:01Z", &s, &prev, &[]);
-    assert_eq!(created(&first), [("report-28928765".to_owned(), false)]);
+    assert_eq!(created(&first), [("report-1xmi6-28928765".to_owned(), false)]);
     assert_eq!(first.workflows[0].last_schedule, Some(ts("2025-01-01T10:05:00Z")));
-    assert_eq!(first.workflows[0].last_run.as_deref(), Some("report-28928765"));
+    assert_eq!(
+        first.workflows[0].last_run.as_deref(),
+        Some("report-1xmi6-28928765")
+    );
     assert_eq!(first.next_wakeup, Some(ts("2025-01-01T10:10:00Z")));
     assert_eq!((first.running, first.queued), (1, 0));
 
@@ -147,7 +350,7 @@ fn a_due_run_starts_once_and_a_restart_does_not_repeat_it() {
     let without_status = plan_at("2025-01-01T10:06:00Z", &s, &prev, &runs);
     for again in [&with_status, &without_status] {
         assert!(again.create.is_empty() && again.delete.is_empty() && again.unsuspend.is_empty());
-        assert_eq!(again.workflows, first.workflows, "same status, no write");
+        assert_eq!(remember(again), remember(&first), "same status, no write");
     }
 }
 
@@ -158,13 +361,13 @@ fn a_pruned_run_is_never_brought_back() {
     let runs = [run("report", "2025-01-01T10:05:00Z", RunState::Succeeded)];
     let prev = [remembered("report", "2025-01-01T10:05:00Z")];
     let p = plan_at("2025-01-01T10:06:00Z", &s, &prev, &runs);
-    assert_eq!(p.delete, ["report-28928765"]);
+    assert_eq!(p.delete, ["report-1xmi6-28928765"]);
     let after = apply(&runs, &p);
     let again = plan_at("2025-01-01T10:06:30Z", &s, &remember(&p), &after);
     assert!(again.create.is_empty());
     assert_eq!(
         again.workflows[0].last_run.as_deref(),
-        Some("report-28928765"),
+        Some("report-1xmi6-28928765"),
         "remembered"
     );
     assert_eq!(
@@ -248,7 +451,7 @@ fn allow_starts_next_to_the_previous_run() {
     let prev = [remembered("sync", "2025-01-01T10:00:00Z")];
     let runs = [run("sync", "2025-01-01T10:00:00Z", RunState::Active)];
     let p = plan_at("2025-01-01T10:05:00Z", &s, &prev, &runs);
-    assert_eq!(created(&p), [("sync-28928765".to_owned(), false)]);
+    assert_eq!(created(&p), [("sync-1xmi6-28928765".to_owned(), false)]);
     assert!(p.delete.is_empty());
     assert_eq!(p.running, 2);
 }
@@ -268,7 +471,7 @@ fn replace_deletes_the_active_and_queued_runs_and_starts_the_new_one() {
     assert_eq!(p.delete, [runs[0].name.clone(), runs[1].name.clone()]);
     assert_eq!(
         created(&p),
-        [("sync-28928765".to_owned(), false)],
+        [("sync-1xmi6-28928765".to_owned(), false)],
         "the freed worker takes it"
     );
     assert!(p.unsuspend.is_empty());
@@ -302,7 +505,10 @@ fn six_due_at_once_on_four_workers_queue_two_and_start_them_oldest_first() {
     runs[0].state = RunState::Succeeded;
     runs[0].finished = Some(ts("2025-01-01T10:06:30Z"));
     let next = plan_at("2025-01-01T10:06:31Z", &s, &status, &runs);
-    assert_eq!(next.unsuspend, [run_name("e", ts("2025-01-01T10:05:00Z"))]);
+    assert_eq!(
+        next.unsuspend,
+        [run_name(SCHEDULER, "e", ts("2025-01-01T10:05:00Z"))]
+    );
     assert_eq!((next.running, next.queued), (4, 1));
 }
 
@@ -329,7 +535,7 @@ fn new_runs_queue_behind_older_queued_ones() {
     let runs = [run("a", "2025-01-01T10:00:00Z", RunState::Queued)];
     let p = plan_at("2025-01-01T10:05:00Z", &s, &prev, &runs);
     assert_eq!(p.unsuspend, [runs[0].name.clone()]);
-    assert_eq!(created(&p), [("a-28928765".to_owned(), true)]);
+    assert_eq!(created(&p), [("a-1xmi6-28928765".to_owned(), true)]);
 }
 
 #[test]
@@ -427,7 +633,7 @@ fn berlin_spring_forward_runs_the_0230_job_once() {
     let due = plan_at("2025-03-30T01:00:05Z", &s, &prev, &[]);
     assert_eq!(
         created(&due),
-        [(run_name("nightly", ts("2025-03-30T01:00:00Z")), false)]
+        [(run_name(SCHEDULER, "nightly", ts("2025-03-30T01:00:00Z")), false)]
     );
     let after = plan_at("2025-03-30T02:00:00Z", &s, &remember(&due), &apply(&[], &due));
     assert!(after.create.is_empty());
@@ -482,7 +688,7 @@ fn an_invalid_schedule_stops_only_its_workflow() {
     assert_eq!(p.workflows[2].invalid, None);
     assert_eq!(
         created(&p),
-        [(run_name("good", ts("2025-01-01T11:00:00Z")), false)]
+        [(run_name(SCHEDULER, "good", ts("2025-01-01T11:00:00Z")), false)]
     );
     assert_eq!(
         p.unsuspend,
@@ -512,6 +718,7 @@ fn an_operator_down_since_creation_starts_the_latest_due_run_in_time() {
     let s = spec(2, vec![wf("tick", "* * * * *")]);
     let p = plan(&Input {
         now: ts("2025-01-01T10:03:30Z"),
+        scheduler: SCHEDULER,
         spec: &s,
         created: Some(ts("2025-01-01T10:00:30Z")),
         observed: false,
@@ -563,6 +770,7 @@ fn an_hour_of_ticks_keeps_every_promise() {
         }
         let p = plan(&Input {
             now,
+            scheduler: SCHEDULER,
             spec: &s,
             created: Some(start),
             observed: true,
@@ -580,9 +788,9 @@ fn an_hour_of_ticks_keeps_every_promise() {
         }
         for c in &p.create {
             assert!(
-                ever_created.insert(c.name()),
+                ever_created.insert(c.name.clone()),
                 "tick {tick}: {} created twice",
-                c.name()
+                c.name
             );
         }
         let quiet = p.create.is_empty() && p.unsuspend.is_empty() && p.delete.is_empty();
@@ -605,4 +813,87 @@ fn an_hour_of_ticks_keeps_every_promise() {
     // Every due time of the hour was created once (more runs are due than two workers can take, so
     // the queue grows; nothing is dropped and nothing repeated).
     assert_eq!(ever_created.len(), 60 + 30 + 20);
+}
+
+/// A minute of ticks at a time for an hour, with some run names held by someone else's Jobs: at :07 for
+/// 20 s (then freed), at :13 and :29 for good. At every tick the status accounts for every due time it
+/// claims as acted on: each is a run made or a run counted missed, never a run another's Job stands in
+/// for. The one freed in time runs late; the two never freed are missed once each.
+#[test]
+fn names_taken_by_others_are_tried_again_then_missed_never_claimed() {
+    let mut w = wf("tick", "* * * * *");
+    w.starting_deadline_seconds = Some(45);
+    let s = spec(4, vec![w]);
+    let start = ts("2025-01-01T10:00:00Z");
+    let at = |secs: i64| start + SignedDuration::from_secs(secs);
+    let minute = |m: i64| run_name(SCHEDULER, "tick", at(m * 60));
+    let taken_until: HashMap<String, Timestamp> = HashMap::from([
+        (minute(7), at(7 * 60 + 20)),
+        (minute(13), Timestamp::MAX),
+        (minute(29), Timestamp::MAX),
+    ]);
+    let mut status = vec![remembered("tick", "2025-01-01T10:00:00Z")];
+    let mut runs: Vec<Run> = vec![];
+    let mut made: HashMap<String, Timestamp> = HashMap::new();
+    for tick in 1..=360 {
+        let now = at(tick * 10);
+        for r in &mut runs {
+            if r.state == RunState::Active && now.duration_since(r.scheduled) >= SignedDuration::from_secs(30)
+            {
+                r.state = RunState::Succeeded;
+                r.finished = Some(now);
+            }
+        }
+        let p = plan(&Input {
+            now,
+            scheduler: SCHEDULER,
+            spec: &s,
+            created: Some(start),
+            observed: true,
+            previous: &status,
+            runs: &runs,
+        });
+        let created: Vec<String> = p
+            .create
+            .iter()
+            .map(|c| c.name.clone())
+            .filter(|n| taken_until.get(n).is_none_or(|&until| now >= until))
+            .collect();
+        let started = p.unsuspend.clone();
+        let carried = p.carried_out(&created, &started);
+        for c in &carried.create {
+            assert!(
+                made.insert(c.name.clone(), c.scheduled).is_none(),
+                "tick {tick}: {} twice",
+                c.name
+            );
+        }
+        runs = apply(&runs, &carried);
+        status = remember(&carried);
+
+        let w = &status[0];
+        let last = w.last_schedule_time.as_ref().map_or(start, |t| t.0);
+        let claimed = last.duration_since(start).as_secs() / 60;
+        let ran = made.values().filter(|&&t| t <= last).count();
+        assert_eq!(
+            claimed,
+            i64::try_from(ran).unwrap() + i64::from(w.missed),
+            "tick {tick}: status claims up to {last}, {ran} made, {} missed",
+            w.missed
+        );
+        if let Some(name) = &w.last_run {
+            assert!(
+                made.contains_key(name),
+                "tick {tick}: last run {name} is not ours"
+            );
+        }
+    }
+    assert_eq!(made.len(), 58);
+    assert_eq!(
+        made.get(&minute(7)),
+        Some(&at(7 * 60)),
+        "freed in time, so run late"
+    );
+    assert!(!made.contains_key(&minute(13)) && !made.contains_key(&minute(29)));
+    assert_eq!(status[0].missed, 2);
 }
