@@ -262,7 +262,10 @@ mod tests {
         assert_eq!(millis, [250, 500, 1000, 2000, 4000, 4000, 4000]);
         let mut r = retry();
         let waits: Vec<_> = r.by_ref().take(8).collect();
-        assert!(waits.iter().all(|w| *w <= std::time::Duration::from_secs(5)), "{waits:?}");
+        assert!(
+            waits.iter().all(|w| *w <= std::time::Duration::from_secs(5)),
+            "{waits:?}"
+        );
         r.reset();
         assert!(r.next().unwrap() < std::time::Duration::from_millis(320));
     }
