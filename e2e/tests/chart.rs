@@ -1,7 +1,10 @@
 //! The Helm chart, without a cluster: it lints, renders, runs the operator locked down, grants no wildcard
-//! and no `bind` but on `admin`, refuses wrong values with the schema's message, and ships the very CRDs
-//! that `crds/` holds. Needs helm (`e2e/cluster.sh bin`, built by `e2e/build-components.sh`): without it
-//! every test fails, none is skipped.
+//! and no `bind` but on `admin`, gives berth an API priority level of its own, refuses wrong values with the
+//! schema's message, and ships the very CRDs that `crds/` holds. Needs helm (`e2e/cluster.sh bin`, built by
+//! `e2e/build-components.sh`): without it every test fails, none is skipped.
+//!
+//! One test needs a cluster, and so is ignored unless asked for (`-- --ignored`): `helm uninstall` keeps the
+//! CRDs and with them every tenant.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 // Only tests here: the helpers below get clippy's test allowances (unwrap, expect, panic) too.
@@ -9,7 +12,14 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::time::Duration;
 
+use berth_api::Customer;
+use berth_e2e::{apply_yaml, wait_for, wait_gone};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams};
 use serde::Deserialize as _;
 use serde_yaml::Value;
 
@@ -76,7 +86,7 @@ fn strings(v: &Value) -> Vec<&str> {
 /// Every value combination that changes what the chart renders, so each branch is checked.
 const VARIANTS: [&[&str]; 3] = [
     &[],
-    &["replicaCount=1"],
+    &["replicaCount=1", "flowControl.enabled=false"],
     &[
         "rbac.ownerReferencesPermissionEnforcement=true",
         "serviceMonitor.enabled=true",
@@ -130,7 +140,9 @@ fn helm_template_renders_the_operator_and_its_rbac() {
             "ClusterRole",
             "ClusterRoleBinding",
             "Deployment",
+            "FlowSchema",
             "PodDisruptionBudget",
+            "PriorityLevelConfiguration",
             "Role",
             "RoleBinding",
             "Service",
@@ -253,6 +265,75 @@ fn the_operator_pod_runs_locked_down_with_the_chart_settings() {
 }
 
 #[test]
+fn berth_gets_an_api_priority_level_of_its_own_unless_turned_off() {
+    let docs = render(&[]);
+    let level = one(&docs, "PriorityLevelConfiguration");
+    let schema = one(&docs, "FlowSchema");
+    for doc in [level, schema] {
+        assert_eq!(
+            doc["apiVersion"].as_str(),
+            Some("flowcontrol.apiserver.k8s.io/v1"),
+            "{}",
+            kind(doc)
+        );
+        assert!(doc["metadata"]["namespace"].is_null(), "cluster-scoped");
+    }
+    let spec = &schema["spec"];
+    assert_eq!(
+        spec["priorityLevelConfiguration"]["name"], level["metadata"]["name"],
+        "the schema sends berth to its own level"
+    );
+    let precedence = spec["matchingPrecedence"].as_u64().unwrap();
+    assert!(
+        precedence < 9000,
+        "{precedence}: the built-in service-accounts schema (9000) would match first"
+    );
+    let rules = spec["rules"].as_sequence().unwrap();
+    assert_eq!(rules.len(), 1);
+    let subjects = rules[0]["subjects"].as_sequence().unwrap();
+    assert_eq!(subjects.len(), 1, "berth's requests only: {subjects:?}");
+    assert_eq!(subjects[0]["kind"].as_str(), Some("ServiceAccount"));
+    let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(
+        subjects[0]["serviceAccount"]["name"], pod["serviceAccountName"],
+        "the operator pods' ServiceAccount"
+    );
+    assert_eq!(
+        subjects[0]["serviceAccount"]["namespace"].as_str(),
+        Some("berth-system")
+    );
+    assert_eq!(spec["distinguisherMethod"]["type"].as_str(), Some("ByNamespace"));
+
+    let limited = &level["spec"]["limited"];
+    assert_eq!(level["spec"]["type"].as_str(), Some("Limited"));
+    assert_eq!(limited["nominalConcurrencyShares"].as_u64(), Some(20));
+    assert_eq!(limited["lendablePercent"].as_u64(), Some(50));
+    assert_eq!(
+        limited["limitResponse"]["type"].as_str(),
+        Some("Queue"),
+        "a burst waits rather than failing with 429"
+    );
+
+    let renamed = render(&[
+        "serviceAccount.name=ops-robot",
+        "flowControl.matchingPrecedence=800",
+    ]);
+    let spec = &one(&renamed, "FlowSchema")["spec"];
+    assert_eq!(
+        spec["rules"][0]["subjects"][0]["serviceAccount"]["name"].as_str(),
+        Some("ops-robot")
+    );
+    assert_eq!(spec["matchingPrecedence"].as_u64(), Some(800));
+
+    let off = render(&["flowControl.enabled=false"]);
+    assert!(
+        off.iter()
+            .all(|d| !matches!(kind(d), "FlowSchema" | "PriorityLevelConfiguration")),
+        "flowControl.enabled=false renders neither"
+    );
+}
+
+#[test]
 fn no_rule_uses_a_wildcard() {
     for sets in VARIANTS {
         let docs = render(sets);
@@ -338,6 +419,10 @@ fn a_wrong_value_fails_with_the_schema_message() {
             "at '/logFormat': value must be one of 'json', 'text'",
         ),
         ("concurrency=0", "at '/concurrency': minimum: got 0, want 1"),
+        (
+            "flowControl.matchingPrecedence=0",
+            "at '/flowControl/matchingPrecedence': minimum: got 0, want 1",
+        ),
         ("surprise=1", "additional properties 'surprise' not allowed"),
     ] {
         let out = helm(&["template", "berth", chart, "--set", set]);
@@ -380,4 +465,114 @@ fn the_chart_ships_the_crds_byte_for_byte() {
             "charts/berth/crds/{file} differs from crds/{file}: run `make crds`"
         );
     }
+}
+
+/// Runs helm against the cluster under test; panics with helm's output when it fails.
+fn helm_on_cluster(args: &[&str]) {
+    let kubeconfig = berth_e2e::kubeconfig();
+    let mut all = args.to_vec();
+    all.extend(["--kubeconfig", kubeconfig.to_str().unwrap()]);
+    let out = helm(&all);
+    assert!(
+        out.status.success(),
+        "helm {all:?} failed:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+fn established(crd: &CustomResourceDefinition) -> bool {
+    crd.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+}
+
+/// `helm uninstall` must never delete a CRD: that would delete every Customer, and through garbage collection
+/// every tenant with its data. After it, a Customer under `deletionPolicy: Delete` (which holds no finalizer)
+/// still goes on `kubectl delete`, with no operator left to help. The test installs a release of its own,
+/// whose operator never starts (its image is never pulled), so the suite's release and operator stay; the
+/// CRDs are cluster-wide, so if they were the release's, this release would have had to install them.
+#[tokio::test]
+#[ignore = "needs a cluster: cargo test -p berth-e2e --test chart -- --ignored"]
+async fn uninstall_keeps_the_crds_and_customers_and_a_customer_can_still_be_deleted() {
+    const WITHIN: Duration = Duration::from_secs(60);
+    let client = berth_e2e::client().await;
+    let release = berth_e2e::unique("uninstall");
+    let chart = chart();
+    helm_on_cluster(&[
+        "install",
+        &release,
+        chart.to_str().unwrap(),
+        "--namespace",
+        &release,
+        "--create-namespace",
+        "--set",
+        "image.repository=berth.invalid/never-pulled",
+        "--set",
+        "image.pullPolicy=Never",
+        "--set",
+        "replicaCount=1",
+    ]);
+
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut before = Vec::new();
+    for (_, crd) in berth_api::crds() {
+        let name = crd.name_any();
+        let live = wait_for(&crds, &name, WITHIN, "Established", established).await;
+        before.push((name, live.uid()));
+    }
+    let customers: Api<Customer> = Api::all(client.clone());
+    let name = berth_e2e::unique("kept");
+    let yaml = format!(
+        "apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {name}}}\nspec: {{deletionPolicy: Delete}}\n"
+    );
+    let customer = apply_yaml(&customers, &yaml).await.unwrap();
+
+    helm_on_cluster(&["uninstall", &release, "--namespace", &release, "--wait"]);
+
+    for (crd, uid) in &before {
+        let live = crds
+            .get_opt(crd)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("helm uninstall deleted CRD {crd}"));
+        assert_eq!(&live.uid(), uid, "CRD {crd} was deleted and created again");
+        assert!(
+            live.metadata.deletion_timestamp.is_none(),
+            "helm uninstall is deleting CRD {crd}"
+        );
+    }
+    let kept = customers
+        .get_opt(&name)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("Customer {name} is gone with the release"));
+    assert_eq!(kept.uid(), customer.uid());
+    assert!(kept.metadata.deletion_timestamp.is_none());
+    assert_eq!(
+        kept.finalizers(),
+        &[] as &[String],
+        "deletionPolicy Delete holds no finalizer, so no operator is needed to delete it"
+    );
+
+    // As a user would, and waiting as kubectl does (a watch until the object is gone).
+    let kubeconfig = berth_e2e::kubeconfig();
+    let kubectl = berth_e2e::tool("kubectl");
+    let out = Command::new(&kubectl)
+        .args(["--kubeconfig", kubeconfig.to_str().unwrap()])
+        .args(["delete", "customer", &name, "--wait=true", "--timeout=60s"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} ({e})", kubectl.display()));
+    assert!(
+        out.status.success(),
+        "kubectl delete customer {name} failed:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    wait_gone(&customers, &name, WITHIN).await;
+
+    let _ = Api::<Namespace>::all(client)
+        .delete(&release, &DeleteParams::default())
+        .await;
 }
