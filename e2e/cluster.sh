@@ -10,6 +10,10 @@
 #   e2e/cluster.sh status       which components run
 #   e2e/cluster.sh kubeconfig   print the admin kubeconfig path
 #   e2e/cluster.sh bin          print the directory of the built binaries (kubectl, helm, ...)
+#   e2e/cluster.sh stop NAME    stop one component (etcd, kube-apiserver, ...), for fault-injection tests
+#   e2e/cluster.sh start NAME   start it again as \`up\` did and wait until it answers
+#   e2e/cluster.sh compact      compact etcd's history up to now (watches resuming from before answer 410 Gone)
+#   e2e/cluster.sh audit        print the path of the API server's audit log (writes only; see audit-policy.yaml)
 #
 # Environment:
 #   BERTH_CLUSTER_DIR     state directory (default: <repo>/.cluster)
@@ -159,7 +163,9 @@ up() {
     --service-account-key-file="$pki/service-account.pub" \
     --service-account-signing-key-file="$pki/service-account.key" \
     --service-cluster-ip-range="$service_cidr" \
-    --allow-privileged=true
+    --allow-privileged=true \
+    --audit-policy-file="$here/audit-policy.yaml" --audit-log-path="$logs/audit.log" \
+    --audit-log-maxsize=200 --audit-log-maxbackup=1
   wait_for "kube-apiserver /readyz" kube-apiserver kubectl get --raw=/readyz
 
   start kube-controller-manager "$kcm_port" \
@@ -248,8 +254,32 @@ status() {
   [ "$all" = 1 ] && [ "$any" = 1 ]
 }
 
+# compact: compact etcd's history up to now, so that every watch resuming from an older resourceVersion is
+# answered 410 Gone and must list again. Through etcd's JSON gateway, so that no etcdctl is needed.
+compact() {
+  local url="http://127.0.0.1:$etcd_port/v3/kv" rev
+  rev=$(curl -fsS -X POST "$url/range" -d '{"key":"AA==","limit":1}' | sed -n 's/.*"revision":"\([0-9]*\)".*/\1/p')
+  [ -n "$rev" ] || die "could not read etcd's revision"
+  curl -fsS -X POST "$url/compaction" -d "{\"revision\":\"$rev\",\"physical\":true}" >/dev/null
+  log "etcd compacted at revision $rev"
+}
+
+# start_component NAME: start one component again and wait until it answers.
+start_component() {
+  local name=$1
+  start_again "$name"
+  case "$name" in
+    etcd) wait_for "etcd /health" etcd curl -fsS "http://127.0.0.1:$etcd_port/health" ;;
+    kube-apiserver) wait_for "kube-apiserver /readyz" kube-apiserver kubectl get --raw=/readyz ;;
+  esac
+}
+
 case "${1:-}" in
   up) up ;;
+  stop) stop "${2:?which component}" ;;
+  start) start_component "${2:?which component}" ;;
+  audit) echo "$logs/audit.log" ;;
+  compact) compact ;;
   down) down ;;
   status) status ;;
   kubeconfig) echo "$kubeconfig" ;;

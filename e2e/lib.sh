@@ -55,10 +55,20 @@ start() {
   if [ "$port" != - ] && port_busy "$port"; then
     die "$name: port 127.0.0.1:$port is taken by another process (not started by this script; see ss -ltnp)"
   fi
+  # Kept so that `restart_component` can start it again the same way (a fault-injection test stops it).
+  printf '%s\0' "$port" "$@" >"$pids/$name.args"
   printf '\n===== %s starting %s\n' "$(date -u +%FT%TZ)" "$name" >>"$logs/$name.log"
   nohup "$(exe_of "$name")" "$@" >>"$logs/$name.log" 2>&1 &
   echo $! >"$pids/$name.pid"
   log "$name started (pid $!, log $logs/$name.log)"
+}
+
+# start_again NAME: start a stopped component with the arguments of its last start.
+start_again() {
+  local name=$1 args=()
+  [ -f "$pids/$name.args" ] || die "$name was never started here"
+  mapfile -d '' args <"$pids/$name.args"
+  start "$name" "${args[@]}"
 }
 
 # stop NAME: TERM, then KILL after 10 s.

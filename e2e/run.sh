@@ -20,7 +20,7 @@ if [ "$real" = 1 ]; then
   tests=${BERTH_E2E_TESTS:-realnode}
   threads=${BERTH_E2E_THREADS:-3}
 else
-  tests=${BERTH_E2E_TESTS:-cluster api customer database scheduler operator}
+  tests=${BERTH_E2E_TESTS:-cluster api customer database scheduler operator faults}
   threads=${BERTH_E2E_THREADS:-4}
 fi
 release_ns=berth-system
@@ -74,3 +74,8 @@ fi
 args=()
 for t in $tests; do args+=(--test "$t"); done
 cargo test -p berth-e2e --locked "${args[@]}" -- --test-threads="$threads"
+if [ "$real" != 1 ] && [ -z "${BERTH_E2E_TESTS:-}" ]; then
+  # The chart's tests that need a cluster (a second release, installed and uninstalled); the rest of chart.rs
+  # renders templates and runs in `make unit`.
+  cargo test -p berth-e2e --locked --test chart -- --ignored --test-threads=1
+fi

@@ -105,8 +105,12 @@ impl Operator {
 
     /// [`Operator::start`] with extra environment variables (e.g. the OTLP endpoint).
     pub fn start_with_env(name: &str, extra: &[&str], envs: &[(&str, &str)]) -> Self {
-        // A short Lease keeps the hand-over tests fast.
-        let mut args = vec!["--lease-seconds", "6"];
+        // A short Lease keeps the hand-over tests fast, unless the test sizes its own.
+        let mut args = if extra.contains(&"--lease-seconds") {
+            vec![]
+        } else {
+            vec!["--lease-seconds", "6"]
+        };
         args.extend_from_slice(extra);
         Launch {
             name,
