@@ -20,7 +20,7 @@ if [ "$real" = 1 ]; then
   tests=${BERTH_E2E_TESTS:-realnode}
   threads=${BERTH_E2E_THREADS:-3}
 else
-  tests=${BERTH_E2E_TESTS:-cluster api customer database scheduler operator faults}
+  tests=${BERTH_E2E_TESTS:-cluster api customer database scheduler operator}
   threads=${BERTH_E2E_THREADS:-4}
 fi
 release_ns=berth-system
@@ -78,4 +78,6 @@ if [ "$real" != 1 ] && [ -z "${BERTH_E2E_TESTS:-}" ]; then
   # The chart's tests that need a cluster (a second release, installed and uninstalled); the rest of chart.rs
   # renders templates and runs in `make unit`.
   cargo test -p berth-e2e --locked --test chart -- --ignored --test-threads=1
+  # Last: they stop and restart the control plane's components, which no other test should live through.
+  cargo test -p berth-e2e --locked --test faults -- --test-threads="$threads"
 fi

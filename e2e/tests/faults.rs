@@ -188,15 +188,19 @@ async fn a_leader_frozen_past_its_lease_writes_nothing_once_a_standby_leads() {
     let b = Operator::start("frozen-b", &[]);
     standing_by(&b).await;
 
-    // Frozen between two pieces of work: what it decides after waking must not be written. (A request that
-    // passed the fence just before the freeze can still leave after it: see the README, "Leader election".)
+    // Frozen in the middle of work: a fan-out has reconciles, requests and retries in flight.
     let mut names = vec![customer(&c, "frozen", false).await];
     wait_ready(&c, &names[0], READY_WITHIN).await;
-    a.signal("STOP");
-    // Work it will find queued when it wakes: watch events for new tenants and an edit of its own tenant.
-    for _ in 0..6 {
+    for _ in 0..12 {
         names.push(customer(&c, "frozen", false).await);
     }
+    eventually(Duration::from_secs(30), "the fan-out to start", || async {
+        let writes = a.metric("berth_api_writes_total", &[("controller", "customer")]);
+        (writes.unwrap_or(0.0) > 20.0).then_some(())
+    })
+    .await;
+    a.signal("STOP");
+    // And more work it will find queued when it wakes: watch events of an edit of its first tenant.
     let patch = serde_json::json!({"spec": {"features": {"scheduler": {"workers": 2}}}});
     Api::<Customer>::all(c.clone())
         .patch(&names[0], &PatchParams::default(), &Patch::Merge(&patch))

@@ -3,9 +3,13 @@
 //! Stopping the controllers when the Lease is lost is not enough on its own. A process that was frozen
 //! (SIGSTOP, a stalled VM, a long GC pause of the node) wakes up with requests already queued, retries
 //! already sleeping and reconciles ready to run; whichever task the runtime polls first wins, so a write
-//! could go out after a standby has taken over. The fence is checked by every attempt of every write,
-//! below the retry layer, against a monotonic clock that keeps running while the process is frozen: once
-//! the renew deadline has passed, nothing is written until a renewal succeeds again.
+//! could go out after a standby has taken over. The fence is checked against a monotonic clock that keeps
+//! running while the process is frozen: once the renew deadline has passed, nothing is written until a
+//! renewal succeeds again. It is checked twice:
+//! - by every attempt of every write, below the retry layer ([`FenceLayer`]), which says why;
+//! - by every connection's task each time it runs ([`FencedExecutor`]): the task is what writes a request
+//!   to the socket, and a request that passed the first check just before a freeze is still waiting
+//!   there when the process wakes. A closed fence drops the connection instead of letting it write.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -87,6 +91,41 @@ pub struct Fenced<S> {
     fence: Fence,
 }
 
+/// The executor of the controllers' HTTP client (`kube::client::ClientBuilder::try_from((config, exec))`):
+/// hyper runs each connection as a task of its executor, and this one stops a connection's task, unpolled,
+/// once the fence is closed.
+#[derive(Clone, Debug)]
+pub struct FencedExecutor(pub Fence);
+
+impl<F> hyper::rt::Executor<F> for FencedExecutor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, task: F) {
+        tokio::spawn(Guarded {
+            fence: self.0.clone(),
+            task: Box::pin(task),
+        });
+    }
+}
+
+struct Guarded<F> {
+    fence: Fence,
+    task: Pin<Box<F>>,
+}
+
+impl<F: Future<Output = ()>> Future for Guarded<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.fence.is_open() {
+            // Dropped unpolled: whatever it had to write stays unwritten, and its requests fail.
+            return Poll::Ready(());
+        }
+        self.task.as_mut().poll(cx)
+    }
+}
+
 impl<S, B> Service<Request<B>> for Fenced<S>
 where
     S: Service<Request<B>>,
@@ -139,6 +178,27 @@ mod tests {
         for m in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
             assert!(writes(&m), "{m}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_connection_task_runs_only_while_the_fence_is_open() {
+        use hyper::rt::Executor;
+        let fence = Fence::closed();
+        fence.open_until(Instant::now() + Duration::from_secs(60));
+        let exec = FencedExecutor(fence.clone());
+        let (wrote, mut written) = tokio::sync::mpsc::unbounded_channel();
+        let (go, mut next) = tokio::sync::mpsc::unbounded_channel::<()>();
+        exec.execute(async move {
+            while next.recv().await.is_some() {
+                let _ = wrote.send(());
+            }
+        });
+        go.send(()).unwrap();
+        assert!(written.recv().await.is_some(), "open: the task runs");
+        fence.close();
+        go.send(()).unwrap();
+        // Closed: the task is dropped at its next poll, so its side of the channel closes unwritten.
+        assert!(written.recv().await.is_none(), "closed: the task is gone");
     }
 
     #[test]
