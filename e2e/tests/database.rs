@@ -482,6 +482,43 @@ async fn retain_keeps_the_volume_and_the_credentials_for_the_next_database() {
     ns.delete().await;
 }
 
+/// A tenant's own ConfigMap under the name of the pool's: berth neither takes it over nor overwrites it; it
+/// says so on the Database, and goes on once the name is free.
+#[tokio::test]
+async fn an_object_of_someone_else_under_a_childs_name_is_reported_not_taken_over() {
+    let _gate = GATE.read().await;
+    let c = cluster().await;
+    let ns = TestNamespace::new(&c, "db-foreign").await;
+    let maps = ns.api::<ConfigMap>();
+    let mine = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {}}}\ndata: {{owner: the tenant}}\n",
+        names::pool(DB)
+    );
+    let theirs = apply_yaml(&maps, &mine).await.unwrap();
+
+    let dbs = ns.api::<Database>();
+    apply_yaml(&dbs, &spec("")).await.unwrap();
+    let refused = wait_for(&dbs, DB, READY_WITHIN, "a NameConflict", |d| {
+        condition(d, "Ready").is_some_and(|c| c.status == "False" && c.reason == "NameConflict")
+    })
+    .await;
+    let message = &condition(&refused, "Ready").unwrap().message;
+    assert!(
+        message.contains(&format!("ConfigMap {}/{} already exists", ns.name, names::pool(DB))),
+        "{message}"
+    );
+    assert!(message.contains("berth leaves it untouched"), "{message}");
+    let kept = maps.get(&names::pool(DB)).await.unwrap();
+    assert_eq!(kept.resource_version(), theirs.resource_version(), "not written to");
+    assert!(kept.owner_references().is_empty());
+
+    maps.delete(&names::pool(DB), &DeleteParams::default()).await.unwrap();
+    let db = wait_for(&dbs, DB, READY_WITHIN, "Ready once the name is free", ready).await;
+    let made = maps.get(&names::pool(DB)).await.unwrap();
+    assert!(controlled_by(&made.metadata, &db), "berth's own now");
+    ns.delete().await;
+}
+
 #[tokio::test]
 async fn delete_removes_the_volume_and_the_credentials() {
     let _gate = GATE.read().await;

@@ -14,7 +14,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 use kube::api::{Patch, PatchParams};
 
 use crate::error::{Error, Result, backoff};
@@ -181,7 +181,11 @@ impl Context {
             });
         }
         let existing = match &cached {
-            Some(c) => Some(c.resource_version()),
+            // A cache of a kind people also create by hand (Databases, Schedulers) holds theirs too.
+            Some(c) => {
+                refuse_unless_berths(obj, c.meta())?;
+                Some(c.resource_version())
+            }
             None => self.claimable(api, obj).await?,
         };
         let before = self.memo(obj);
@@ -208,15 +212,8 @@ impl Context {
         let Some(existing) = api.get_metadata_opt(&obj.name_any()).await? else {
             return Ok(None);
         };
-        match ownership::holder(obj.meta(), &existing.metadata) {
-            Holder::Berth => Ok(Some(existing.metadata.resource_version)),
-            Holder::Other(who) => Err(Error::Conflict(ownership::refusal(
-                &K::kind(&()),
-                obj.meta().namespace.as_deref(),
-                &obj.name_any(),
-                &who,
-            ))),
-        }
+        refuse_unless_berths(obj, &existing.metadata)?;
+        Ok(Some(existing.metadata.resource_version))
     }
 
     fn unchanged<K: Resource<DynamicType = ()> + Serialize>(&self, desired: &K, cached: &Cached<K>) -> bool {
@@ -372,6 +369,19 @@ impl Context {
         let wait = backoff(error, failures);
         tracing::warn!(error = %error, category, retry_in = ?wait, "reconcile failed");
         Action::requeue(wait)
+    }
+}
+
+/// [`Error::Conflict`] unless `existing`, found under `desired`'s name, is berth's (see [`ownership::holder`]).
+fn refuse_unless_berths<K: Resource<DynamicType = ()>>(desired: &K, existing: &ObjectMeta) -> Result<()> {
+    match ownership::holder(desired.meta(), existing) {
+        Holder::Berth => Ok(()),
+        Holder::Other(who) => Err(Error::Conflict(ownership::refusal(
+            &K::kind(&()),
+            desired.meta().namespace.as_deref(),
+            &desired.name_any(),
+            &who,
+        ))),
     }
 }
 

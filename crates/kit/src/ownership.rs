@@ -1,8 +1,8 @@
 //! Whether an object that already exists under a child's name is berth's to apply over. Server-side apply
 //! with `force` takes every field it sends from whoever held it, so without this check a tenant's own
 //! Service, ConfigMap or PodDisruptionBudget that happens to bear a child's name would be silently taken
-//! over. Only an object outside berth's label-selected caches is asked about (see
-//! [`crate::Context::ensure`]).
+//! over. Asked of every object berth applies over (see [`crate::Context::ensure`]): from the cache when it
+//! holds the object (no request), else from a metadata read.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
