@@ -60,6 +60,9 @@ pub async fn run<R: Reconciler>(
     let managed = controller.store();
     controller
         .with_config(config)
+        // kube backs off the merged stream of every trigger, so one broken watch would silence all of a
+        // controller's triggers for up to 30 s (after an API server restart, every watch breaks at once).
+        .trigger_backoff(crate::watch::retry())
         .graceful_shutdown_on(shutdown)
         .run(
             move |obj, r: Arc<R>| {

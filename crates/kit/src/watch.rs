@@ -176,8 +176,9 @@ where
     watcher(guarded, config).filter_map(|event| std::future::ready(event.map(readable).transpose()))
 }
 
-/// How a broken watch is retried: 250 ms doubling to 4 s, jittered, back to the start after any event.
-/// kube's default climbs to 30 s, so after an API server outage of half a minute every trigger of every
+/// How a broken watch is retried (each watch, and each controller's merged triggers: see
+/// [`crate::runtime::run`]): 250 ms doubling to 4 s, jittered, back to the start after any event. kube's
+/// default climbs to 30 s, so after an API server outage of half a minute every trigger of every
 /// controller could stay silent for another 30 s; a failed re-list is one cheap request, and the
 /// retries of several watches do not march in step.
 #[must_use]
