@@ -504,15 +504,25 @@ async fn an_object_of_someone_else_under_a_childs_name_is_reported_not_taken_ove
     .await;
     let message = &condition(&refused, "Ready").unwrap().message;
     assert!(
-        message.contains(&format!("ConfigMap {}/{} already exists", ns.name, names::pool(DB))),
+        message.contains(&format!(
+            "ConfigMap {}/{} already exists",
+            ns.name,
+            names::pool(DB)
+        )),
         "{message}"
     );
     assert!(message.contains("berth leaves it untouched"), "{message}");
     let kept = maps.get(&names::pool(DB)).await.unwrap();
-    assert_eq!(kept.resource_version(), theirs.resource_version(), "not written to");
+    assert_eq!(
+        kept.resource_version(),
+        theirs.resource_version(),
+        "not written to"
+    );
     assert!(kept.owner_references().is_empty());
 
-    maps.delete(&names::pool(DB), &DeleteParams::default()).await.unwrap();
+    maps.delete(&names::pool(DB), &DeleteParams::default())
+        .await
+        .unwrap();
     let db = wait_for(&dbs, DB, READY_WITHIN, "Ready once the name is free", ready).await;
     let made = maps.get(&names::pool(DB)).await.unwrap();
     assert!(controlled_by(&made.metadata, &db), "berth's own now");
