@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use berth_api::Database;
-use berth_database::credentials::{APP_PASSWORD_KEY, SUPERUSER_PASSWORD_KEY};
+use berth_database::credentials::{APP_PASSWORD_KEY, APP_USER_KEY, SUPERUSER_PASSWORD_KEY};
 use berth_database::names;
 use berth_e2e::operator::{LEASE_NAMESPACE, external};
 use berth_e2e::{Operator, TestNamespace, apply_yaml, eventually, prepare, wait_for, wait_gone};
@@ -526,6 +526,57 @@ async fn an_object_of_someone_else_under_a_childs_name_is_reported_not_taken_ove
     let db = wait_for(&dbs, DB, READY_WITHIN, "Ready once the name is free", ready).await;
     let made = maps.get(&names::pool(DB)).await.unwrap();
     assert!(controlled_by(&made.metadata, &db), "berth's own now");
+    ns.delete().await;
+}
+
+/// The credentials Secret is the tenant's to restore, so what berth reads back is input: a newline in a
+/// name would add pgbouncer directives. It is reported and nothing is applied; the pool keeps its config.
+#[tokio::test]
+async fn a_newline_read_back_from_the_credentials_is_reported_and_changes_no_pool_config() {
+    let _gate = GATE.read().await;
+    let c = cluster().await;
+    let ns = TestNamespace::new(&c, "db-readback").await;
+    create(&ns, "").await;
+    let maps = ns.api::<ConfigMap>();
+    let before = maps.get(&names::pool(DB)).await.unwrap();
+    let secrets = ns.api::<Secret>();
+    let good = secrets.get(&names::credentials(DB)).await.unwrap();
+    let injected = serde_json::json!({"stringData": {APP_USER_KEY: "app\nadmin_users = app"}});
+    secrets
+        .patch(
+            &names::credentials(DB),
+            &PatchParams::default(),
+            &Patch::Merge(&injected),
+        )
+        .await
+        .unwrap();
+
+    let dbs = ns.api::<Database>();
+    let held = wait_for(&dbs, DB, SHORT, "CredentialsInvalid", |d| {
+        condition(d, "Ready").is_some_and(|c| c.status == "False" && c.reason == "CredentialsInvalid")
+    })
+    .await;
+    let message = &condition(&held, "Ready").unwrap().message;
+    assert!(message.contains(APP_USER_KEY), "{message}");
+    assert!(message.contains("\\n"), "the newline is shown escaped: {message}");
+    let after = maps.get(&names::pool(DB)).await.unwrap();
+    assert_eq!(
+        after.resource_version(),
+        before.resource_version(),
+        "pgbouncer.ini untouched"
+    );
+    assert_eq!(after.data, before.data);
+
+    let restore = serde_json::json!({"data": {APP_USER_KEY: good.data.unwrap()[APP_USER_KEY]}});
+    secrets
+        .patch(
+            &names::credentials(DB),
+            &PatchParams::default(),
+            &Patch::Merge(&restore),
+        )
+        .await
+        .unwrap();
+    wait_for(&dbs, DB, READY_WITHIN, "Ready with the restored Secret", ready).await;
     ns.delete().await;
 }
 

@@ -13,6 +13,7 @@ pub mod names;
 mod origin;
 pub mod pgbouncer;
 pub mod postgres;
+pub mod readback;
 mod reconcile;
 mod status;
 mod validate;

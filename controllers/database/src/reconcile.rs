@@ -25,6 +25,7 @@ use kube::{Resource, ResourceExt};
 use crate::build::{self, Children, Inputs};
 use crate::names;
 use crate::origin::{self, Origin, Seen};
+use crate::readback;
 use crate::status::{self, Observed};
 use crate::validate::validate;
 use crate::volume::{self, Retained};
@@ -94,10 +95,22 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
 
     // Credentials: read back from their Secret; new ones only while nothing can hold data yet; with data
     // and no Secret, nothing is generated or applied and the status says how to recover.
+    // What is read back is checked like any input (see `readback`): a value that fails leaves every child,
+    // the pool's configuration included, as it was.
     let credentials = match origin::origin(loaded.seen()) {
-        Origin::Use(secret) => origin::existing(secret)?,
+        Origin::Use(secret) => {
+            let credentials = origin::existing(secret)?;
+            if let Err(invalid) = readback::check(&credentials) {
+                let message = readback::message(&name, &invalid);
+                return held(ctx, db, &namespace, &loaded, status::CREDENTIALS_INVALID, message).await;
+            }
+            credentials
+        }
         Origin::Generate => origin::generate(&name)?,
-        Origin::Missing => return credentials_missing(ctx, db, &namespace, &name, &loaded).await,
+        Origin::Missing => {
+            let message = origin::missing_message(&name);
+            return held(ctx, db, &namespace, &loaded, status::CREDENTIALS_MISSING, message).await;
+        }
     };
 
     // Build: pure.
@@ -207,33 +220,30 @@ impl Loaded {
     }
 }
 
-/// The credentials Secret is gone while the server's volume may hold data (see `origin`): nothing is
-/// generated or applied, the workloads are left as they are (a running server keeps serving with the
-/// passwords it started with), the volume is kept under `Retain` all the same, and `Ready` says how to
-/// recover, with a Warning event when that news is new. Looked at again every [`RECHECK`]; once the Secret
-/// is back (or the StatefulSet and the claim are gone), the Database converges as usual.
-async fn credentials_missing(
+/// Nothing is applied for this Database because of its credentials: the Secret is gone while the server's
+/// volume may hold data ([`status::CREDENTIALS_MISSING`], see `origin`: nothing is generated), or a value in it
+/// cannot be used as it is ([`status::CREDENTIALS_INVALID`], see `readback`). The workloads and the pool's
+/// configuration are left as they are (a running server and pool keep serving with what they started with),
+/// the volume is kept under `Retain` all the same, and `Ready` says how to recover, with a Warning event when
+/// that news is new. Looked at again every [`RECHECK`]; once the Secret is back and valid (or the
+/// StatefulSet and the claim are gone), the Database converges as usual.
+async fn held(
     ctx: &Ctx,
     db: &Database,
     namespace: &str,
-    name: &str,
     loaded: &Loaded,
+    reason: &'static str,
+    message: String,
 ) -> Result<Action> {
     let kit = ctx.kit.as_ref();
-    let message = origin::missing_message(name);
     let observed = Observed::from(
         loaded.server.as_deref().map(|s| &**s),
         loaded.pool.as_deref().map(|p| &**p),
     );
-    let status = status::credentials_missing(db, namespace, &observed, &message, &now());
+    let status = status::held(db, namespace, &observed, reason, &message, &now());
     if ready_changed(db, &status) {
-        kit.event(
-            &db.object_ref(&()),
-            EventType::Warning,
-            status::CREDENTIALS_MISSING,
-            message,
-        )
-        .await;
+        kit.event(&db.object_ref(&()), EventType::Warning, reason, message)
+            .await;
     }
     kit.apply_status(&kit.api::<Database>(namespace), db, db.status.as_ref(), &status)
         .await?;

@@ -15,6 +15,8 @@ pub(crate) const POOL_READY: &str = "PoolReady";
 const SUSPENDED: &str = "Suspended";
 /// Reason of `Ready` when the credentials Secret is gone and the volume may hold data (see `origin`).
 pub(crate) const CREDENTIALS_MISSING: &str = "CredentialsMissing";
+/// Reason of `Ready` when a value in the credentials Secret cannot be used as it is (see `readback`).
+pub(crate) const CREDENTIALS_INVALID: &str = "CredentialsInvalid";
 
 /// What the cluster shows of the two workloads (`None`: not there yet).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -92,18 +94,19 @@ pub(crate) fn status(db: &Database, namespace: &str, observed: &Observed, now: &
     assemble(db, namespace, observed, &[overall, server, pool], now)
 }
 
-/// The status of a Database whose credentials Secret is gone while its volume may hold data: `Ready` is
-/// false with reason [`CREDENTIALS_MISSING`] and `message` (the way out), while `ServerReady` and
-/// `PoolReady` keep telling what the workloads, left as they were, are doing.
-pub(crate) fn credentials_missing(
+/// The status of a Database for which nothing was applied because of its credentials ([`CREDENTIALS_MISSING`],
+/// [`CREDENTIALS_INVALID`]): `Ready` is false with that `reason` and `message` (the way out), while
+/// `ServerReady` and `PoolReady` keep telling what the workloads, left as they were, are doing.
+pub(crate) fn held(
     db: &Database,
     namespace: &str,
     observed: &Observed,
+    reason: &str,
     message: &str,
     now: &Time,
 ) -> DatabaseStatus {
     let [server, pool] = verdicts(db, observed);
-    let overall = Verdict::new(READY, false, CREDENTIALS_MISSING, message);
+    let overall = Verdict::new(READY, false, reason, message);
     assemble(db, namespace, observed, &[overall, server, pool], now)
 }
 
@@ -264,7 +267,14 @@ mod tests {
         let mut db = database("storage: 1Gi\n");
         let seen = Observed::from(Some(&sts(Some(1))), Some(&deploy(2, 2, "True")));
         db.status = Some(status(&db, "tenant-zz", &seen, &at(10)));
-        let s = credentials_missing(&db, "tenant-zz", &seen, "restore it", &at(20));
+        let s = held(
+            &db,
+            "tenant-zz",
+            &seen,
+            CREDENTIALS_MISSING,
+            "restore it",
+            &at(20),
+        );
         let r = find_condition(&s.conditions, "Ready").unwrap();
         assert_eq!(
             (r.status.as_str(), r.reason.as_str(), r.message.as_str()),
@@ -277,9 +287,29 @@ mod tests {
 
         db.status = Some(s.clone());
         assert_eq!(
-            credentials_missing(&db, "tenant-zz", &seen, "restore it", &at(50)),
+            held(
+                &db,
+                "tenant-zz",
+                &seen,
+                CREDENTIALS_MISSING,
+                "restore it",
+                &at(50)
+            ),
             s,
             "no write while nothing changes"
+        );
+        let invalid = held(
+            &db,
+            "tenant-zz",
+            &seen,
+            CREDENTIALS_INVALID,
+            "fix APP_USER",
+            &at(55),
+        );
+        let r = find_condition(&invalid.conditions, "Ready").unwrap();
+        assert_eq!(
+            (r.reason.as_str(), r.message.as_str()),
+            ("CredentialsInvalid", "fix APP_USER")
         );
         let back = status(&db, "tenant-zz", &seen, &at(60));
         assert_eq!(
