@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use berth_api::{Customer, Database, Scheduler};
+use berth_customer::build::POD_SECURITY_VERSION;
 use berth_customer::names;
-use berth_e2e::{apply_yaml, customer_ready, eventually, setup, unique, wait_for, wait_gone};
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret};
+use berth_e2e::{apply_yaml, customer_ready, eventually, refusal, setup, unique, wait_for, wait_gone};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -83,6 +84,37 @@ async fn delete_with_namespace(c: &Client, name: &str) {
     wait_gone(&Api::<Namespace>::all(c.clone()), name, READY_WITHIN).await;
 }
 
+/// A tenant cannot open itself to traffic from outside the cluster: the API server refuses a LoadBalancer or
+/// NodePort Service in its namespace, citing the quota.
+async fn outside_services_are_refused_by_the_quota(c: &Client, ns: &str) {
+    let quotas: Api<ResourceQuota> = Api::namespaced(c.clone(), ns);
+    // Until the quota controller has counted, admission refuses for an unknown status instead: wait, so the
+    // refusal below is the one a tenant meets.
+    wait_for(&quotas, names::RESOURCE_QUOTA, SHORT, "usage counted", |q| {
+        q.status
+            .as_ref()
+            .and_then(|s| s.used.as_ref())
+            .is_some_and(|u| u.contains_key("services.loadbalancers") && u.contains_key("services.nodeports"))
+    })
+    .await;
+    let services: Api<Service> = Api::namespaced(c.clone(), ns);
+    for (type_, resource) in [
+        ("LoadBalancer", "services.loadbalancers"),
+        ("NodePort", "services.nodeports"),
+    ] {
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("exposed-{}", type_.to_lowercase())},
+            "spec": {"type": type_, "selector": {"app": "x"}, "ports": [{"port": 80}]}
+        }))
+        .unwrap();
+        let message = refusal(services.create(&PostParams::default(), &service).await);
+        assert!(
+            message.contains("exceeded quota") && message.contains(resource),
+            "{type_}: {message}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn seed_example_fans_out_to_an_owned_isolated_tenant() {
     let c = setup().await;
@@ -106,6 +138,13 @@ async fn seed_example_fans_out_to_an_owned_isolated_tenant() {
     assert!(owned_by(&ns.metadata, &customer));
     let labels = ns.labels();
     assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
+    for mode in ["enforce", "audit", "warn"] {
+        assert_eq!(
+            labels[&format!("pod-security.kubernetes.io/{mode}-version")],
+            POD_SECURITY_VERSION,
+            "{mode}"
+        );
+    }
     assert_eq!(labels["berth.dev/customer"], name);
 
     let quota = Api::<ResourceQuota>::namespaced(c.clone(), &name)
@@ -113,6 +152,7 @@ async fn seed_example_fans_out_to_an_owned_isolated_tenant() {
         .await
         .unwrap();
     assert!(owned_by(&quota.metadata, &customer));
+    outside_services_are_refused_by_the_quota(&c, &name).await;
     let limits = Api::<LimitRange>::namespaced(c.clone(), &name)
         .get(names::LIMIT_RANGE)
         .await

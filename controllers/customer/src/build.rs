@@ -94,6 +94,22 @@ struct Builder<'a> {
 /// Component label of the tenant namespace.
 const TENANT: &str = "tenant";
 
+/// The Pod Security Standards version the tenant namespace enforces: the Kubernetes minor berth is tested
+/// on. With `latest`, a cluster upgrade that tightens `restricted` would start refusing the tenant's pods
+/// (berth's own included) with nobody having changed anything; a pinned version moves only with a berth
+/// release that was tested against the new one. A constant rather than a setting for that reason.
+pub const POD_SECURITY_VERSION: &str = "v1.35";
+
+/// Default object counts of the tenant quota (`spec.quota` overrides each). Sized for a tenant with a
+/// database and a scheduler, with berth's own children well inside: the database keeps 3 Secrets,
+/// 2 ConfigMaps (and Kubernetes adds `kube-root-ca.crt`) and 2 Services; a Customer's scheduler keeps at
+/// most 64 workflows x (3 succeeded + 1 failed) = 256 finished Jobs plus at most 64 running, leaving room
+/// for queued runs and the tenant's own objects.
+const SECRETS: i32 = 100;
+const CONFIG_MAPS: i32 = 100;
+const SERVICES: i32 = 20;
+const JOBS: i32 = 500;
+
 impl<'a> Builder<'a> {
     fn of(customer: &'a Customer) -> Option<Self> {
         let owner = berth_kit::owner_ref(customer)?;
@@ -148,7 +164,7 @@ impl<'a> Builder<'a> {
             );
             l.insert(
                 format!("pod-security.kubernetes.io/{mode}-version"),
-                "latest".to_owned(),
+                POD_SECURITY_VERSION.to_owned(),
             );
         }
         Namespace {
@@ -167,13 +183,25 @@ impl<'a> Builder<'a> {
         let q = &self.customer.spec.quota;
         let cpu = q.cpu.clone().unwrap_or_else(|| Quantity("16".to_owned()));
         let memory = q.memory.clone().unwrap_or_else(|| Quantity("64Gi".to_owned()));
+        let count = |n: i32| Quantity(n.to_string());
         let mut hard = BTreeMap::from([
             ("requests.cpu".to_owned(), cpu.clone()),
             ("limits.cpu".to_owned(), cpu),
             ("requests.memory".to_owned(), memory.clone()),
             ("limits.memory".to_owned(), memory),
-            ("pods".to_owned(), Quantity(q.pods.unwrap_or(200).to_string())),
-            ("persistentvolumeclaims".to_owned(), Quantity("20".to_owned())),
+            ("pods".to_owned(), count(q.pods.unwrap_or(200))),
+            ("persistentvolumeclaims".to_owned(), count(20)),
+            ("count/secrets".to_owned(), count(q.secrets.unwrap_or(SECRETS))),
+            (
+                "count/configmaps".to_owned(),
+                count(q.config_maps.unwrap_or(CONFIG_MAPS)),
+            ),
+            ("count/services".to_owned(), count(q.services.unwrap_or(SERVICES))),
+            ("count/jobs.batch".to_owned(), count(q.jobs.unwrap_or(JOBS))),
+            // Not overridable: a node port or load balancer opens the tenant to traffic from outside the
+            // cluster, past the namespace's network policies, and that is the platform team's decision.
+            ("services.loadbalancers".to_owned(), count(0)),
+            ("services.nodeports".to_owned(), count(0)),
         ]);
         // Without an explicit limit the database volume decides the size; a default cap smaller than the
         // requested storage would only make the PostgreSQL volume claim fail.
@@ -435,6 +463,11 @@ spec:
         let l = ns.metadata.labels.unwrap();
         for mode in ["enforce", "audit", "warn"] {
             assert_eq!(l[&format!("pod-security.kubernetes.io/{mode}")], "restricted");
+            assert_eq!(
+                l[&format!("pod-security.kubernetes.io/{mode}-version")],
+                "v1.35",
+                "{mode}: pinned, so a cluster upgrade does not change what the tenant may run"
+            );
         }
         assert_eq!(ns.metadata.namespace, None, "a Namespace is cluster-scoped");
     }
@@ -511,6 +544,56 @@ spec:
         );
         let lr = defaults.limit_range.spec.unwrap().limits;
         assert_eq!(lr[0].default_request.as_ref().unwrap()["cpu"].0, "100m");
+    }
+
+    fn hard(yaml: &str) -> BTreeMap<String, Quantity> {
+        children(&customer(yaml))
+            .unwrap()
+            .resource_quota
+            .spec
+            .unwrap()
+            .hard
+            .unwrap()
+    }
+
+    #[test]
+    fn quota_bounds_object_counts_by_default() {
+        let hard = hard("metadata: {name: zz}\nspec: {}\n");
+        for (resource, n) in [
+            ("count/secrets", "100"),
+            ("count/configmaps", "100"),
+            ("count/services", "20"),
+            ("count/jobs.batch", "500"),
+            ("services.loadbalancers", "0"),
+            ("services.nodeports", "0"),
+        ] {
+            assert_eq!(hard[resource].0, n, "{resource}");
+        }
+    }
+
+    #[test]
+    fn quota_counts_follow_spec_but_outside_access_stays_closed() {
+        let hard =
+            hard("metadata: {name: zz}\nspec: {quota: {secrets: 7, configMaps: 8, services: 0, jobs: 9}}\n");
+        assert_eq!(hard["count/secrets"].0, "7");
+        assert_eq!(hard["count/configmaps"].0, "8");
+        assert_eq!(hard["count/services"].0, "0");
+        assert_eq!(hard["count/jobs.batch"].0, "9");
+        assert_eq!(hard["services.loadbalancers"].0, "0");
+        assert_eq!(hard["services.nodeports"].0, "0");
+    }
+
+    /// A Customer's scheduler at its largest (every workflow and worker the API allows, history at the
+    /// defaults the Customer cannot change) fits the default Job count with room to queue.
+    #[test]
+    fn the_largest_scheduler_fits_the_default_job_count() {
+        let (workflows, workers) = (64, 64);
+        let s = SchedulerSpec::default();
+        let kept = workflows * (s.successful_jobs_history_limit + s.failed_jobs_history_limit);
+        assert!(
+            kept + workers + workflows <= JOBS,
+            "{kept} finished + {workers} running"
+        );
     }
 
     #[test]

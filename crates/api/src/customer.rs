@@ -136,7 +136,12 @@ pub struct WebhooksFeature {
 }
 
 /// Hard limits of the tenant namespace. Unset fields get berth's defaults.
+///
+/// The object counts bound what a tenant can make the API server store and every controller watching
+/// the kind cache. Their defaults leave room for what berth itself makes in the namespace; a value set
+/// below that stops berth's own children from being created, and the Customer says so.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct Quota {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "quantity")]
@@ -156,6 +161,25 @@ pub struct Quota {
     #[x_kube(validation = Rule::new(crate::schema::POSITIVE_QUANTITY_RULE)
         .message("quota.storage must be a positive quantity such as 500Gi"))]
     pub storage: Option<Quantity>,
+    /// Secrets (`count/secrets`; default 100). berth's database keeps 3 there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("quota.secrets must not be negative"))]
+    pub secrets: Option<i32>,
+    /// ConfigMaps (`count/configmaps`; default 100). berth's database keeps 2 there, and Kubernetes
+    /// publishes `kube-root-ca.crt` in every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("quota.configMaps must not be negative"))]
+    pub config_maps: Option<i32>,
+    /// Services (`count/services`; default 20). berth's database keeps 2 there. Services of type
+    /// LoadBalancer or NodePort are never allowed: they would reach past the namespace's network policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("quota.services must not be negative"))]
+    pub services: Option<i32>,
+    /// Jobs (`count/jobs.batch`; default 500), finished ones included. The scheduler keeps up to 64
+    /// workflows' 4 finished runs each plus up to 64 running, and queues due runs as Jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0").message("quota.jobs must not be negative"))]
+    pub jobs: Option<i32>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
