@@ -2,7 +2,9 @@
 //!
 //! Every run's pod runs under the `restricted` Pod Security Standard: non-root (UID/GID 65532), no
 //! privilege escalation, all capabilities dropped, the runtime's default seccomp profile, and no service
-//! account token (a workflow talks to its database, not to the Kubernetes API).
+//! account token (a workflow talks to its database, not to the Kubernetes API). The root filesystem is
+//! read-only, so a compromised run cannot rewrite its own image's binaries; its scratch space is an
+//! `emptyDir` at `/tmp`, capped at [`SCRATCH_LIMIT`] so one run cannot fill the node's disk.
 //!
 //! **Pod annotations.** A Scheduler annotation whose key starts with `pod.berth.dev/` is copied onto every
 //! run's pod with the leading `pod.` removed: `pod.berth.dev/kwok-complete-after: 20s` on the Scheduler gives
@@ -16,8 +18,9 @@ use berth_kit::labels::{BERTH, COMPONENT, INSTANCE, MANAGED_BY, customer_of, lab
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvFromSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext,
+    Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -38,6 +41,13 @@ const POD_ANNOTATION_STRIP: &str = "pod.";
 pub const CONTAINER: &str = "workflow";
 /// UID and GID of a run's process (distroless `nonroot`).
 pub const RUN_AS: i64 = 65532;
+/// The volume holding a run's scratch space.
+const SCRATCH: &str = "tmp";
+/// Where it is mounted: the default `TMPDIR`, so tools that write temporary files need no setting.
+const SCRATCH_PATH: &str = "/tmp";
+/// Beyond this the kubelet evicts the run: a bound on what one run can take from the node's disk, large
+/// enough for a dump of a small tenant database.
+const SCRATCH_LIMIT: &str = "1Gi";
 
 /// Resources of a run whose workflow names none: small, and with limits so a tenant ResourceQuota on
 /// limits admits the pod.
@@ -113,6 +123,14 @@ pub fn build(scheduler: &Scheduler, workflow: &Workflow, run: &RunToCreate, owne
                         seccomp_profile: Some(runtime_default()),
                         ..PodSecurityContext::default()
                     }),
+                    volumes: Some(vec![Volume {
+                        name: SCRATCH.to_owned(),
+                        empty_dir: Some(EmptyDirVolumeSource {
+                            size_limit: Some(Quantity(SCRATCH_LIMIT.to_owned())),
+                            ..EmptyDirVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
                     containers: vec![Container {
                         name: CONTAINER.to_owned(),
                         image: Some(workflow.image.clone()),
@@ -129,8 +147,14 @@ pub fn build(scheduler: &Scheduler, workflow: &Workflow, run: &RunToCreate, owne
                             }]
                         }),
                         resources: Some(workflow.resources.clone().unwrap_or_else(default_resources)),
+                        volume_mounts: Some(vec![VolumeMount {
+                            name: SCRATCH.to_owned(),
+                            mount_path: SCRATCH_PATH.to_owned(),
+                            ..VolumeMount::default()
+                        }]),
                         security_context: Some(SecurityContext {
                             allow_privilege_escalation: Some(false),
+                            read_only_root_filesystem: Some(true),
                             capabilities: Some(Capabilities {
                                 drop: Some(vec!["ALL".to_owned()]),
                                 ..Capabilities::default()

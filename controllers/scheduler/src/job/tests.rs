@@ -130,6 +130,27 @@ fn the_pod_is_restricted_and_runs_the_workflow() {
     assert_eq!(c.resources.as_ref(), Some(&default_resources()));
 }
 
+/// The image cannot be written to; `/tmp` can, and it is a bounded emptyDir, not the node's disk at will.
+#[test]
+fn the_root_filesystem_is_read_only_with_scratch_space_at_tmp() {
+    let pod = built(false).spec.unwrap().template.spec.unwrap();
+    let c = &pod.containers[0];
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    let [mount] = c.volume_mounts.as_deref().unwrap() else {
+        panic!("one mount")
+    };
+    assert_eq!(mount.mount_path, "/tmp");
+    assert_ne!(mount.read_only, Some(true), "scratch space is writable");
+    let [volume] = pod.volumes.as_deref().unwrap() else {
+        panic!("one volume")
+    };
+    assert_eq!(volume.name, mount.name);
+    let scratch = volume.empty_dir.as_ref().unwrap();
+    assert_eq!(scratch.size_limit, Some(Quantity("1Gi".into())));
+    assert_eq!(scratch.medium, None, "on disk, not in the pod's memory limit");
+}
+
 #[test]
 fn a_workflow_names_its_own_resources_and_no_secret_means_no_env_from() {
     let mut s = scheduler();
