@@ -86,7 +86,11 @@ fn strings(v: &Value) -> Vec<&str> {
 /// Every value combination that changes what the chart renders, so each branch is checked.
 const VARIANTS: [&[&str]; 3] = [
     &[],
-    &["replicaCount=1", "flowControl.enabled=false"],
+    &[
+        "replicaCount=1",
+        "flowControl.enabled=false",
+        "rbac.aggregateToTenantRoles=false",
+    ],
     &[
         "rbac.ownerReferencesPermissionEnforcement=true",
         "serviceMonitor.enabled=true",
@@ -137,6 +141,7 @@ fn helm_template_renders_the_operator_and_its_rbac() {
     assert_eq!(
         kinds,
         [
+            "ClusterRole",
             "ClusterRole",
             "ClusterRoleBinding",
             "Deployment",
@@ -333,6 +338,66 @@ fn berth_gets_an_api_priority_level_of_its_own_unless_turned_off() {
     );
 }
 
+/// The ClusterRoles the API server folds into the built-in `view`, `edit` and `admin`.
+fn aggregated(docs: &[Value]) -> Vec<&Value> {
+    docs.iter()
+        .filter(|d| kind(d) == "ClusterRole")
+        .filter(|d| {
+            d["metadata"]["labels"]
+                .as_mapping()
+                .into_iter()
+                .flatten()
+                .any(|(k, _)| {
+                    k.as_str()
+                        .is_some_and(|k| k.starts_with("rbac.authorization.k8s.io/aggregate-to-"))
+                })
+        })
+        .collect()
+}
+
+/// Tenants read, and only read, their own Databases and Schedulers through the built-in roles; berth's own
+/// ClusterRole is never folded into them.
+#[test]
+fn tenant_roles_may_read_berth_objects_unless_turned_off() {
+    let docs = render(&[]);
+    let [role] = aggregated(&docs)[..] else {
+        panic!("one aggregated ClusterRole: {:?}", aggregated(&docs))
+    };
+    assert_eq!(role["metadata"]["name"].as_str(), Some("berth-tenant-view"));
+    let labels = &role["metadata"]["labels"];
+    for to in ["view", "edit", "admin"] {
+        assert_eq!(
+            labels[format!("rbac.authorization.k8s.io/aggregate-to-{to}").as_str()].as_str(),
+            Some("true"),
+            "aggregated to {to}"
+        );
+    }
+    assert!(role["aggregationRule"].is_null());
+    let [rule] = role["rules"].as_sequence().unwrap().as_slice() else {
+        panic!("one rule: {role:?}")
+    };
+    assert_eq!(strings(&rule["apiGroups"]), ["berth.dev"]);
+    assert_eq!(strings(&rule["resources"]), ["databases", "schedulers"]);
+    assert_eq!(strings(&rule["verbs"]), ["get", "list", "watch"], "read only");
+    assert!(
+        docs.iter()
+            .filter(|d| matches!(kind(d), "ClusterRoleBinding" | "RoleBinding"))
+            .all(|b| b["roleRef"]["name"] != role["metadata"]["name"]),
+        "nothing binds it directly"
+    );
+
+    let off = render(&["rbac.aggregateToTenantRoles=false"]);
+    assert!(
+        aggregated(&off).is_empty(),
+        "turned off, the built-in roles stay as shipped"
+    );
+    assert_eq!(
+        off.iter().filter(|d| kind(d) == "ClusterRole").count(),
+        1,
+        "berth's own ClusterRole stays"
+    );
+}
+
 #[test]
 fn no_rule_uses_a_wildcard() {
     for sets in VARIANTS {
@@ -422,6 +487,10 @@ fn a_wrong_value_fails_with_the_schema_message() {
         (
             "flowControl.matchingPrecedence=0",
             "at '/flowControl/matchingPrecedence': minimum: got 0, want 1",
+        ),
+        (
+            "rbac.aggregateToTenantRoles=maybe",
+            "at '/rbac/aggregateToTenantRoles': got string, want boolean",
         ),
         ("surprise=1", "additional properties 'surprise' not allowed"),
     ] {
