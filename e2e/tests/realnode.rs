@@ -930,13 +930,14 @@ async fn a_session_mode_pool_serves_queries_in_session_mode() {
     )
     .await;
     ready(&client, &name).await;
-    // A query through the pool, then the pool's own view of the app database (the app role may read
-    // pgbouncer's statistics): its pool_mode is the last column of SHOW POOLS.
+    // A query through the pool, then the pool's own configuration (the app role may read pgbouncer's
+    // console). SHOW CONFIG, not SHOW POOLS: the Service may send the second connection to the other
+    // pgbouncer pod, which lists a pool only once a client of its own used it.
     let script = r#"
         until pg_isready -q -d "$DATABASE_URL"; do sleep 1; done
         psql "$DATABASE_URL" -tA -c "select 'query: ' || 40 + 2"
-        psql "host=$host port=$port dbname=pgbouncer user=$user password=$password" -tA -c "show pools" |
-            awk -F'|' -v db="$database" '$1 == db {print "mode: " $NF}'
+        psql "host=$host port=$port dbname=pgbouncer user=$user password=$password" -tA -c "show config" |
+            awk -F'|' '$1 == "pool_mode" {print "mode: " $2}'
     "#;
     let (code, out) = run_pod(&client, &name, &postgres(), script, &["db-connection"]).await;
     assert_eq!(code, 0, "{out}");
