@@ -164,6 +164,12 @@ impl Operator {
         }
     }
 
+    /// Waits until it holds the Lease, at most `within`; fails with its log.
+    pub async fn leading(&self, within: Duration) {
+        let what = format!("{} to lead; its log:\n{}", self.name, self.log_tail());
+        crate::eventually(within, &what, || async { self.is_leader().then_some(()) }).await;
+    }
+
     /// Waits until it leads and its caches have synced (`/readyz` 200), the moment its reconciles count.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;

@@ -113,11 +113,6 @@ async fn delete(c: &Client, names: &[String]) {
     }
 }
 
-async fn leading(op: &Operator, within: Duration) {
-    let what = format!("{} to lead; its log:\n{}", op.name, op.log_tail());
-    eventually(within, &what, || async { op.is_leader().then_some(()) }).await;
-}
-
 async fn standing_by(op: &Operator) {
     eventually(Duration::from_secs(30), "the standby to be ready", || async {
         op.get("/readyz").filter(|(code, _)| *code == 200).map(drop)
@@ -184,7 +179,7 @@ async fn a_leader_frozen_past_its_lease_writes_nothing_once_a_standby_leads() {
         return;
     };
     let a = Operator::start("frozen-a", &[]);
-    leading(&a, Duration::from_secs(30)).await;
+    a.leading(Duration::from_secs(30)).await;
     let b = Operator::start("frozen-b", &[]);
     standing_by(&b).await;
 
@@ -206,7 +201,7 @@ async fn a_leader_frozen_past_its_lease_writes_nothing_once_a_standby_leads() {
         .patch(&names[0], &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    leading(&b, LEASE * 4).await;
+    b.leading(LEASE * 4).await;
     a.signal("CONT");
 
     let what = format!("the woken leader to step down; its log:\n{}", a.log_tail());
@@ -263,7 +258,7 @@ async fn a_thirty_second_api_server_outage_keeps_the_leader_leading() {
     };
     // The default timings (90 s Lease); stopped gracefully at the end, which hands the Lease back.
     let a = Operator::start("outage-a", &["--lease-seconds", "90"]);
-    leading(&a, Duration::from_secs(30)).await;
+    a.leading(Duration::from_secs(30)).await;
     let before = customer(&c, "outage", false).await;
     wait_ready(&c, &before, READY_WITHIN).await;
 
@@ -291,7 +286,7 @@ async fn a_restarted_etcd_and_a_compacted_history_converge() {
         return;
     };
     let a = Operator::start("etcd-a", &[]);
-    leading(&a, Duration::from_secs(30)).await;
+    a.leading(Duration::from_secs(30)).await;
     let before = customer(&c, "etcd", false).await;
     wait_ready(&c, &before, READY_WITHIN).await;
 
@@ -362,7 +357,7 @@ async fn throttled_with_429_berth_converges_without_an_error_storm() {
     }
     throttle(&c, true).await;
     let a = Operator::start("throttled-a", &[]);
-    leading(&a, Duration::from_secs(30)).await;
+    a.leading(Duration::from_secs(30)).await;
     let mut names = Vec::new();
     for _ in 0..15 {
         names.push(customer(&c, "throttled", true).await);
@@ -426,7 +421,7 @@ async fn sigkill_in_the_middle_of_a_fan_out_of_fifty_tenants_loses_and_duplicate
         return;
     };
     let first = Operator::start("killed-a", &[]);
-    leading(&first, Duration::from_secs(30)).await;
+    first.leading(Duration::from_secs(30)).await;
     let mut names = Vec::new();
     for _ in 0..50 {
         names.push(customer(&c, "killed", true).await);

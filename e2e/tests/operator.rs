@@ -66,18 +66,13 @@ fn reconciles(op: &Operator) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn leading(op: &Operator, within: Duration) {
-    let what = format!("{} to lead; its log:\n{}", op.name, op.log_tail());
-    eventually(within, &what, || async { op.is_leader().then_some(()) }).await;
-}
-
 #[tokio::test]
 async fn only_the_leader_reconciles_and_a_killed_leader_is_replaced_within_the_lease() {
     let Some((_serial, c)) = own_operators().await else {
         return;
     };
     let a = Operator::start("leader-a", &[]);
-    leading(&a, Duration::from_secs(30)).await;
+    a.leading(Duration::from_secs(30)).await;
     let b = Operator::start("leader-b", &[]);
     eventually(Duration::from_secs(30), "the standby to be ready", || async {
         b.get("/readyz").filter(|(code, _)| *code == 200).map(drop)
@@ -92,7 +87,7 @@ async fn only_the_leader_reconciles_and_a_killed_leader_is_replaced_within_the_l
 
     a.signal("KILL");
     let killed = Instant::now();
-    leading(&b, LEASE * 3).await;
+    b.leading(LEASE * 3).await;
     let takeover = killed.elapsed();
     assert!(
         takeover <= LEASE + Duration::from_secs(4),
@@ -110,7 +105,7 @@ async fn sigterm_releases_the_lease_so_the_standby_takes_over_at_once() {
         return;
     };
     let a = Operator::start("term-a", &[]);
-    leading(&a, Duration::from_secs(30)).await;
+    a.leading(Duration::from_secs(30)).await;
     let b = Operator::start("term-b", &[]);
     eventually(Duration::from_secs(30), "the standby to be ready", || async {
         b.get("/readyz").filter(|(code, _)| *code == 200).map(drop)
@@ -123,7 +118,7 @@ async fn sigterm_releases_the_lease_so_the_standby_takes_over_at_once() {
         .wait(Duration::from_secs(25))
         .expect("berth exits after SIGTERM");
     assert!(status.success(), "exit status {status:?}; log:\n{}", a.log_tail());
-    leading(&b, LEASE).await;
+    b.leading(LEASE).await;
     let handover = asked.elapsed();
     assert!(
         handover < LEASE,
@@ -161,7 +156,7 @@ async fn probes_tell_alive_from_ready_and_metrics_count_reconciles() {
     drop(cut_off);
 
     let op = Operator::start("probes", &[]);
-    leading(&op, Duration::from_secs(30)).await;
+    op.leading(Duration::from_secs(30)).await;
     eventually(
         Duration::from_secs(30),
         "/readyz after the caches synced",
@@ -194,7 +189,7 @@ async fn each_kind_is_listed_once_even_when_two_controllers_read_it() {
         return;
     };
     let op = Operator::start("shared", &[]);
-    leading(&op, Duration::from_secs(30)).await;
+    op.leading(Duration::from_secs(30)).await;
     eventually(Duration::from_secs(30), "/readyz", || async {
         op.get("/readyz").filter(|(code, _)| *code == 200).map(drop)
     })
@@ -240,7 +235,7 @@ async fn sigterm_during_a_fan_out_loses_and_duplicates_nothing() {
         return;
     };
     let first = Operator::start("fanout-a", &[]);
-    leading(&first, Duration::from_secs(30)).await;
+    first.leading(Duration::from_secs(30)).await;
     let mut names = Vec::new();
     for _ in 0..20 {
         names.push(customer(&c, "fan").await);
@@ -294,7 +289,7 @@ async fn reconcile_spans_reach_a_real_opentelemetry_collector() {
         &[],
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
     );
-    leading(&op, Duration::from_secs(30)).await;
+    op.leading(Duration::from_secs(30)).await;
     let name = customer(&c, "traced").await;
     wait_ready(&c, &name).await;
     let span = collector.wait_for_span("reconcile", "name", &name);
@@ -369,7 +364,7 @@ async fn fields_an_earlier_version_applied_as_berth_pass_to_the_controller_that_
         .unwrap();
 
     let op = Operator::start("heir", &[]);
-    leading(&op, Duration::from_secs(30)).await;
+    op.leading(Duration::from_secs(30)).await;
     wait_ready(&c, &name).await;
     let now = namespaces.get(&name).await.unwrap();
     assert_eq!(
@@ -444,7 +439,7 @@ async fn an_object_berth_cannot_read_is_skipped_and_every_other_tenant_still_rec
     scheduler_env_schema(&c, serde_json::json!({"type": "string", "nullable": true})).await;
 
     let op = Operator::start("guard", &[]);
-    leading(&op, Duration::from_secs(30)).await;
+    op.leading(Duration::from_secs(30)).await;
     eventually(
         Duration::from_secs(30),
         "the unreadable Scheduler reported",
