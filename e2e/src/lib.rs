@@ -118,6 +118,34 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// berth's ServiceAccount and tenant ClusterRole as `e2e/install.sh` installs the chart (release `berth`).
+pub const BERTH_SERVICE_ACCOUNT: &str = "berth";
+pub const BERTH_TENANT_ROLE: &str = "berth-tenant";
+
+/// Whether `user` may `verb` core `resource` in `namespace`, as the API server's authorizer answers now.
+async fn berth_may(client: &Client, user: &str, verb: &str, resource: &str, namespace: &str) -> bool {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_owned()),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.to_owned()),
+                resource: Some(resource.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .is_ok_and(|r| r.status.is_some_and(|s| s.allowed))
+}
+
 /// A namespace for one test, deleted by [`TestNamespace::delete`].
 pub struct TestNamespace {
     pub name: String,
@@ -143,6 +171,44 @@ impl TestNamespace {
             name,
             client: client.clone(),
         }
+    }
+
+    /// A namespace berth may work in without a Customer, as a platform team grants one for Databases or
+    /// Schedulers it creates itself: labelled as berth's (the chart's admission policy confines berth to
+    /// such namespaces) and with berth's tenant ClusterRole bound to berth's ServiceAccount, as the
+    /// Customer controller does in a tenant namespace. Returns once the API server authorizes berth there.
+    pub async fn for_berth(client: &Client, prefix: &str) -> Self {
+        let ns = Self::new(client, prefix).await;
+        let label = serde_json::json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": "berth"}}});
+        Api::<Namespace>::all(client.clone())
+            .patch(&ns.name, &PatchParams::default(), &Patch::Merge(&label))
+            .await
+            .expect("label the namespace as berth's");
+        let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "berth-operator"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": BERTH_TENANT_ROLE},
+            "subjects": [{"kind": "ServiceAccount", "name": BERTH_SERVICE_ACCOUNT, "namespace": operator::LEASE_NAMESPACE}]
+        }))
+        .expect("binding");
+        ns.api::<k8s_openapi::api::rbac::v1::RoleBinding>()
+            .create(&PostParams::default(), &binding)
+            .await
+            .expect("bind berth's tenant role");
+        let user = format!(
+            "system:serviceaccount:{}:{BERTH_SERVICE_ACCOUNT}",
+            operator::LEASE_NAMESPACE
+        );
+        eventually(
+            Duration::from_secs(30),
+            "berth's binding to take effect",
+            || async {
+                berth_may(client, &user, "patch", "configmaps", &ns.name)
+                    .await
+                    .then_some(())
+            },
+        )
+        .await;
+        ns
     }
 
     #[must_use]

@@ -1,6 +1,8 @@
-//! The Helm chart, without a cluster: it lints, renders, runs the operator locked down, grants no wildcard
-//! and no `bind` but on `admin`, gives berth an API priority level of its own, refuses wrong values with the
-//! schema's message, and ships the very CRDs that `crds/` holds. Needs helm (`e2e/cluster.sh bin`, built by
+//! The Helm chart, without a cluster: it lints, renders, runs the operator locked down, grants no wildcard,
+//! writes nothing namespaced cluster-wide but the tenant RoleBinding and Events, binds only the tenant role
+//! (cluster-wide) and `admin` (in a tenant), confines berth and reserves its labels with admission policies,
+//! gives berth an API priority level of its own, refuses wrong values with the schema's message, and ships
+//! the very CRDs that `crds/` holds. Needs helm (`e2e/cluster.sh bin`, built by
 //! `e2e/build-components.sh`): without it every test fails, none is skipped.
 //!
 //! One test needs a cluster, and so is ignored unless asked for (`-- --ignored`): `helm uninstall` keeps the
@@ -43,7 +45,17 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// `helm template` of the chart as release `berth` in `berth-system` with `--set` values; its documents.
+/// Offline, helm knows only the built-in API versions, so objects the chart renders only where the API
+/// server serves their API (the admission policies) are left out: see [`render_on`].
 fn render(sets: &[&str]) -> Vec<Value> {
+    render_on(&[], sets)
+}
+
+/// The API version of the admission policies, which the chart renders only where the API server serves it.
+const VAP_API: &str = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy";
+
+/// [`render`] as on an API server that also serves `api_versions` (`--api-versions`).
+fn render_on(api_versions: &[&str], sets: &[&str]) -> Vec<Value> {
     let chart = chart();
     let mut args = vec![
         "template",
@@ -52,6 +64,9 @@ fn render(sets: &[&str]) -> Vec<Value> {
         "--namespace",
         "berth-system",
     ];
+    for api in api_versions {
+        args.extend(["--api-versions", api]);
+    }
     for set in sets {
         args.extend(["--set", set]);
     }
@@ -74,6 +89,20 @@ fn kind(doc: &Value) -> &str {
 fn one<'a>(docs: &'a [Value], k: &str) -> &'a Value {
     let found: Vec<_> = docs.iter().filter(|d| kind(d) == k).collect();
     assert_eq!(found.len(), 1, "expected exactly one {k}, found {}", found.len());
+    found[0]
+}
+
+fn named<'a>(docs: &'a [Value], k: &str, name: &str) -> &'a Value {
+    let found: Vec<_> = docs
+        .iter()
+        .filter(|d| kind(d) == k && d["metadata"]["name"].as_str() == Some(name))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one {k} {name}, found {}",
+        found.len()
+    );
     found[0]
 }
 
@@ -143,6 +172,7 @@ fn helm_template_renders_the_operator_and_its_rbac() {
         [
             "ClusterRole",
             "ClusterRole",
+            "ClusterRole",
             "ClusterRoleBinding",
             "Deployment",
             "FlowSchema",
@@ -155,7 +185,21 @@ fn helm_template_renders_the_operator_and_its_rbac() {
         ],
         "the default render"
     );
-    for doc in &docs {
+    let with_policies = render_on(&[VAP_API], &[]);
+    let mut on_vap: Vec<&str> = with_policies.iter().map(kind).collect();
+    on_vap.retain(|k| k.starts_with("ValidatingAdmissionPolicy"));
+    on_vap.sort_unstable();
+    assert_eq!(
+        on_vap,
+        [
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "ValidatingAdmissionPolicyBinding"
+        ],
+        "where the API server serves ValidatingAdmissionPolicy"
+    );
+    for doc in &with_policies {
         let labels = &doc["metadata"]["labels"];
         for key in [
             "app.kubernetes.io/name",
@@ -256,6 +300,7 @@ fn the_operator_pod_runs_locked_down_with_the_chart_settings() {
     );
     for (name, value) in [
         ("BERTH_LEASE_NAMESPACE", "berth-system"),
+        ("BERTH_TENANT_ROLE", "berth-tenant"),
         ("BERTH_HTTP_ADDR", "0.0.0.0:8080"),
         ("BERTH_LOG_FORMAT", "json"),
         ("BERTH_CONCURRENCY", "8"),
@@ -393,8 +438,8 @@ fn tenant_roles_may_read_berth_objects_unless_turned_off() {
     );
     assert_eq!(
         off.iter().filter(|d| kind(d) == "ClusterRole").count(),
-        1,
-        "berth's own ClusterRole stays"
+        2,
+        "berth's own ClusterRoles (cluster-wide and tenant) stay"
     );
 }
 
@@ -425,21 +470,35 @@ fn no_rule_uses_a_wildcard() {
     }
 }
 
+/// Exactly two binds: the cluster-wide role may bind only the tenant role (the RoleBinding berth gives
+/// itself in each tenant namespace), the tenant role only `admin` (the tenant's admins, in that namespace).
 #[test]
-fn the_only_bind_is_on_the_admin_cluster_role_and_nothing_escalates() {
+fn berth_binds_only_its_tenant_role_and_admin_and_nothing_escalates() {
     for sets in VARIANTS {
         let docs = render(sets);
-        let binds: Vec<_> = rules(&docs)
+        let mut binds: Vec<(String, Vec<&str>)> = rules(&docs)
             .into_iter()
             .filter(|(_, r)| strings(&r["verbs"]).contains(&"bind"))
+            .map(|(role, bind)| {
+                assert_eq!(
+                    strings(&bind["apiGroups"]),
+                    ["rbac.authorization.k8s.io"],
+                    "{role}"
+                );
+                assert_eq!(strings(&bind["resources"]), ["clusterroles"], "{role}");
+                assert_eq!(strings(&bind["verbs"]), ["bind"], "{role}");
+                (role, strings(&bind["resourceNames"]))
+            })
             .collect();
-        assert_eq!(binds.len(), 1, "{sets:?}: exactly one rule binds: {binds:?}");
-        let (role, bind) = &binds[0];
-        assert!(role.starts_with("ClusterRole/"), "{role}");
-        assert_eq!(strings(&bind["apiGroups"]), ["rbac.authorization.k8s.io"]);
-        assert_eq!(strings(&bind["resources"]), ["clusterroles"]);
-        assert_eq!(strings(&bind["resourceNames"]), ["admin"]);
-        assert_eq!(strings(&bind["verbs"]), ["bind"]);
+        binds.sort();
+        assert_eq!(
+            binds,
+            [
+                ("ClusterRole/berth".to_owned(), vec!["berth-tenant"]),
+                ("ClusterRole/berth-tenant".to_owned(), vec!["admin"]),
+            ],
+            "{sets:?}: exactly two rules bind, each one role"
+        );
         for (role, rule) in rules(&docs) {
             for verb in ["escalate", "impersonate"] {
                 assert!(
@@ -468,6 +527,292 @@ fn the_only_bind_is_on_the_admin_cluster_role_and_nothing_escalates() {
             }
         }
     }
+
+    // The names follow the release's full name, and the operator is told which role to bind.
+    let docs = render(&["fullnameOverride=harbour-ops"]);
+    let tenant = named(&docs, "ClusterRole", "harbour-ops-tenant");
+    assert!(!tenant["rules"].as_sequence().unwrap().is_empty());
+    let bind = rules(&docs)
+        .into_iter()
+        .find(|(role, r)| role == "ClusterRole/harbour-ops" && strings(&r["verbs"]) == ["bind"])
+        .expect("the cluster-wide role binds the tenant role");
+    assert_eq!(strings(&bind.1["resourceNames"]), ["harbour-ops-tenant"]);
+    let env = &one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"];
+    let role = env
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"].as_str() == Some("BERTH_TENANT_ROLE"))
+        .expect("BERTH_TENANT_ROLE");
+    assert_eq!(role["value"].as_str(), Some("harbour-ops-tenant"));
+}
+
+/// Write verbs: what changes an object (`get`, `list`, `watch` and `bind` do not).
+const WRITES: [&str; 5] = ["create", "patch", "update", "delete", "deletecollection"];
+
+/// `(apiGroup, resource, verbs)` of every rule of `role`, one entry per group and resource.
+fn grants(role: &Value) -> Vec<(String, String, Vec<String>)> {
+    let mut out = Vec::new();
+    for rule in role["rules"].as_sequence().unwrap() {
+        let verbs: Vec<String> = strings(&rule["verbs"]).into_iter().map(str::to_owned).collect();
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                out.push((group.to_owned(), resource.to_owned(), verbs.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The cluster-wide ClusterRole reads no Secret anywhere and writes, of namespaced kinds, only the
+/// RoleBinding berth creates in a new tenant namespace and Events; everything berth writes in a tenant lives
+/// in the tenant ClusterRole, which only berth binds, per tenant namespace, and never the chart.
+#[test]
+fn cluster_wide_berth_reads_no_secret_and_writes_only_what_a_tenant_role_cannot_hold() {
+    // The cluster-wide writes, each with the verbs it may use; anything else written is a regression.
+    let allowed: [(&str, &str, &[&str]); 7] = [
+        ("berth.dev", "customers", &["patch"]),
+        ("berth.dev", "customers/status", &["patch"]),
+        ("berth.dev", "customers/finalizers", &["update"]),
+        ("", "namespaces", &["create", "patch", "delete"]),
+        ("", "persistentvolumes", &["patch"]),
+        // Created in a namespace that did not exist a moment ago; patch and delete are the tenant role's.
+        ("rbac.authorization.k8s.io", "rolebindings", &["create"]),
+        ("events.k8s.io", "events", &["create", "patch"]),
+    ];
+    for sets in VARIANTS {
+        let docs = render(sets);
+        let cluster = named(&docs, "ClusterRole", "berth");
+        for (group, resource, verbs) in grants(cluster) {
+            assert!(
+                !resource.starts_with("secrets"),
+                "{sets:?}: the cluster-wide role reaches Secrets: {verbs:?}"
+            );
+            let writes: Vec<&String> = verbs.iter().filter(|v| WRITES.contains(&v.as_str())).collect();
+            if writes.is_empty() {
+                continue;
+            }
+            let Some((_, _, may)) = allowed.iter().find(|(g, r, _)| *g == group && *r == resource) else {
+                panic!("{sets:?}: the cluster-wide role writes {group}/{resource} ({writes:?})")
+            };
+            for verb in writes {
+                assert!(
+                    may.contains(&verb.as_str()),
+                    "{sets:?}: the cluster-wide role may {verb} {group}/{resource}"
+                );
+            }
+        }
+
+        let tenant = named(&docs, "ClusterRole", "berth-tenant");
+        let tenant_grants = grants(tenant);
+        let secrets = tenant_grants
+            .iter()
+            .find(|(g, r, _)| g.is_empty() && r == "secrets")
+            .expect("the tenant role holds berth's Secrets");
+        for verb in ["get", "list", "watch", "create", "patch"] {
+            assert!(
+                secrets.2.iter().any(|v| v == verb),
+                "{sets:?}: tenant secrets {verb}"
+            );
+        }
+        for (group, resource, _) in &tenant_grants {
+            assert!(
+                !matches!(
+                    resource.as_str(),
+                    "namespaces" | "persistentvolumes" | "customers" | "clusterrolebindings"
+                ),
+                "{sets:?}: the tenant role, bound in a namespace, cannot grant cluster-scoped {group}/{resource}"
+            );
+        }
+        for binding in docs
+            .iter()
+            .filter(|d| matches!(kind(d), "ClusterRoleBinding" | "RoleBinding"))
+        {
+            assert_ne!(
+                binding["roleRef"]["name"].as_str(),
+                Some("berth-tenant"),
+                "{sets:?}: the chart binds the tenant role ({}); only berth does, per tenant namespace",
+                kind(binding)
+            );
+        }
+        let crb = one(&docs, "ClusterRoleBinding");
+        assert_eq!(crb["roleRef"]["name"].as_str(), Some("berth"));
+    }
+}
+
+/// Whether `policy`'s resource rules match `resource` of `group` for `operation`.
+fn policy_matches(policy: &Value, group: &str, resource: &str, operation: &str) -> bool {
+    policy["spec"]["matchConstraints"]["resourceRules"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|r| {
+            strings(&r["apiGroups"]).contains(&group)
+                && strings(&r["resources"]).contains(&resource)
+                && strings(&r["operations"]).contains(&operation)
+        })
+}
+
+/// The CEL of `policy`'s match conditions, one string each.
+fn conditions(policy: &Value) -> Vec<&str> {
+    policy["spec"]["matchConditions"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|c| c["expression"].as_str().unwrap())
+        .collect()
+}
+
+/// Two ValidatingAdmissionPolicies, each bound to deny: one keeps berth's namespaced writes in its tenant
+/// namespaces (RBAC grants the RoleBinding create and the namespace patch cluster-wide), one reserves berth's
+/// labels to berth. Both fail closed but never concern the cluster's own components or system:masters.
+/// Rendered only where the API server serves them, and not when turned off.
+#[test]
+fn admission_policies_confine_berth_and_reserve_its_labels_unless_turned_off() {
+    let docs = render_on(&[VAP_API], &[]);
+    let berth = "system:serviceaccount:berth-system:berth";
+    for name in ["berth-confine-operator", "berth-reserve-labels"] {
+        let policy = named(&docs, "ValidatingAdmissionPolicy", name);
+        assert_eq!(
+            policy["apiVersion"].as_str(),
+            Some("admissionregistration.k8s.io/v1")
+        );
+        assert!(policy["metadata"]["namespace"].is_null(), "cluster-scoped");
+        let spec = &policy["spec"];
+        assert_eq!(
+            spec["failurePolicy"].as_str(),
+            Some("Fail"),
+            "{name} fails closed"
+        );
+        let validations = spec["validations"].as_sequence().unwrap();
+        assert!(!validations.is_empty(), "{name}");
+        for v in validations {
+            assert!(v["expression"].is_string(), "{name}: {v:?}");
+            let message = v["message"].as_str().unwrap_or_default();
+            assert!(
+                !message.is_empty() && !message.contains('\n'),
+                "{name}: a one-line message: {message:?}"
+            );
+        }
+        let binding = named(&docs, "ValidatingAdmissionPolicyBinding", name);
+        assert_eq!(binding["spec"]["policyName"].as_str(), Some(name));
+        assert_eq!(strings(&binding["spec"]["validationActions"]), ["Deny"]);
+        assert!(
+            binding["spec"]["matchResources"].is_null(),
+            "{name}: the binding narrows nothing"
+        );
+    }
+
+    // confine-operator: berth's requests and only those; every namespaced kind berth writes, plus the
+    // namespaces; not Events (berth's land in `default`) nor Leases (the release namespace's).
+    let confine = named(&docs, "ValidatingAdmissionPolicy", "berth-confine-operator");
+    assert_eq!(
+        conditions(confine),
+        [format!("request.userInfo.username == '{berth}'")],
+        "only berth's requests"
+    );
+    let roles = render(&[]);
+    let cluster_writes = [
+        ("rbac.authorization.k8s.io".to_owned(), "rolebindings".to_owned()),
+        (String::new(), "namespaces".to_owned()),
+    ];
+    let tenant_writes = grants(named(&roles, "ClusterRole", "berth-tenant"))
+        .into_iter()
+        .filter(|(_, r, verbs)| {
+            !r.ends_with("/finalizers") && verbs.iter().any(|v| WRITES.contains(&v.as_str()))
+        })
+        .map(|(g, r, _)| (g, r));
+    for (group, resource) in tenant_writes.chain(cluster_writes) {
+        for op in ["CREATE", "UPDATE", "DELETE"] {
+            assert!(
+                policy_matches(confine, &group, &resource, op),
+                "confine-operator misses {op} {group}/{resource}, which berth may write"
+            );
+        }
+    }
+    for (group, resource) in [
+        ("events.k8s.io", "events"),
+        ("", "events"),
+        ("coordination.k8s.io", "leases"),
+    ] {
+        assert!(
+            !policy_matches(confine, group, resource, "CREATE"),
+            "confine-operator must not refuse berth's {group}/{resource}"
+        );
+    }
+
+    // reserve-labels: everyone but berth and the cluster's own components, on every kind berth watches by
+    // label, on CREATE and UPDATE (a deletion sets no label).
+    let reserve = named(&docs, "ValidatingAdmissionPolicy", "berth-reserve-labels");
+    let excluded = conditions(reserve);
+    for exclusion in [
+        format!("request.userInfo.username != '{berth}'"),
+        "!request.userInfo.username.startsWith('system:serviceaccount:kube-system:')".to_owned(),
+        "!request.userInfo.username.startsWith('system:node:')".to_owned(),
+    ] {
+        assert!(
+            excluded.contains(&exclusion.as_str()),
+            "reserve-labels lacks the condition {exclusion}: {excluded:?}"
+        );
+    }
+    for needle in [
+        "'system:masters' in request.userInfo.groups",
+        "'system:kube-controller-manager'",
+        "'system:kube-scheduler'",
+        "'system:apiserver'",
+    ] {
+        assert!(
+            excluded.iter().any(|c| c.contains(needle)),
+            "reserve-labels does not exclude {needle}: {excluded:?}"
+        );
+    }
+    let watched = grants(named(&roles, "ClusterRole", "berth"))
+        .into_iter()
+        .chain(grants(named(&roles, "ClusterRole", "berth-tenant")))
+        .filter(|(g, _, verbs)| g != "berth.dev" && verbs.iter().any(|v| v == "watch"));
+    for (group, resource, _) in watched {
+        for op in ["CREATE", "UPDATE"] {
+            assert!(
+                policy_matches(reserve, &group, &resource, op),
+                "reserve-labels misses {op} {group}/{resource}, which berth watches by label"
+            );
+        }
+    }
+    assert!(
+        reserve["spec"]["matchConstraints"]["resourceRules"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .all(|r| !strings(&r["operations"]).contains(&"DELETE")),
+        "a deletion carries no new labels"
+    );
+
+    let renamed = render_on(&[VAP_API], &["serviceAccount.name=ops-robot"]);
+    let robot = "system:serviceaccount:berth-system:ops-robot";
+    let confine = named(&renamed, "ValidatingAdmissionPolicy", "berth-confine-operator");
+    assert_eq!(
+        conditions(confine),
+        [format!("request.userInfo.username == '{robot}'")]
+    );
+    let reserve = named(&renamed, "ValidatingAdmissionPolicy", "berth-reserve-labels");
+    assert!(conditions(reserve).contains(&format!("request.userInfo.username != '{robot}'").as_str()));
+
+    let vap = |docs: &[Value]| {
+        docs.iter()
+            .filter(|d| kind(d).starts_with("ValidatingAdmissionPolicy"))
+            .count()
+    };
+    assert_eq!(vap(&docs), 4);
+    assert_eq!(
+        vap(&render_on(&[VAP_API], &["admissionPolicy.enabled=false"])),
+        0,
+        "admissionPolicy.enabled=false renders none"
+    );
+    assert_eq!(
+        vap(&render(&[])),
+        0,
+        "none where the API server does not serve admissionregistration.k8s.io/v1 policies"
+    );
 }
 
 #[test]
@@ -491,6 +836,10 @@ fn a_wrong_value_fails_with_the_schema_message() {
         (
             "rbac.aggregateToTenantRoles=maybe",
             "at '/rbac/aggregateToTenantRoles': got string, want boolean",
+        ),
+        (
+            "admissionPolicy.enabled=yes",
+            "at '/admissionPolicy/enabled': got string, want boolean",
         ),
         ("surprise=1", "additional properties 'surprise' not allowed"),
     ] {

@@ -644,3 +644,56 @@ async fn a_refused_namespace_is_reported_in_status_and_events_until_it_is_allowe
     wait_for(&customers, &name, READY_WITHIN, "Ready", customer_ready).await;
     delete_with_namespace(&c, &name).await;
 }
+
+#[tokio::test]
+async fn egress_is_restricted_to_dns_the_namespace_and_the_internet_on_request_and_opened_again() {
+    let c = setup().await;
+    let name = unique("egress");
+    let yaml = |egress: &str| {
+        format!(
+            "apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {name}}}\nspec:\n  deletionPolicy: Delete\n  network: {{egress: {egress}}}\n"
+        )
+    };
+    let customer = create(&c, &yaml("Internet")).await;
+    let policies = Api::<NetworkPolicy>::namespaced(c.clone(), &name);
+    let np = eventually(SHORT, "restrict-egress", || async {
+        policies.get_opt(names::RESTRICT_EGRESS).await.unwrap()
+    })
+    .await;
+    assert!(owned_by(&np.metadata, &customer));
+    let spec = np.spec.unwrap();
+    assert_eq!(spec.policy_types, Some(vec!["Egress".to_owned()]));
+    let blocks: Vec<_> = spec
+        .egress
+        .unwrap()
+        .into_iter()
+        .flat_map(|r| r.to.unwrap_or_default())
+        .filter_map(|p| p.ip_block)
+        .collect();
+    assert!(
+        blocks
+            .iter()
+            .any(|b| b.cidr == "0.0.0.0/0" && b.except.iter().flatten().any(|e| e == "169.254.0.0/16")),
+        "the internet, without link-local (cloud metadata): {blocks:?}"
+    );
+
+    apply_yaml(&Api::<Customer>::all(c.clone()), &yaml("Unrestricted"))
+        .await
+        .unwrap();
+    wait_gone(&policies, names::RESTRICT_EGRESS, SHORT).await;
+    // An unknown value is refused by the API server with the values it accepts.
+    let refused = refusal(
+        Api::<Customer>::all(c.clone())
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"network": {"egress": "Closed"}}})),
+            )
+            .await,
+    );
+    assert!(
+        refused.contains("Closed") && refused.contains("Unrestricted") && refused.contains("Internet"),
+        "{refused}"
+    );
+    delete_with_namespace(&c, &name).await;
+}

@@ -160,7 +160,7 @@ fn exec_command(probe: Option<&Probe>) -> Vec<String> {
 async fn a_database_becomes_ready_with_every_child_owned_and_apps_pointed_at_the_pool() {
     let _gate = GATE.read().await;
     let c = cluster().await;
-    let ns = TestNamespace::new(&c, "db-ready").await;
+    let ns = TestNamespace::for_berth(&c, "db-ready").await;
     let db = create(&ns, "").await;
 
     // The pods run (kwok plays the kubelet): one server, the pool's two replicas.
@@ -279,7 +279,7 @@ async fn a_database_becomes_ready_with_every_child_owned_and_apps_pointed_at_the
 async fn a_pool_setting_rolls_pgbouncer_and_keeps_the_passwords() {
     let _gate = GATE.read().await;
     let c = cluster().await;
-    let ns = TestNamespace::new(&c, "db-roll").await;
+    let ns = TestNamespace::for_berth(&c, "db-roll").await;
     create(&ns, "  pool: {defaultPoolSize: 20}\n").await;
     let deployments = ns.api::<Deployment>();
     let secrets = ns.api::<Secret>();
@@ -383,7 +383,7 @@ async fn an_operator_restart_keeps_the_passwords() {
     }
 
     let first = Operator::start("database-first", &[]);
-    let ns = TestNamespace::new(&c, "db-restart").await;
+    let ns = TestNamespace::for_berth(&c, "db-restart").await;
     create(&ns, "").await;
     let secrets = ns.api::<Secret>();
     let credentials = secrets.get(&names::credentials(DB)).await.unwrap();
@@ -441,7 +441,7 @@ async fn an_operator_restart_keeps_the_passwords() {
 async fn retain_keeps_the_volume_and_the_credentials_for_the_next_database() {
     let _gate = GATE.read().await;
     let c = cluster().await;
-    let ns = TestNamespace::new(&c, "db-retain").await;
+    let ns = TestNamespace::for_berth(&c, "db-retain").await;
     create(&ns, "  deletionPolicy: Retain\n").await;
     let claims = ns.api::<PersistentVolumeClaim>();
     let secrets = ns.api::<Secret>();
@@ -488,7 +488,7 @@ async fn retain_keeps_the_volume_and_the_credentials_for_the_next_database() {
 async fn an_object_of_someone_else_under_a_childs_name_is_reported_not_taken_over() {
     let _gate = GATE.read().await;
     let c = cluster().await;
-    let ns = TestNamespace::new(&c, "db-foreign").await;
+    let ns = TestNamespace::for_berth(&c, "db-foreign").await;
     let maps = ns.api::<ConfigMap>();
     let mine = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {}}}\ndata: {{owner: the tenant}}\n",
@@ -535,7 +535,7 @@ async fn an_object_of_someone_else_under_a_childs_name_is_reported_not_taken_ove
 async fn a_newline_read_back_from_the_credentials_is_reported_and_changes_no_pool_config() {
     let _gate = GATE.read().await;
     let c = cluster().await;
-    let ns = TestNamespace::new(&c, "db-readback").await;
+    let ns = TestNamespace::for_berth(&c, "db-readback").await;
     create(&ns, "").await;
     let maps = ns.api::<ConfigMap>();
     let before = maps.get(&names::pool(DB)).await.unwrap();
@@ -584,7 +584,7 @@ async fn a_newline_read_back_from_the_credentials_is_reported_and_changes_no_poo
 async fn delete_removes_the_volume_and_the_credentials() {
     let _gate = GATE.read().await;
     let c = cluster().await;
-    let ns = TestNamespace::new(&c, "db-delete").await;
+    let ns = TestNamespace::for_berth(&c, "db-delete").await;
     let db = create(&ns, "  deletionPolicy: Delete\n").await;
     let claims = ns.api::<PersistentVolumeClaim>();
     let secrets = ns.api::<Secret>();
@@ -632,7 +632,7 @@ async fn delete_removes_the_volume_and_the_credentials() {
 async fn suspend_scales_to_zero_and_keeps_the_data() {
     let _gate = GATE.read().await;
     let c = cluster().await;
-    let ns = TestNamespace::new(&c, "db-suspend").await;
+    let ns = TestNamespace::for_berth(&c, "db-suspend").await;
     create(&ns, "").await;
     let claims = ns.api::<PersistentVolumeClaim>();
     let secrets = ns.api::<Secret>();
@@ -723,7 +723,7 @@ async fn versions(ns: &TestNamespace) -> BTreeMap<String, String> {
 async fn a_ready_database_sees_no_writes_for_20_seconds() {
     let _gate = GATE.read().await;
     let c = cluster().await;
-    let ns = TestNamespace::new(&c, "db-steady").await;
+    let ns = TestNamespace::for_berth(&c, "db-steady").await;
     create(&ns, "").await;
     // Ready can come a moment before the workloads' last status update; wait until two snapshots agree.
     let mut before = versions(&ns).await;

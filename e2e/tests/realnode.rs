@@ -51,12 +51,19 @@ fn postgres() -> String {
 
 /// Applies a Customer (deletion policy Delete) with these features.
 async fn tenant(client: &Client, prefix: &str, features: serde_json::Value) -> String {
+    tenant_with(client, prefix, json!({"features": features})).await
+}
+
+/// Applies a Customer (deletion policy Delete) with this spec.
+async fn tenant_with(client: &Client, prefix: &str, spec: serde_json::Value) -> String {
     let name = unique(prefix);
+    let mut spec = spec;
+    spec["deletionPolicy"] = json!("Delete");
     let customer = json!({
         "apiVersion": "berth.dev/v1alpha1",
         "kind": "Customer",
         "metadata": {"name": name},
-        "spec": {"deletionPolicy": "Delete", "features": features}
+        "spec": spec
     });
     Api::<Customer>::all(client.clone())
         .patch(
@@ -433,6 +440,19 @@ async fn a_tenant_pod_uses_its_database_through_the_pool_and_other_tenants_canno
     assert_eq!(inside, 0, "same namespace: {out}");
     let (outside, out) = run_pod(&client, &other, &postgres(), &patient, &[]).await;
     assert_eq!(outside, 2, "another tenant must get no answer: {out}");
+    // Not even the tenant's own pods reach the server past the pool (only pool pods may), while the
+    // same pod reaches the pool: the server's name resolves, the pool answers, the server never does.
+    let server = format!("db-postgres-0.db-postgres.{name}.svc.cluster.local");
+    let bypass = format!(
+        "nslookup {server} >/dev/null || exit 9; \
+         pg_isready -U probe -d probe -t 5 -h db.{name}.svc.cluster.local -p 5432 || exit 3; \
+         for i in $(seq 3); do pg_isready -U probe -d probe -t 5 -h {server} -p 5432 && exit 0; done; exit 2"
+    );
+    let (direct, out) = run_pod(&client, &name, &postgres(), &bypass, &[]).await;
+    assert_eq!(
+        direct, 2,
+        "a tenant pod must not reach PostgreSQL but through the pool: {out}"
+    );
 
     remove(&client, &other).await;
     remove(&client, &name).await;
@@ -683,16 +703,17 @@ async fn many_clients_share_a_few_server_connections_and_one_too_many_is_refused
     let name = tenant(&client, "real-pool", with_database(&pool)).await;
     ready(&client, &name).await;
 
-    // 12 clients each hold a transaction for 6 s through the pool; meanwhile a 13th is refused by pgbouncer,
-    // and a direct session on the server counts the app's other sessions. pg_isready waits for the pool.
+    // 12 clients each hold a transaction for 6 s through the pool; meanwhile a 13th is refused by pgbouncer.
+    // Then the server's sessions of the app's user are counted, through the pool (apps cannot reach the
+    // server past it): pgbouncer keeps the server connections it opened, idle, so they are still there.
+    // pg_isready waits for the pool.
     let script = r#"
         until pg_isready -q -d "$DATABASE_URL"; do sleep 1; done
         for i in $(seq 12); do psql "$DATABASE_URL" -tA -c 'select pg_sleep(6)' >/dev/null 2>&1 && echo ok >>/tmp/done & done
         sleep 3
         psql "$DATABASE_URL" -tA -c 'select 1' 2>&1 | sed 's/^/extra: /'
-        server="host=db-postgres-0.db-postgres port=5432 dbname=$database user=$user password=$password"
-        psql "$server" -tA -c "select 'server: ' || count(*) from pg_stat_activity where usename = '$user' and pid <> pg_backend_pid()"
         wait
+        psql "$DATABASE_URL" -tA -c "select 'server: ' || count(*) from pg_stat_activity where usename = '$user'"
         echo "done: $(wc -l </tmp/done)"
     "#;
     let (code, out) = run_pod(&client, &name, &postgres(), script, &["db-connection"]).await;
@@ -1245,4 +1266,70 @@ async fn no_password_is_readable_outside_its_secrets() {
         }
     }
     remove(&client, &name).await;
+}
+
+/// `spec.network.egress: Internet` on the node's NetworkPolicy enforcer: the tenant's pods still resolve
+/// names through the cluster DNS, but reach no pod of another namespace, even one every other pod reaches.
+#[tokio::test]
+async fn internet_only_egress_keeps_dns_and_reaches_no_other_namespace() {
+    let client = client().await;
+    // A web server in a namespace without any NetworkPolicy: open to every pod.
+    let web = berth_e2e::TestNamespace::new(&client, "real-web").await;
+    let server: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "web", "image": busybox(), "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "mkdir -p /tmp/www && echo reachable >/tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"],
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}
+            }]
+        }
+    }))
+    .unwrap();
+    let pods = web.api::<Pod>();
+    pods.create(&kube::api::PostParams::default(), &server)
+        .await
+        .unwrap();
+    let running = wait_for(
+        &pods,
+        "web",
+        Duration::from_secs(90),
+        "the web server running",
+        |p| phase(p) == "Running" && p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some(),
+    )
+    .await;
+    let ip = running.status.unwrap().pod_ip.unwrap();
+
+    let open = tenant(&client, "real-egress-open", scheduler_only(1, &json!([]))).await;
+    let closed = tenant_with(
+        &client,
+        "real-egress-closed",
+        json!({"network": {"egress": "Internet"}, "features": scheduler_only(1, &json!([]))}),
+    )
+    .await;
+    for n in [&open, &closed] {
+        ready(&client, n).await;
+    }
+    let fetch = format!("wget -q -T 3 -O- http://{ip}:8080/");
+    // Control: from a tenant with open egress the server answers.
+    let reach = format!("for i in $(seq 20); do {fetch} && exit 0; sleep 1; done; exit 2");
+    let (code, out) = run_pod(&client, &open, &busybox(), &reach, &[]).await;
+    assert_eq!((code, out.trim()), (0, "reachable"), "open egress: {out}");
+    // Under `Internet`: names resolve (exit 9 otherwise); the server, once the enforcer has seen the new pod,
+    // stops answering (exit 3 if it never does) and answers none of five more tries (exit 4 if it does).
+    let blocked = format!(
+        "nslookup kubernetes.default.svc.cluster.local >/dev/null || exit 9; \
+         n=0; while {fetch} >/dev/null; do n=$((n+1)); [ $n -ge 20 ] && exit 3; sleep 1; done; \
+         for i in $(seq 5); do {fetch} >/dev/null && exit 4; done; exit 0"
+    );
+    let (code, out) = run_pod(&client, &closed, &busybox(), &blocked, &[]).await;
+    assert_eq!(
+        code, 0,
+        "internet-only egress must keep DNS and block another namespace: {out}"
+    );
+
+    remove(&client, &open).await;
+    remove(&client, &closed).await;
+    web.delete().await;
 }

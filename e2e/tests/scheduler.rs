@@ -339,7 +339,7 @@ fn all_succeeded(s: &Seen, names: &[String]) -> bool {
 #[tokio::test]
 async fn six_runs_due_at_once_never_exceed_four_workers_and_queue_in_order() {
     let c = setup().await;
-    let ns = TestNamespace::new(&c, "sched-workers").await;
+    let ns = TestNamespace::for_berth(&c, "sched-workers").await;
     let schedulers: Api<Scheduler> = ns.api();
     let log = JobLog::start(ns.api()).await;
     let flows = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
@@ -425,7 +425,7 @@ async fn a_killed_operator_loses_no_queued_run_and_doubles_none() {
         return;
     }
     let c = setup().await;
-    let ns = TestNamespace::new(&c, "sched-restart").await;
+    let ns = TestNamespace::for_berth(&c, "sched-restart").await;
     let schedulers: Api<Scheduler> = ns.api();
     let log = JobLog::start(ns.api()).await;
     let flows = ["first", "second", "third"];
@@ -506,7 +506,7 @@ async fn a_killed_operator_loses_no_queued_run_and_doubles_none() {
 #[tokio::test]
 async fn history_limits_prune_old_runs_and_status_tells_the_last_run() {
     let c = setup().await;
-    let ns = TestNamespace::new(&c, "sched-history").await;
+    let ns = TestNamespace::for_berth(&c, "sched-history").await;
     let schedulers: Api<Scheduler> = ns.api();
     let jobs: Api<Job> = ns.api();
     let flows = ["vacuum", "report"];
@@ -574,7 +574,7 @@ async fn history_limits_prune_old_runs_and_status_tells_the_last_run() {
 #[tokio::test]
 async fn suspend_starts_nothing_and_resume_starts_the_slept_run_once() {
     let c = setup().await;
-    let ns = TestNamespace::new(&c, "sched-suspend").await;
+    let ns = TestNamespace::for_berth(&c, "sched-suspend").await;
     let schedulers: Api<Scheduler> = ns.api();
     let jobs: Api<Job> = ns.api();
     // The two Schedulers name their workflows apart, so each run is known by its workflow alone.
@@ -665,7 +665,7 @@ async fn suspend_starts_nothing_and_resume_starts_the_slept_run_once() {
 #[tokio::test]
 async fn deleting_the_scheduler_garbage_collects_its_jobs_and_pods() {
     let c = setup().await;
-    let ns = TestNamespace::new(&c, "sched-gc").await;
+    let ns = TestNamespace::for_berth(&c, "sched-gc").await;
     let schedulers: Api<Scheduler> = ns.api();
     let jobs: Api<Job> = ns.api();
     let pods: Api<Pod> = ns.api();
@@ -731,7 +731,7 @@ async fn deleting_the_scheduler_garbage_collects_its_jobs_and_pods() {
 #[tokio::test]
 async fn an_invalid_schedule_is_reported_while_its_sibling_runs() {
     let c = setup().await;
-    let ns = TestNamespace::new(&c, "sched-invalid").await;
+    let ns = TestNamespace::for_berth(&c, "sched-invalid").await;
     let schedulers: Api<Scheduler> = ns.api();
     let jobs: Api<Job> = ns.api();
     let spec = json!({
@@ -820,7 +820,7 @@ fn controlled_by(job: &Job, uid: &str) -> bool {
 #[tokio::test]
 async fn two_schedulers_with_the_same_workflow_name_both_get_every_run() {
     let c = setup().await;
-    let ns = TestNamespace::new(&c, "sched-twins").await;
+    let ns = TestNamespace::for_berth(&c, "sched-twins").await;
     let schedulers: Api<Scheduler> = ns.api();
     let jobs: Api<Job> = ns.api();
     let event_api: Api<Event> = ns.api();

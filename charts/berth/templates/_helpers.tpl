@@ -50,6 +50,19 @@ app.kubernetes.io/component: operator
 {{- default (include "berth.fullname" .) .Values.serviceAccount.name }}
 {{- end }}
 
+{{/*
+The ClusterRole of what berth does inside a tenant namespace (tenant-clusterrole.yaml). The chart binds it
+nowhere; the operator binds it in each tenant namespace it creates (BERTH_TENANT_ROLE).
+*/}}
+{{- define "berth.tenantRole" -}}
+{{- printf "%s-tenant" (include "berth.fullname" .) }}
+{{- end }}
+
+{{/* The operator's username in the API server's requests (admission-policy.yaml). */}}
+{{- define "berth.username" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "berth.serviceAccountName" .) }}
+{{- end }}
+
 {{/* The operator image: repository:tag, the tag defaulting to the chart's appVersion. */}}
 {{- define "berth.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}

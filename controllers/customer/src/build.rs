@@ -2,17 +2,24 @@
 
 use std::collections::BTreeMap;
 
-use berth_api::{AdminKind, Customer, Database, DatabaseSpec, DeletionPolicy, Scheduler, SchedulerSpec};
+use berth_api::{
+    AdminKind, Customer, Database, DatabaseSpec, DeletionPolicy, Egress, Scheduler, SchedulerSpec,
+};
+use berth_kit::TenantAccess;
 use berth_kit::labels::{self, labels};
 use k8s_openapi::api::core::v1::{
     LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
 };
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicySpec,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use crate::names;
@@ -28,7 +35,9 @@ pub struct Children {
     pub namespace: Namespace,
     pub resource_quota: ResourceQuota,
     pub limit_range: LimitRange,
-    pub network_policies: [NetworkPolicy; 2],
+    pub network_policies: [NetworkPolicy; 3],
+    /// `None` unless `spec.network.egress` restricts it: an existing one is deleted.
+    pub egress: Option<NetworkPolicy>,
     pub admins: RoleBinding,
     /// `None` when the feature is off: an existing one is deleted.
     pub database: Option<Database>,
@@ -44,9 +53,28 @@ pub fn children(customer: &Customer) -> Option<Children> {
         resource_quota: b.resource_quota(),
         limit_range: b.limit_range(),
         network_policies: b.network_policies(),
+        egress: b.egress(),
         admins: b.admins(),
         database: b.database(),
         scheduler: b.scheduler(),
+    })
+}
+
+/// berth's own rights in the tenant namespace: its tenant ClusterRole bound to its own identity (`None`
+/// where berth holds them cluster-wide, or the Customer has no UID). Always owned by the Customer, even
+/// under `Retain`: what is retained is the tenant's data, not berth's access to it.
+#[must_use]
+pub fn operator_binding(customer: &Customer, access: Option<&TenantAccess>) -> Option<RoleBinding> {
+    let access = access?;
+    let b = Builder::of(customer)?;
+    Some(RoleBinding {
+        metadata: b.meta(names::OPERATOR, "rbac"),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_owned(),
+            kind: "ClusterRole".to_owned(),
+            name: access.role.clone(),
+        },
+        subjects: Some(vec![access.subject.clone()]),
     })
 }
 
@@ -109,6 +137,18 @@ const SECRETS: i32 = 100;
 const CONFIG_MAPS: i32 = 100;
 const SERVICES: i32 = 20;
 const JOBS: i32 = 500;
+
+/// Not "the internet" under `egress: Internet`: this host, private and shared address space, link-local
+/// (and with it cloud metadata services).
+const PRIVATE_V4: &[&str] = &[
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+];
+const PRIVATE_V6: &[&str] = &["::1/128", "fc00::/7", "fe80::/10"];
 
 impl<'a> Builder<'a> {
     fn of(customer: &'a Customer) -> Option<Self> {
@@ -240,7 +280,10 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn network_policies(&self) -> [NetworkPolicy; 2] {
+    /// Ingress: nothing from outside the namespace; inside it, every pod reaches every pod but the database
+    /// servers, which only the pools reach (on PostgreSQL's port), so every app's sessions go through the
+    /// pool's limits. Egress is not restricted.
+    fn network_policies(&self) -> [NetworkPolicy; 3] {
         let deny = NetworkPolicy {
             metadata: self.fence_meta(names::DENY_INGRESS, "network"),
             spec: Some(NetworkPolicySpec {
@@ -249,10 +292,18 @@ impl<'a> Builder<'a> {
                 ..NetworkPolicySpec::default()
             }),
         };
+        let not_isolated = LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: labels::ISOLATION.to_owned(),
+                operator: "DoesNotExist".to_owned(),
+                values: None,
+            }]),
+            match_labels: None,
+        };
         let same_namespace = NetworkPolicy {
             metadata: self.fence_meta(names::ALLOW_SAME_NAMESPACE, "network"),
             spec: Some(NetworkPolicySpec {
-                pod_selector: Some(LabelSelector::default()),
+                pod_selector: Some(not_isolated),
                 policy_types: Some(vec!["Ingress".to_owned()]),
                 ingress: Some(vec![NetworkPolicyIngressRule {
                     from: Some(vec![NetworkPolicyPeer {
@@ -264,7 +315,86 @@ impl<'a> Builder<'a> {
                 ..NetworkPolicySpec::default()
             }),
         };
-        [deny, same_namespace]
+        let select = |pairs: &[(&str, &str)]| LabelSelector {
+            match_labels: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            match_expressions: None,
+        };
+        let pools_to_servers = NetworkPolicy {
+            metadata: self.fence_meta(names::ALLOW_POOLS_TO_SERVERS, "network"),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(select(&[(labels::ISOLATION, labels::POOL_ONLY)])),
+                policy_types: Some(vec!["Ingress".to_owned()]),
+                ingress: Some(vec![NetworkPolicyIngressRule {
+                    from: Some(vec![NetworkPolicyPeer {
+                        pod_selector: Some(select(&[
+                            (labels::MANAGED_BY, labels::BERTH),
+                            (labels::COMPONENT, labels::POOL_COMPONENT),
+                        ])),
+                        ..NetworkPolicyPeer::default()
+                    }]),
+                    ports: Some(vec![NetworkPolicyPort {
+                        port: Some(IntOrString::Int(i32::from(labels::POSTGRES_PORT))),
+                        protocol: Some("TCP".to_owned()),
+                        end_port: None,
+                    }]),
+                }]),
+                ..NetworkPolicySpec::default()
+            }),
+        };
+        [deny, same_namespace, pools_to_servers]
+    }
+
+    /// Under `Internet`: egress to the cluster's DNS pods, the namespace's own pods, and public addresses.
+    /// Every private (RFC 1918), shared (RFC 6598), loopback and link-local range is left out of "public",
+    /// which covers pod, Service and node addresses of any common cluster, the API server, and the cloud
+    /// metadata address (169.254.169.254, fd00:ec2::254), without berth having to know the cluster's ranges.
+    fn egress(&self) -> Option<NetworkPolicy> {
+        if self.customer.spec.network.egress != Egress::Internet {
+            return None;
+        }
+        let peer = |namespace: Option<LabelSelector>, pods: Option<LabelSelector>, block: Option<IPBlock>| {
+            NetworkPolicyPeer {
+                namespace_selector: namespace,
+                pod_selector: pods,
+                ip_block: block,
+            }
+        };
+        let select = |k: &str, v: &str| LabelSelector {
+            match_labels: Some(BTreeMap::from([(k.to_owned(), v.to_owned())])),
+            match_expressions: None,
+        };
+        let public = |cidr: &str, except: &[&str]| IPBlock {
+            cidr: cidr.to_owned(),
+            except: Some(except.iter().map(|c| (*c).to_owned()).collect()),
+        };
+        let rule = |to: NetworkPolicyPeer| NetworkPolicyEgressRule {
+            to: Some(vec![to]),
+            ports: None,
+        };
+        Some(NetworkPolicy {
+            metadata: self.fence_meta(names::RESTRICT_EGRESS, "network"),
+            spec: Some(NetworkPolicySpec {
+                pod_selector: Some(LabelSelector::default()),
+                policy_types: Some(vec!["Egress".to_owned()]),
+                egress: Some(vec![
+                    // Any port: the DNS pods' own port is what the policy sees, after the Service's.
+                    rule(peer(
+                        Some(select("kubernetes.io/metadata.name", "kube-system")),
+                        Some(select("k8s-app", "kube-dns")),
+                        None,
+                    )),
+                    rule(peer(None, Some(LabelSelector::default()), None)),
+                    rule(peer(None, None, Some(public("0.0.0.0/0", PRIVATE_V4)))),
+                    rule(peer(None, None, Some(public("::/0", PRIVATE_V6)))),
+                ]),
+                ..NetworkPolicySpec::default()
+            }),
+        })
     }
 
     /// Always present, possibly with no subjects: one object whose subjects follow the spec is simpler
@@ -363,6 +493,7 @@ spec:
             resource_quota,
             limit_range,
             network_policies,
+            egress,
             admins,
             database,
             scheduler,
@@ -374,6 +505,7 @@ spec:
             &admins.metadata,
         ];
         fence.extend(network_policies.iter().map(|n| &n.metadata));
+        fence.extend(egress.iter().map(|n| &n.metadata));
         let features = vec![
             &database.as_ref().unwrap().metadata,
             &scheduler.as_ref().unwrap().metadata,
@@ -597,8 +729,8 @@ spec:
     }
 
     #[test]
-    fn network_policies_deny_then_allow_the_namespace() {
-        let [deny, same] = children(&customer(SEED)).unwrap().network_policies;
+    fn network_policies_deny_then_allow_the_namespace_and_only_pools_to_servers() {
+        let [deny, same, pools] = children(&customer(SEED)).unwrap().network_policies;
         let deny = deny.spec.unwrap();
         assert_eq!(deny.pod_selector, Some(LabelSelector::default()));
         assert!(deny.ingress.is_none(), "no ingress rule: nothing is allowed in");
@@ -606,6 +738,83 @@ spec:
         let from = same.ingress.unwrap()[0].from.clone().unwrap();
         assert_eq!(from[0].pod_selector, Some(LabelSelector::default()));
         assert!(from[0].namespace_selector.is_none(), "only this namespace's pods");
+        let to = same.pod_selector.unwrap().match_expressions.unwrap();
+        assert_eq!(
+            (to[0].key.as_str(), to[0].operator.as_str()),
+            (labels::ISOLATION, "DoesNotExist"),
+            "every pod but the isolated servers"
+        );
+        let pools = pools.spec.unwrap();
+        let to = pools.pod_selector.unwrap().match_labels.unwrap();
+        assert_eq!(
+            to.get(labels::ISOLATION).map(String::as_str),
+            Some(labels::POOL_ONLY)
+        );
+        let rule = &pools.ingress.unwrap()[0];
+        let from = rule.from.clone().unwrap()[0]
+            .pod_selector
+            .clone()
+            .unwrap()
+            .match_labels
+            .unwrap();
+        assert_eq!(from.get(labels::COMPONENT).map(String::as_str), Some("pool"));
+        assert!(
+            rule.from.clone().unwrap()[0].namespace_selector.is_none(),
+            "this namespace's pools"
+        );
+        let port = rule.ports.clone().unwrap()[0].port.clone();
+        assert_eq!(port, Some(IntOrString::Int(5432)));
+    }
+
+    #[test]
+    fn egress_is_open_unless_the_customer_asks_for_internet_only() {
+        assert_eq!(children(&customer(SEED)).unwrap().egress, None);
+        let c = customer("metadata: {name: zz}\nspec: {network: {egress: Internet}}\n");
+        let spec = children(&c).unwrap().egress.unwrap().spec.unwrap();
+        assert_eq!(spec.policy_types, Some(vec!["Egress".to_owned()]));
+        assert_eq!(
+            spec.pod_selector,
+            Some(LabelSelector::default()),
+            "every pod of the tenant"
+        );
+        let to: Vec<NetworkPolicyPeer> = spec
+            .egress
+            .unwrap()
+            .into_iter()
+            .flat_map(|r| r.to.unwrap())
+            .collect();
+        let dns = &to[0];
+        assert!(
+            dns.namespace_selector.is_some() && dns.pod_selector.is_some(),
+            "the DNS pods, in kube-system"
+        );
+        assert_eq!(to[1].pod_selector, Some(LabelSelector::default()));
+        assert!(to[1].namespace_selector.is_none(), "this namespace's pods");
+        let v4 = to[2].ip_block.clone().unwrap();
+        assert_eq!(v4.cidr, "0.0.0.0/0");
+        let except = v4.except.unwrap();
+        for private in [
+            "10.0.0.0/8",
+            "169.254.0.0/16",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "100.64.0.0/10",
+        ] {
+            assert!(
+                except.iter().any(|e| e == private),
+                "{private} is not the internet"
+            );
+        }
+        assert!(
+            to[3]
+                .ip_block
+                .clone()
+                .unwrap()
+                .except
+                .unwrap()
+                .iter()
+                .any(|e| e == "fe80::/10")
+        );
     }
 
     #[test]
@@ -621,6 +830,30 @@ spec:
             ("Group", "g1")
         );
         assert_eq!(subjects[1].kind, "User");
+    }
+
+    #[test]
+    fn berth_binds_its_tenant_role_to_itself_owned_even_under_retain() {
+        let access = TenantAccess {
+            role: "berth-tenant".to_owned(),
+            subject: Subject {
+                kind: "ServiceAccount".to_owned(),
+                name: "berth".to_owned(),
+                namespace: Some("berth-system".to_owned()),
+                api_group: None,
+            },
+        };
+        assert_eq!(operator_binding(&customer(SEED), None), None, "nothing to bind");
+        let retained = customer("metadata: {name: zz}\nspec: {deletionPolicy: Retain}\n");
+        let rb = operator_binding(&retained, Some(&access)).unwrap();
+        assert_eq!(rb.metadata.name.as_deref(), Some(names::OPERATOR));
+        assert_eq!(rb.metadata.namespace.as_deref(), Some("zz"));
+        assert_eq!(
+            (rb.role_ref.kind.as_str(), rb.role_ref.name.as_str()),
+            ("ClusterRole", "berth-tenant")
+        );
+        assert_eq!(rb.subjects, Some(vec![access.subject]));
+        assert_eq!(rb.owner_references().len(), 1, "goes with the Customer");
     }
 
     #[test]

@@ -8,7 +8,13 @@ pub const RESOURCE_QUOTA: &str = "tenant-quota";
 pub const LIMIT_RANGE: &str = "tenant-defaults";
 pub const DENY_INGRESS: &str = "default-deny-ingress";
 pub const ALLOW_SAME_NAMESPACE: &str = "allow-same-namespace";
+/// Lets the pools in to the database servers, which `allow-same-namespace` leaves out.
+pub const ALLOW_POOLS_TO_SERVERS: &str = "allow-pools-to-database-servers";
+/// Present under `spec.network.egress: Internet` only.
+pub const RESTRICT_EGRESS: &str = "restrict-egress";
 pub const ADMINS: &str = "tenant-admins";
+/// Binds berth's tenant ClusterRole to berth itself in the tenant namespace (see `berth_kit::TenantAccess`).
+pub const OPERATOR: &str = "berth-operator";
 /// The built-in ClusterRole tenant admins are bound to; the chart grants `bind` on exactly this one.
 pub const ADMIN_CLUSTER_ROLE: &str = "admin";
 /// Annotation on the tenant namespace: the UID of the Customer it belongs to.

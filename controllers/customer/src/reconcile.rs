@@ -367,6 +367,7 @@ async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx, repairs: &mut R
         resource_quota,
         limit_range,
         network_policies,
+        egress,
         admins,
         database,
         scheduler,
@@ -395,14 +396,37 @@ async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx, repairs: &mut R
             scheduler: None,
         });
     }
+    let access = kit.settings.tenant_access.as_ref();
+    let fresh = match build::operator_binding(c, access) {
+        Some(binding) => bind_operator(kit, &st.role_bindings, &binding, repairs).await?,
+        None => false,
+    };
     let quota = current(&st.quotas, &resource_quota);
-    repairs.note(kit.ensure(&kit.api(&name), &resource_quota, quota).await?);
+    let quotas: Api<ResourceQuota> = kit.api(&name);
+    let applied = if fresh {
+        granted(|| kit.ensure(&quotas, &resource_quota, quota.clone())).await?
+    } else {
+        kit.ensure(&quotas, &resource_quota, quota).await?
+    };
+    repairs.note(applied);
     let limits = current(&st.limit_ranges, &limit_range);
     repairs.note(kit.ensure(&kit.api(&name), &limit_range, limits).await?);
     for np in &network_policies {
         remove_foreign_rules(kit, &st.network_policies, np).await?;
         let cached = current(&st.network_policies, np);
         repairs.note(kit.ensure(&kit.api(&name), np, cached).await?);
+    }
+    let restricting = ObjectRef::<Cached<NetworkPolicy>>::new(crate::names::RESTRICT_EGRESS).within(&name);
+    match egress {
+        Some(np) => {
+            let cached = current(&st.network_policies, &np);
+            repairs.note(kit.ensure(&kit.api(&name), &np, cached).await?);
+        }
+        None if st.network_policies.get(&restricting).is_some() => {
+            kit.delete(&kit.api::<NetworkPolicy>(&name), crate::names::RESTRICT_EGRESS)
+                .await?;
+        }
+        None => {}
     }
     let cached = current(&st.role_bindings, &admins);
     repairs.note(kit.ensure(&kit.api(&name), &admins, cached).await?);
@@ -423,6 +447,56 @@ async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx, repairs: &mut R
         database,
         scheduler,
     })
+}
+
+/// Binds berth's tenant role to berth in the namespace, before anything else is written there: every
+/// other child is written with the rights it grants. Created with a plain create when the cache does not
+/// hold it, since the API server authorizes an apply as `patch`, which berth holds only through this very
+/// binding. Returns whether it was created just now.
+async fn bind_operator(
+    kit: &Context,
+    cache: &Store<Cached<RoleBinding>>,
+    binding: &RoleBinding,
+    repairs: &mut Repairs,
+) -> Result<bool> {
+    let cached = current(cache, binding);
+    let api: Api<RoleBinding> = kit.api(&binding.namespace().unwrap_or_default());
+    if cached.is_none() {
+        let params = PostParams {
+            field_manager: Some(kit.manager.clone()),
+            ..PostParams::default()
+        };
+        kit.count_write("create");
+        match api.create(&params, binding).await {
+            Ok(_) => return Ok(true),
+            // There already: whose it is, and whether it is as it should be, is `ensure`'s to find out.
+            Err(e) if is_conflict(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    repairs.note(kit.ensure(&api, binding, cached).await?);
+    Ok(false)
+}
+
+/// Runs the first write after a new binding, again while the API server's authorizer has not seen the
+/// binding yet (it follows RBAC objects through a watch of its own, usually within milliseconds): that
+/// refusal is not one to report, or to wait out with the error back-off.
+async fn granted<T, F, Fut>(mut write: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut wait = Duration::from_millis(20);
+    loop {
+        match write().await {
+            Err(Error::Kube(kube::Error::Api(s))) if s.code == 403 && wait < Duration::from_secs(3) => {
+                tracing::debug!(message = %s.message, "waiting for berth's new binding to take effect");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// A rule someone added by hand to a policy berth keeps rule-free (default-deny) is not berth's field, so

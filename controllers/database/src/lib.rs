@@ -25,13 +25,14 @@ use std::sync::Arc;
 use berth_api::Database;
 use berth_kit::Context;
 use berth_kit::changes::{all_but_status, any_change};
+use berth_kit::namespaced::{Keep, PerNamespace};
 use berth_kit::shared::Subscription;
 use berth_kit::watch::{Synced, listed, owned};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::Api;
 use kube::runtime::{Controller, controller};
+use kube::{Api, ResourceExt};
 
 use crate::reconcile::{Caches, Ctx};
 
@@ -44,13 +45,16 @@ pub const NAME: &str = "database";
 /// Runs the Database controller until `shutdown` resolves, then lets in-flight reconciles finish.
 ///
 /// Children are watched through kit's label-selected caches (`app.kubernetes.io/managed-by=berth`),
-/// so the operator never caches the cluster's other Secrets and ConfigMaps.
+/// so the operator never caches the cluster's other ConfigMaps. Secrets are not watched cluster-wide at
+/// all: one metadata-only watch per namespace that holds a Database wakes the controller, and a reconcile
+/// reads the Secrets it needs by name.
 ///
-/// RBAC it needs (the chart's ClusterRole): `databases` list/watch, `databases/status` patch,
-/// `databases/finalizers` update (for `blockOwnerDeletion`); `secrets` get/list/watch/create/patch;
-/// `configmaps`, `services`, `statefulsets`, `deployments`, `poddisruptionbudgets`
-/// list/watch/create/patch; `persistentvolumeclaims` get/list/watch; `persistentvolumes` get/patch
-/// (cluster-scoped: a `Retain` Database's volume gets reclaim policy `Retain`); `events` create.
+/// RBAC it needs, cluster-wide (the chart's ClusterRole): `databases`, `configmaps`, `services`,
+/// `statefulsets`, `deployments`, `poddisruptionbudgets`, `persistentvolumeclaims` list/watch;
+/// `persistentvolumes` get/patch (a `Retain` Database's volume gets reclaim policy `Retain`); `events`
+/// create. In tenant namespaces only (the chart's tenant ClusterRole, bound there by the Customer
+/// controller): `secrets` get/list/watch/create/patch; the children's kinds get/create/patch;
+/// `persistentvolumeclaims` get; `databases/status` patch, `databases/finalizers` update.
 pub async fn run(
     kit: Arc<Context>,
     databases: Subscription<Database>,
@@ -58,7 +62,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = kit.client.clone();
-    let (secrets, secret_stream) = owned(Api::<Secret>::all(client.clone()), all_but_status);
+    let in_use = databases.store.clone();
+    let keep: Keep = Arc::new(move |ns: &str| {
+        in_use
+            .state()
+            .iter()
+            .any(|d| d.namespace().as_deref() == Some(ns))
+    });
+    let (secret_watches, secret_stream) = PerNamespace::<Secret>::new(client.clone(), keep);
     let (config_maps, config_map_stream) = owned(Api::<ConfigMap>::all(client.clone()), all_but_status);
     let (servers, server_stream) = owned(Api::<StatefulSet>::all(client.clone()), any_change);
     let (pools, pool_stream) = owned(Api::<Deployment>::all(client.clone()), any_change);
@@ -68,7 +79,6 @@ pub async fn run(
     berth_kit::watch::mark_synced_when(&kit, databases.listed());
     let controller = Controller::for_shared_stream(databases.changes, databases.store);
     let synced = Synced::new(vec![
-        listed(&secrets),
         listed(&config_maps),
         listed(&servers),
         listed(&pools),
@@ -78,8 +88,8 @@ pub async fn run(
     ]);
     let ctx = Arc::new(Ctx {
         kit,
+        secret_watches,
         caches: Caches {
-            secrets,
             config_maps,
             servers,
             pools,

@@ -5,7 +5,7 @@
 /// Component label of the server side: credentials, StatefulSet, headless Service, connection Secret.
 pub const SERVER_COMPONENT: &str = "database";
 /// Component label of the pgbouncer side: ConfigMap, userlist Secret, Deployment, Service, PDB.
-pub const POOL_COMPONENT: &str = "pool";
+pub const POOL_COMPONENT: &str = berth_kit::labels::POOL_COMPONENT;
 
 /// The PostgreSQL superuser. pgbouncer never sees it: its userlist holds the app role only.
 pub const SUPERUSER: &str = "postgres";
@@ -13,7 +13,7 @@ pub const SUPERUSER: &str = "postgres";
 pub const APP_USER: &str = "app";
 
 /// PostgreSQL and pgbouncer both listen here, in their pods and on their Services.
-pub const PORT: u16 = 5432;
+pub const PORT: u16 = berth_kit::labels::POSTGRES_PORT;
 
 /// Longest Database name berth accepts: `<db>-postgres-<revision hash>` must stay a 63-character label.
 pub const MAX_NAME_LEN: usize = 40;

@@ -84,7 +84,8 @@ pub(crate) fn missing_message(db: &str) -> String {
         "credentials Secret {secret} is missing, but the database may hold data (StatefulSet {server} or \
          PersistentVolumeClaim {claim} exists); berth generates passwords only for a new, empty volume, \
          since new ones would lock every client out. To recover, restore Secret {secret} from a backup, \
-         with label {MANAGED_BY}={BERTH} and keys {keys}; or, accepting the loss of all its data, delete \
+         with label {MANAGED_BY}={BERTH} (which berth's admission policy leaves to members of \
+         system:masters) and keys {keys}; or, accepting the loss of all its data, delete \
          StatefulSet {server} and PersistentVolumeClaim {claim}, and berth starts an empty database with \
          new credentials"
     )
@@ -94,7 +95,7 @@ pub(crate) fn missing_message(db: &str) -> String {
 /// controlling Database, as for every owned child, and for a credentials Secret also the Database its
 /// name and instance label give. Under `Retain` that Secret has no owner, and its deletion ([`Origin::Missing`])
 /// or its restore (back to [`Origin::Use`]) must still wake its Database.
-pub(crate) fn databases_of(secret: &Secret) -> Vec<ObjectRef<Database>> {
+pub(crate) fn databases_of<K: ResourceExt>(secret: &K) -> Vec<ObjectRef<Database>> {
     let namespace = secret.namespace();
     let mut out: Vec<ObjectRef<Database>> = secret
         .owner_references()

@@ -8,6 +8,7 @@ use std::time::Duration;
 use berth_api::Database;
 use berth_kit::conditions::{READY, now};
 use berth_kit::labels::customer_of;
+use berth_kit::namespaced::PerNamespace;
 use berth_kit::runtime::Reconciler;
 use berth_kit::slim::Cached;
 use berth_kit::watch::{Synced, current};
@@ -39,6 +40,8 @@ const RECHECK: Duration = Duration::from_secs(30);
 pub(crate) struct Ctx {
     pub(crate) kit: Arc<Context>,
     pub(crate) caches: Caches,
+    /// Wakes the controller when a Secret of a Database changes (see `berth_kit::namespaced`).
+    pub(crate) secret_watches: PerNamespace<Secret>,
     pub(crate) synced: Synced,
     /// Volumes this process has seen at reclaim policy `Retain` (see `volume::Retained`).
     pub(crate) retained: Retained,
@@ -46,7 +49,6 @@ pub(crate) struct Ctx {
 
 /// What the controller's label-selected watches hold of its children.
 pub(crate) struct Caches {
-    pub(crate) secrets: Store<Cached<Secret>>,
     pub(crate) config_maps: Store<Cached<ConfigMap>>,
     pub(crate) servers: Store<Cached<StatefulSet>>,
     pub(crate) pools: Store<Cached<Deployment>>,
@@ -86,6 +88,8 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
         // The garbage collector removes the children; applying them now would bring them back.
         return Ok(Action::await_change());
     }
+
+    ctx.secret_watches.watch(&namespace);
 
     // Validate: pure, before anything is read or written.
     validate(db).map_err(Error::InvalidSpec)?;
@@ -169,16 +173,11 @@ impl Loaded {
     async fn load(ctx: &Ctx, namespace: &str, name: &str) -> Result<Self> {
         ctx.synced.wait().await?;
         let c = &ctx.caches;
-        let key = ObjectRef::new(&names::credentials(name)).within(namespace);
-        let credentials = match c.secrets.get(&key) {
-            Some(cached) => Some(Secret::clone(&cached)),
-            None => {
-                ctx.kit
-                    .api::<Secret>(namespace)
-                    .get_opt(&names::credentials(name))
-                    .await?
-            }
-        };
+        let credentials = ctx
+            .kit
+            .api::<Secret>(namespace)
+            .get_opt(&names::credentials(name))
+            .await?;
         let server = c
             .servers
             .get(&ObjectRef::new(&names::server(name)).within(namespace));
@@ -287,9 +286,9 @@ async fn apply(
     r.note(kit.ensure(&config_maps, &server_init, cached).await?);
     let cached = current(&c.config_maps, &pool_config);
     r.note(kit.ensure(&config_maps, &pool_config, cached).await?);
-    let cached = current(&c.secrets, &pool_auth);
+    let cached = read(&secrets, &pool_auth).await?;
     r.note(kit.ensure(&secrets, &pool_auth, cached).await?);
-    let cached = current(&c.secrets, &connection);
+    let cached = read(&secrets, &connection).await?;
     r.note(kit.ensure(&secrets, &connection, cached).await?);
 
     // 2. Workloads: the server, then the pool in front of it.
@@ -307,6 +306,15 @@ async fn apply(
     r.note(kit.ensure(&kit.api(namespace), &pool_budget, cached).await?);
     r.tell(kit, &db.object_ref(&())).await;
     Ok((server, pool))
+}
+
+/// A Secret as it is now, read by name where other kinds come from a cache (berth caches no Secret), and
+/// viewed as a cache would hold it: its values only as a digest.
+async fn read(api: &Api<Secret>, desired: &Secret) -> Result<Option<Arc<Cached<Secret>>>> {
+    Ok(api
+        .get_opt(&desired.name_any())
+        .await?
+        .map(|s| Arc::new(Cached::new(s))))
 }
 
 /// The credentials Secret is created once and never overwritten.

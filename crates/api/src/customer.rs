@@ -58,6 +58,10 @@ pub struct CustomerSpec {
     /// What happens to the namespace and its data when the Customer is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Network isolation beyond what every tenant gets (ingress from its own namespace only, and to its
+    /// database servers from their pools only).
+    #[serde(default)]
+    pub network: Network,
     /// Take over the namespace, and the data in it, that an earlier Customer of this name left behind under
     /// `deletionPolicy: Retain`: that Customer's UID, as the namespace records it in its annotation
     /// `berth.dev/customer-uid`. Without it such a namespace is left untouched and reported
@@ -126,6 +130,23 @@ impl Default for SchedulerFeature {
             workflows: Vec::new(),
         }
     }
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Network {
+    /// Where the tenant's pods may connect to. `Unrestricted` (the default): anywhere. `Internet`: the
+    /// cluster's DNS, the pods of the tenant's own namespace, and public addresses only; not other
+    /// namespaces, nodes, the API server, private or shared address ranges, or link-local addresses such
+    /// as a cloud's metadata service.
+    #[serde(default)]
+    pub egress: Egress,
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Egress {
+    #[default]
+    Unrestricted,
+    Internet,
 }
 
 /// Accepted and reported; delivery is not implemented yet.

@@ -11,8 +11,8 @@ pub use common::{
     ConcurrencyPolicy, DeletionPolicy, PoolMode, PoolSpec, Workflow, condition_status, find_condition,
 };
 pub use customer::{
-    AdminKind, AdminSubject, Customer, CustomerSpec, CustomerStatus, DatabaseFeature, Features, Quota,
-    SchedulerFeature, WebhooksFeature,
+    AdminKind, AdminSubject, Customer, CustomerSpec, CustomerStatus, DatabaseFeature, Egress, Features,
+    Network, Quota, SchedulerFeature, WebhooksFeature,
 };
 pub use database::{Database, DatabaseSpec, DatabaseStatus, connection_secret};
 pub use scheduler::{Scheduler, SchedulerSpec, SchedulerStatus, WorkflowStatus};

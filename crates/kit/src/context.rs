@@ -32,6 +32,19 @@ pub struct Settings {
     pub pgbouncer_image: String,
     /// Directory of PostgreSQL's server binaries in the server image; empty means they are on `PATH`.
     pub postgres_bin_dir: String,
+    /// How berth gets its rights inside a tenant namespace; `None` where it holds them cluster-wide.
+    pub tenant_access: Option<TenantAccess>,
+}
+
+/// berth's rights inside a tenant namespace come from a ClusterRole that no ClusterRoleBinding grants:
+/// the Customer controller binds it to berth's own identity in each tenant namespace, right after creating
+/// the namespace, so berth cannot write workloads or read Secrets anywhere else.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TenantAccess {
+    /// The ClusterRole (the chart's `<release>-tenant`).
+    pub role: String,
+    /// Who berth is, as the API server authenticates it (a ServiceAccount in the cluster).
+    pub subject: k8s_openapi::api::rbac::v1::Subject,
 }
 
 impl Default for Settings {
@@ -40,6 +53,7 @@ impl Default for Settings {
             postgres_image: "ghcr.io/cloudnative-pg/postgresql:17".to_owned(),
             pgbouncer_image: "ghcr.io/cloudnative-pg/pgbouncer:1.24.1".to_owned(),
             postgres_bin_dir: String::new(),
+            tenant_access: None,
         }
     }
 }

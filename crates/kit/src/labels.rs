@@ -10,6 +10,14 @@ pub const CUSTOMER: &str = "berth.dev/customer";
 /// Put on a tenant namespace that outlived its Customer under `deletionPolicy: Retain`.
 pub const RETAINED: &str = "berth.dev/retained";
 pub const BERTH: &str = "berth";
+/// On the pods only a tenant's pools may reach (a PostgreSQL server): the tenant's
+/// `allow-same-namespace` policy leaves them out, and a policy of their own lets the pools in.
+pub const ISOLATION: &str = "berth.dev/isolation";
+pub const POOL_ONLY: &str = "pool-only";
+/// Component of a Database's pgbouncer pods, the only pods a server lets in.
+pub const POOL_COMPONENT: &str = "pool";
+/// The port a tenant's PostgreSQL servers listen on.
+pub const POSTGRES_PORT: u16 = 5432;
 
 /// `app.kubernetes.io/managed-by=berth`, the selector every berth watch of a common kind uses.
 #[must_use]

@@ -12,6 +12,7 @@ pub mod error;
 pub mod labels;
 pub mod managers;
 pub mod metrics;
+pub mod namespaced;
 pub mod owner;
 pub mod ownership;
 pub mod report;
@@ -22,6 +23,6 @@ pub mod trace;
 pub mod watch;
 
 pub use apply::{apply, apply_status, delete_if_exists};
-pub use context::{Applied, Context, Outcome, Repairs, Settings};
+pub use context::{Applied, Context, Outcome, Repairs, Settings, TenantAccess};
 pub use error::{Error, Result};
 pub use owner::owner_ref;

@@ -161,9 +161,15 @@ impl Slim for Service {
     }
 }
 
-// Kept whole: small, or read back (the credentials Secret's passwords, a namespace's phase, a Job's state,
-// a volume claim's binding).
-impl Slim for Secret {}
+// A Secret berth compares is one it reads by name (it caches none), and its values need not outlive that
+// comparison; the credentials berth reads back are read as a plain Secret, not this view.
+impl Slim for Secret {
+    fn slim(&mut self) -> Option<String> {
+        Some(digest(&(self.data.take(), self.string_data.take())))
+    }
+}
+
+// Kept whole: small, or read back (a namespace's phase, a Job's state, a volume claim's binding).
 impl Slim for PersistentVolumeClaim {}
 impl Slim for Namespace {}
 impl Slim for LimitRange {}

@@ -91,6 +91,12 @@ pub struct Args {
     #[arg(long, env = "BERTH_POSTGRES_BIN_DIR")]
     pub postgres_bin_dir: Option<String>,
 
+    /// ClusterRole of what berth does inside a tenant namespace, bound there to berth's own identity by the
+    /// Customer controller (the chart's `<release>-tenant`); empty: berth holds those rights cluster-wide
+    /// and binds nothing.
+    #[arg(long, env = "BERTH_TENANT_ROLE", default_value = "berth-tenant")]
+    pub tenant_role: String,
+
     /// Shut down when standard input closes, as on SIGTERM; lets a supervising process (the e2e
     /// harness) stop berth by simply going away.
     #[arg(long, hide = true)]

@@ -1,5 +1,6 @@
 //! `berth`: the Customer, Database and Scheduler controllers in one process.
 
+mod access;
 mod args;
 mod fence;
 mod http;

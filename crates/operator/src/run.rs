@@ -11,7 +11,7 @@ use berth_api::{Database, Scheduler};
 use berth_kit::changes::{all_but_status, all_but_status_except_readiness};
 use berth_kit::metrics::Metrics;
 use berth_kit::shared::Shared;
-use berth_kit::{Context, Settings};
+use berth_kit::{Context, Settings, TenantAccess};
 use kube::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use prometheus_client::registry::Registry;
@@ -52,6 +52,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         shutdown.clone().cancelled_owned(),
     ));
 
+    // With the Lease's client: unfenced, so a standby may ask too. After the probes are served: alive
+    // while the API server cannot be reached, never ready.
+    let access = tokio::select! {
+        access = crate::access::resolve(&clients.lease, &args.tenant_role) => access?,
+        () = shutdown.cancelled() => {
+            finish(server).await?;
+            return Ok(());
+        }
+    };
     let mut elector = args.leader_elect.then(|| {
         Elector::new(
             clients.lease,
@@ -70,6 +79,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         health: &health,
         identity: &identity,
         shutdown: &shutdown,
+        access: access.as_ref(),
     };
     loop {
         let mut valid_until = None;
@@ -183,6 +193,7 @@ struct Term<'a> {
     health: &'a Arc<Health>,
     identity: &'a str,
     shutdown: &'a CancellationToken,
+    access: Option<&'a TenantAccess>,
 }
 
 impl Term<'_> {
@@ -206,7 +217,7 @@ impl Term<'_> {
                 name,
                 Recorder::new(client.clone(), reporter),
                 self.metrics.clone(),
-                settings(args),
+                settings(args, self.access),
             )
         };
         // Kinds more than one controller reads are watched once for the process (see `berth_kit::shared`).
@@ -386,8 +397,11 @@ async fn signals(shutdown: CancellationToken, stdin_eof: bool) {
     shutdown.cancel();
 }
 
-fn settings(args: &Args) -> Settings {
-    let mut s = Settings::default();
+fn settings(args: &Args, access: Option<&TenantAccess>) -> Settings {
+    let mut s = Settings {
+        tenant_access: access.cloned(),
+        ..Settings::default()
+    };
     if let Some(image) = &args.postgres_image {
         s.postgres_image.clone_from(image);
     }

@@ -217,14 +217,26 @@ async fn customer_children(
         mut resource_quota,
         mut limit_range,
         mut network_policies,
+        egress: _,
         mut admins,
         database,
         scheduler,
     } = berth_customer::build::children(&customer).context("the synthetic Customer has a UID")?;
+    // berth binds its tenant role first in every tenant namespace; so does the floor.
+    let access = berth_kit::TenantAccess {
+        role: crate::BERTH_TENANT_ROLE.to_owned(),
+        subject: serde_json::from_value(serde_json::json!({
+            "kind": "ServiceAccount", "name": crate::BERTH_SERVICE_ACCOUNT, "namespace": crate::operator::LEASE_NAMESPACE
+        }))?,
+    };
+    let mut binding = berth_customer::build::operator_binding(&customer, Some(&access))
+        .context("the synthetic Customer has a UID")?;
     let ns = customer.namespace_name();
     let strip = |m: &mut kube::api::ObjectMeta| m.owner_references = None;
     strip(&mut namespace.metadata);
     put(&Api::all(client.clone()), &namespace, verb, stats).await?;
+    strip(&mut binding.metadata);
+    put(&Api::namespaced(client.clone(), &ns), &binding, verb, stats).await?;
     strip(&mut resource_quota.metadata);
     put(
         &Api::namespaced(client.clone(), &ns),

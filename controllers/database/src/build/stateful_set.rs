@@ -12,6 +12,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::Inputs;
+use berth_kit::labels::{ISOLATION, POOL_ONLY};
+
 use super::server_pod::pod;
 use crate::names::{self, DATA_VOLUME};
 
@@ -25,7 +27,7 @@ pub(super) fn server(inputs: &Inputs<'_>) -> StatefulSet {
             selector: inputs.label_selector(names::SERVER_COMPONENT),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(inputs.labels(names::SERVER_COMPONENT)),
+                    labels: Some(server_pod_labels(inputs)),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod(inputs)),
@@ -74,6 +76,15 @@ fn same_claim(a: &PersistentVolumeClaim, b: &PersistentVolumeClaim) -> bool {
         )
     };
     set(a) == set(b)
+}
+
+/// The server's pods are reached through the pool only: the tenant namespace's policies let only pool
+/// pods in to pods with this isolation label (see the Customer controller's network policies), so an app
+/// cannot bypass the pool's connection limits.
+fn server_pod_labels(inputs: &Inputs<'_>) -> std::collections::BTreeMap<String, String> {
+    let mut labels = inputs.labels(names::SERVER_COMPONENT);
+    labels.insert(ISOLATION.to_owned(), POOL_ONLY.to_owned());
+    labels
 }
 
 fn claim(inputs: &Inputs<'_>) -> PersistentVolumeClaim {
