@@ -443,9 +443,12 @@ async fn a_tenant_pod_uses_its_database_through_the_pool_and_other_tenants_canno
     // Not even the tenant's own pods reach the server past the pool (only pool pods may), while the
     // same pod reaches the pool: the server's name resolves, the pool answers, the server never does.
     let server = format!("db-postgres-0.db-postgres.{name}.svc.cluster.local");
+    // The pool first, patiently (the enforcer learns the new pod's address a moment after it starts;
+    // exit 3 if the pool never answers), then the server, which must never answer.
     let bypass = format!(
         "nslookup {server} >/dev/null || exit 9; \
-         pg_isready -U probe -d probe -t 5 -h db.{name}.svc.cluster.local -p 5432 || exit 3; \
+         n=0; until pg_isready -U probe -d probe -t 5 -h db.{name}.svc.cluster.local -p 5432; do \
+           n=$((n+1)); [ $n -ge 20 ] && exit 3; sleep 1; done; \
          for i in $(seq 3); do pg_isready -U probe -d probe -t 5 -h {server} -p 5432 && exit 0; done; exit 2"
     );
     let (direct, out) = run_pod(&client, &name, &postgres(), &bypass, &[]).await;
@@ -1311,7 +1314,8 @@ async fn internet_only_egress_keeps_dns_and_reaches_no_other_namespace() {
     for n in [&open, &closed] {
         ready(&client, n).await;
     }
-    let fetch = format!("wget -q -T 3 -O- http://{ip}:8080/");
+    // busybox's wget crashes on a connection that fails; nc reports it.
+    let fetch = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} 8080 | grep reachable");
     // Control: from a tenant with open egress the server answers.
     let reach = format!("for i in $(seq 20); do {fetch} && exit 0; sleep 1; done; exit 2");
     let (code, out) = run_pod(&client, &open, &busybox(), &reach, &[]).await;

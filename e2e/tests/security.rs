@@ -314,3 +314,76 @@ async fn a_tenants_own_secrets_never_reach_berths_memory() {
     );
     drop_tenant(&c, &tenant).await;
 }
+
+/// A Job with a Scheduler's labels and controller reference that berth did not make (here a cluster
+/// admin's, whom the admission policy lets through) is no run: it holds no worker and is not counted.
+#[tokio::test]
+async fn a_job_berth_did_not_seal_is_not_a_run() {
+    let c = setup().await;
+    let tenant = tenant(&c, "sec-seal", "").await;
+    let schedulers = Api::<Scheduler>::namespaced(c.clone(), &tenant);
+    let scheduler = schedulers.get(berth_customer::names::SCHEDULER).await.unwrap();
+    let labels: serde_json::Map<String, serde_json::Value> =
+        berth_scheduler::job::selector(&scheduler.name_any())
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), json!(v)))
+            .collect();
+    let forged: Job = serde_json::from_value(json!({
+        "metadata": {
+            "name": "forged-run",
+            "labels": labels,
+            "ownerReferences": [{
+                "apiVersion": "berth.dev/v1alpha1", "kind": "Scheduler",
+                "name": scheduler.name_any(), "uid": scheduler.uid().unwrap(), "controller": true
+            }]
+        },
+        // A pod the tenant namespace's restricted Pod Security admits, so the Job really runs.
+        "spec": {"template": {"spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "x", "image": "busybox",
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}
+            }]
+        }}}
+    }))
+    .unwrap();
+    let jobs = Api::<Job>::namespaced(c.clone(), &tenant);
+    jobs.create(&PostParams::default(), &forged).await.unwrap();
+    wait_for(&jobs, "forged-run", READY_WITHIN, "the forged Job running", |j| {
+        j.status.as_ref().and_then(|s| s.active) == Some(1)
+    })
+    .await;
+    // A change the Scheduler must act on: once it has, its status counts no run.
+    Api::<Customer>::all(c.clone())
+        .patch(
+            &tenant,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"features": {"scheduler": {"workers": 2}}}})),
+        )
+        .await
+        .unwrap();
+    let seen = wait_for(
+        &schedulers,
+        berth_customer::names::SCHEDULER,
+        READY_WITHIN,
+        "the Scheduler to observe workers: 2",
+        |s| {
+            s.spec.workers == 2
+                && s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
+        },
+    )
+    .await;
+    let status = seen.status.unwrap();
+    assert_eq!(
+        (status.running, status.queued),
+        (0, 0),
+        "the forged Job counted as a run"
+    );
+    assert!(
+        jobs.get_opt("forged-run").await.unwrap().is_some(),
+        "berth leaves a Job it did not make alone"
+    );
+    drop_tenant(&c, &tenant).await;
+}

@@ -227,13 +227,20 @@ async fn carry(
         let Some(workflow) = scheduler.spec.workflows.iter().find(|w| w.name == run.workflow) else {
             continue;
         };
-        let job = job::build(scheduler, workflow, run, owner.clone());
+        let mut job = job::build(scheduler, workflow, run, owner.clone());
+        if let Some(seal) = &ctx.settings.seal {
+            seal.apply(&mut job.metadata, &owner.uid);
+        }
         ctx.count_write("create");
         let holder = match api.create(&post, &job).await {
             Ok(_) => Holder::Us,
             Err(e) if is_conflict(&e) => {
                 let existing = api.get_metadata_opt(&run.name).await?;
-                job::holder(existing.as_ref().map(|j| &j.metadata), &owner.uid)
+                job::holder(
+                    existing.as_ref().map(|j| &j.metadata),
+                    &owner.uid,
+                    ctx.settings.seal.as_ref(),
+                )
             }
             Err(e) => return Err(e.into()),
         };

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use berth_api::{Scheduler, Workflow};
 use berth_kit::labels::{BERTH, COMPONENT, INSTANCE, MANAGED_BY, customer_of, labels};
+use berth_kit::seal::Seal;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
@@ -182,10 +183,16 @@ fn runtime_default() -> SeccompProfile {
     }
 }
 
-/// Whether a Job is a run of the Scheduler with `uid`: that Scheduler is its controller. A Scheduler
-/// recreated under the same name has a new uid, so it neither adopts nor mistakes its predecessor's runs.
+/// Whether a Job is a run of the Scheduler with `uid`: that Scheduler is its controller, and berth made
+/// it for that Scheduler (its `seal`; see `berth_kit::seal`). A Scheduler recreated under the same name has
+/// a new uid, so it neither adopts nor mistakes its predecessor's runs; a Job someone else made with the
+/// Scheduler's labels and owner reference holds no worker, queues nothing and is never pruned as history.
 #[must_use]
-pub fn is_ours(job: &ObjectMeta, uid: &str) -> bool {
+pub fn is_ours(job: &ObjectMeta, uid: &str, seal: Option<&Seal>) -> bool {
+    controlled_by(job, uid) && seal.is_none_or(|s| s.made(job, uid))
+}
+
+fn controlled_by(job: &ObjectMeta, uid: &str) -> bool {
     job.owner_references
         .iter()
         .flatten()
@@ -208,16 +215,23 @@ pub enum Holder {
 /// What an existing Job with a run's name means for the Scheduler with `uid` ([`Holder`]), from the Job's
 /// metadata as read after the 409 (`None`: it was gone).
 #[must_use]
-pub fn holder(existing: Option<&ObjectMeta>, uid: &str) -> Holder {
+pub fn holder(existing: Option<&ObjectMeta>, uid: &str, seal: Option<&Seal>) -> Holder {
     let Some(job) = existing else {
         return Holder::Leaving;
     };
-    if is_ours(job, uid) {
+    if is_ours(job, uid, seal) {
         return if job.deletion_timestamp.is_some() {
             Holder::Leaving
         } else {
             Holder::Us
         };
+    }
+    if controlled_by(job, uid) {
+        return Holder::Other(
+            "a Job of that name exists with this Scheduler as its controller, but berth did not make it \
+             (no valid berth.dev/seal)"
+                .to_owned(),
+        );
     }
     let controller = job
         .owner_references

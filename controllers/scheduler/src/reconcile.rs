@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use berth_api::Scheduler;
 use berth_kit::runtime::Reconciler;
+use berth_kit::seal::Seal;
 use berth_kit::{Context, Error, Result};
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
@@ -58,7 +59,7 @@ async fn converge(
 
     // Load: a fresh, label-selected list, so the queue is never judged on a cache that missed a create.
     let jobs: Api<Job> = ctx.api(namespace);
-    let runs = load(&jobs, &name, &owner.uid).await?;
+    let runs = load(&jobs, &name, &owner.uid, ctx.settings.seal.as_ref()).await?;
 
     // Plan.
     let now = Timestamp::now();
@@ -93,17 +94,17 @@ async fn converge(
     Ok(requeue(next_wakeup.into_iter().chain(retry).min(), now))
 }
 
-/// The Scheduler's runs: Jobs carrying its labels and controlled by it (its uid, so a Scheduler
-/// recreated under the same name does not adopt its predecessor's runs), whatever their names: runs named
+/// The Scheduler's runs: Jobs carrying its labels, controlled by it (its uid, so a Scheduler
+/// recreated under the same name does not adopt its predecessor's runs) and sealed by berth, whatever their names: runs named
 /// before names carried the Scheduler's tag still hold workers, queue, and count as history.
-async fn load(jobs: &Api<Job>, scheduler: &str, uid: &str) -> Result<Vec<Run>> {
+async fn load(jobs: &Api<Job>, scheduler: &str, uid: &str, seal: Option<&Seal>) -> Result<Vec<Run>> {
     let list = jobs
         .list(&ListParams::default().labels(&job::selector(scheduler)))
         .await?;
     Ok(list
         .items
         .iter()
-        .filter(|j| job::is_ours(&j.metadata, uid))
+        .filter(|j| job::is_ours(&j.metadata, uid, seal))
         .filter_map(job::view)
         .collect())
 }

@@ -34,6 +34,8 @@ pub struct Settings {
     pub postgres_bin_dir: String,
     /// How berth gets its rights inside a tenant namespace; `None` where it holds them cluster-wide.
     pub tenant_access: Option<TenantAccess>,
+    /// Marks what berth creates as berth's (see [`crate::seal`]); `None` in tests that run no operator.
+    pub seal: Option<crate::seal::Seal>,
 }
 
 /// berth's rights inside a tenant namespace come from a ClusterRole that no ClusterRoleBinding grants:
@@ -54,6 +56,7 @@ impl Default for Settings {
             pgbouncer_image: "ghcr.io/cloudnative-pg/pgbouncer:1.24.1".to_owned(),
             postgres_bin_dir: String::new(),
             tenant_access: None,
+            seal: None,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod owner;
 pub mod ownership;
 pub mod report;
 pub mod runtime;
+pub mod seal;
 pub mod shared;
 pub mod slim;
 pub mod trace;

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use berth_api::{Database, Scheduler};
 use berth_kit::changes::{all_but_status, all_but_status_except_readiness};
 use berth_kit::metrics::Metrics;
+use berth_kit::seal::Seal;
 use berth_kit::shared::Shared;
 use berth_kit::{Context, Settings, TenantAccess};
 use kube::Api;
@@ -54,8 +55,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // With the Lease's client: unfenced, so a standby may ask too. After the probes are served: alive
     // while the API server cannot be reached, never ready.
-    let access = tokio::select! {
-        access = crate::access::resolve(&clients.lease, &args.tenant_role) => access?,
+    let identity_and_seal = async {
+        let access = crate::access::resolve(&clients.lease, &args.tenant_role).await?;
+        let seal = crate::access::seal(&clients.lease, &lease_namespace).await?;
+        anyhow::Ok((access, seal))
+    };
+    let (access, seal) = tokio::select! {
+        found = identity_and_seal => found?,
         () = shutdown.cancelled() => {
             finish(server).await?;
             return Ok(());
@@ -80,6 +86,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         identity: &identity,
         shutdown: &shutdown,
         access: access.as_ref(),
+        seal: &seal,
     };
     loop {
         let mut valid_until = None;
@@ -194,6 +201,7 @@ struct Term<'a> {
     identity: &'a str,
     shutdown: &'a CancellationToken,
     access: Option<&'a TenantAccess>,
+    seal: &'a Seal,
 }
 
 impl Term<'_> {
@@ -217,7 +225,7 @@ impl Term<'_> {
                 name,
                 Recorder::new(client.clone(), reporter),
                 self.metrics.clone(),
-                settings(args, self.access),
+                settings(args, self.access, self.seal),
             )
         };
         // Kinds more than one controller reads are watched once for the process (see `berth_kit::shared`).
@@ -397,9 +405,10 @@ async fn signals(shutdown: CancellationToken, stdin_eof: bool) {
     shutdown.cancel();
 }
 
-fn settings(args: &Args, access: Option<&TenantAccess>) -> Settings {
+fn settings(args: &Args, access: Option<&TenantAccess>, seal: &Seal) -> Settings {
     let mut s = Settings {
         tenant_access: access.cloned(),
+        seal: Some(seal.clone()),
         ..Settings::default()
     };
     if let Some(image) = &args.postgres_image {

@@ -298,7 +298,7 @@ fn a_taken_name_is_ours_leaving_or_someone_elses() {
         ("hand-made", Some(meta(vec![], false)), Err("has no controller")),
     ];
     for (what, existing, expected) in cases {
-        let got = holder(existing.as_ref(), us);
+        let got = holder(existing.as_ref(), us, None);
         match (expected, &got) {
             (Ok(h), _) => assert_eq!(got, h, "{what}"),
             (Err(says), Holder::Other(why)) => assert!(why.contains(says), "{what}: {why}"),
@@ -312,8 +312,30 @@ fn only_jobs_the_scheduler_controls_are_its_runs() {
     let yes = meta(vec![owned_by("uid-1", "Scheduler", "s", Some(true))], false);
     let not_controller = meta(vec![owned_by("uid-1", "Scheduler", "s", Some(false))], false);
     let other = meta(vec![owned_by("uid-2", "Scheduler", "s", Some(true))], false);
-    assert!(is_ours(&yes, "uid-1"));
-    assert!(!is_ours(&not_controller, "uid-1"));
-    assert!(!is_ours(&other, "uid-1"));
-    assert!(!is_ours(&meta(vec![], false), "uid-1"));
+    assert!(is_ours(&yes, "uid-1", None));
+    assert!(!is_ours(&not_controller, "uid-1", None));
+    assert!(!is_ours(&other, "uid-1", None));
+    assert!(!is_ours(&meta(vec![], false), "uid-1", None));
+}
+
+#[test]
+fn a_controlled_job_berth_did_not_seal_is_no_run_and_holds_its_name_as_a_conflict() {
+    let seal = berth_kit::seal::Seal::new(
+        b"k",
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("2026-01-01T00:00:00Z".parse().unwrap()),
+    );
+    let mut forged = meta(vec![owned_by("uid-1", "Scheduler", "s", Some(true))], false);
+    forged.namespace = Some("t1".to_owned());
+    forged.name = Some("nightly-abcde-1".to_owned());
+    forged.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-06-01T00:00:00Z".parse().unwrap(),
+    ));
+    assert!(!is_ours(&forged, "uid-1", Some(&seal)));
+    assert!(
+        matches!(holder(Some(&forged), "uid-1", Some(&seal)), Holder::Other(why) if why.contains("seal"))
+    );
+    let mut sealed = forged;
+    seal.apply(&mut sealed, "uid-1");
+    assert!(is_ours(&sealed, "uid-1", Some(&seal)));
+    assert_eq!(holder(Some(&sealed), "uid-1", Some(&seal)), Holder::Us);
 }
