@@ -23,6 +23,7 @@ fmt: ## Format the code
 
 unit: ## Unit tests, CRD drift test, real pgbouncer/PostgreSQL test (no cluster needed)
 	$(CARGO) test --workspace --locked --exclude berth-e2e
+	e2e/build-components.sh >/dev/null # helm, which the chart tests render with
 	$(CARGO) test -p berth-e2e --locked --lib --test pool_real --test bootstrap_real --test chart
 
 e2e: ## e2e tests: on $$KUBECONFIG if set, else on a local control plane started (and stopped) for the run

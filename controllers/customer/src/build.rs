@@ -438,6 +438,7 @@ impl<'a> Builder<'a> {
             pool: f.pool.clone().unwrap_or_default(),
             suspend: self.customer.spec.suspend,
             deletion_policy: self.customer.spec.deletion_policy,
+            password_rotation: f.password_rotation,
             ..DatabaseSpec::default()
         };
         let mut db = Database::new(names::DATABASE, spec);

@@ -99,6 +99,12 @@ pub struct DatabaseFeature {
     pub storage_class_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<PoolSpec>,
+    /// Raise by one to give the tenant's app role a new password (the Database's `passwordRotation`).
+    #[serde(default, skip_serializing_if = "crate::database::is_zero")]
+    #[x_kube(validation = Rule::new("self >= 0").message(
+        "database.passwordRotation must be 0 or more; raise it by one to rotate the app password (e.g. passwordRotation: 1)"
+    ))]
+    pub password_rotation: i32,
 }
 
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
