@@ -100,9 +100,9 @@ async fn bootstrap_initialises_once_and_keeps_passwords_as_the_secret_says() -> 
         &creds.database,
     )
     .await;
-    let refused = tls_only
-        .err()
-        .expect("TLS with a password but no certificate let the app role in");
+    let Err(refused) = tls_only else {
+        panic!("TLS with a password but no certificate let the app role in");
+    };
     assert!(format!("{refused:?}").contains("certificate"), "{refused:?}");
     let owner = "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()";
     assert_eq!(values(&app, owner).await?, [creds.app_user.as_str()]);

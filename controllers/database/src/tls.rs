@@ -246,6 +246,7 @@ fn rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
+#[allow(clippy::needless_pass_by_value)] // the shape map_err hands it
 fn err(e: rcgen::Error) -> String {
     format!("cannot issue a certificate: {e}")
 }
