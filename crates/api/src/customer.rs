@@ -188,7 +188,8 @@ pub struct Quota {
     #[x_kube(validation = Rule::new(crate::schema::POSITIVE_QUANTITY_RULE)
         .message("quota.storage must be a positive quantity such as 500Gi"))]
     pub storage: Option<Quantity>,
-    /// Secrets (`count/secrets`; default 100). berth's database keeps 3 there.
+    /// Secrets (`count/secrets`; default 100). berth's database keeps 4 there: credentials, certificates,
+    /// the pool's userlist, the connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 0").message("quota.secrets must not be negative"))]
     pub secrets: Option<i32>,
