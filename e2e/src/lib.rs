@@ -262,6 +262,39 @@ pub fn customer_ready(c: &berth_api::Customer) -> bool {
         && status.and_then(|s| s.observed_generation) == c.metadata.generation
 }
 
+/// Applies a Customer (deletion policy `Delete`) with a one-worker scheduler, and a 1Gi database when
+/// `database`; returns its name.
+pub async fn scheduler_customer(c: &Client, prefix: &str, database: bool) -> String {
+    let name = unique(prefix);
+    let db = if database {
+        "database: {enabled: true, storage: 1Gi}, "
+    } else {
+        ""
+    };
+    let yaml = format!(
+        "apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {name}}}\nspec: {{deletionPolicy: Delete, features: {{{db}scheduler: {{enabled: true, workers: 1}}}}}}\n"
+    );
+    apply_yaml(&Api::<berth_api::Customer>::all(c.clone()), &yaml)
+        .await
+        .expect("apply a Customer");
+    name
+}
+
+/// Waits until Customer `name` is [`customer_ready`].
+pub async fn wait_customer_ready(c: &Client, name: &str, within: Duration) {
+    let customers = Api::<berth_api::Customer>::all(c.clone());
+    wait_for(&customers, name, within, "Ready", customer_ready).await;
+}
+
+/// Deletes these Customers, whether or not they still exist.
+pub async fn delete_customers(c: &Client, names: &[String]) {
+    for n in names {
+        let _ = Api::<berth_api::Customer>::all(c.clone())
+            .delete(n, &DeleteParams::default())
+            .await;
+    }
+}
+
 /// Waits until `name` is gone.
 pub async fn wait_gone<K>(api: &Api<K>, name: &str, timeout: Duration)
 where

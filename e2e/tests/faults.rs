@@ -23,7 +23,8 @@ use berth_api::{Customer, Database, Scheduler, connection_secret};
 use berth_e2e::metrics::Scrape;
 use berth_e2e::operator::{LEASE_NAMESPACE, external};
 use berth_e2e::{
-    Operator, apply_yaml, customer_ready, eventually, kubeconfig, prepare, repo, unique, wait_for,
+    Operator, apply_yaml, delete_customers, eventually, kubeconfig, prepare, repo, scheduler_customer,
+    wait_customer_ready,
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -77,40 +78,6 @@ fn cluster(args: &[&str]) -> String {
 
 fn audit_log() -> PathBuf {
     PathBuf::from(cluster(&["audit"]).trim())
-}
-
-/// A small tenant (namespace, guard rails, a Scheduler), or with `database` a database too.
-async fn customer(c: &Client, prefix: &str, database: bool) -> String {
-    let name = unique(prefix);
-    let db = if database {
-        "database: {enabled: true, storage: 1Gi}, "
-    } else {
-        ""
-    };
-    let yaml = format!(
-        "apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {name}}}\nspec: {{deletionPolicy: Delete, features: {{{db}scheduler: {{enabled: true, workers: 1}}}}}}\n"
-    );
-    apply_yaml(&Api::<Customer>::all(c.clone()), &yaml).await.unwrap();
-    name
-}
-
-async fn wait_ready(c: &Client, name: &str, within: Duration) {
-    wait_for(
-        &Api::<Customer>::all(c.clone()),
-        name,
-        within,
-        "Ready",
-        customer_ready,
-    )
-    .await;
-}
-
-async fn delete(c: &Client, names: &[String]) {
-    for n in names {
-        let _ = Api::<Customer>::all(c.clone())
-            .delete(n, &DeleteParams::default())
-            .await;
-    }
 }
 
 async fn standing_by(op: &Operator) {
@@ -184,10 +151,10 @@ async fn a_leader_frozen_past_its_lease_writes_nothing_once_a_standby_leads() {
     standing_by(&b).await;
 
     // Frozen in the middle of work: a fan-out has reconciles, requests and retries in flight.
-    let mut names = vec![customer(&c, "frozen", false).await];
-    wait_ready(&c, &names[0], READY_WITHIN).await;
+    let mut names = vec![scheduler_customer(&c, "frozen", false).await];
+    wait_customer_ready(&c, &names[0], READY_WITHIN).await;
     for _ in 0..12 {
-        names.push(customer(&c, "frozen", false).await);
+        names.push(scheduler_customer(&c, "frozen", false).await);
     }
     eventually(Duration::from_secs(30), "the fan-out to start", || async {
         let writes = a.metric("berth_api_writes_total", &[("controller", "customer")]);
@@ -220,7 +187,7 @@ async fn a_leader_frozen_past_its_lease_writes_nothing_once_a_standby_leads() {
         a.log_tail()
     );
     for n in &names {
-        wait_ready(&c, n, READY_WITHIN).await;
+        wait_customer_ready(&c, n, READY_WITHIN).await;
     }
 
     let lease = Api::<Lease>::namespaced(c.clone(), LEASE_NAMESPACE)
@@ -248,7 +215,7 @@ async fn a_leader_frozen_past_its_lease_writes_nothing_once_a_standby_leads() {
     );
     drop(b);
     a.stop(Duration::from_secs(25));
-    delete(&c, &names).await;
+    delete_customers(&c, &names).await;
 }
 
 #[tokio::test]
@@ -259,8 +226,8 @@ async fn a_thirty_second_api_server_outage_keeps_the_leader_leading() {
     // The default timings (90 s Lease); stopped gracefully at the end, which hands the Lease back.
     let a = Operator::start("outage-a", &["--lease-seconds", "90"]);
     a.leading(Duration::from_secs(30)).await;
-    let before = customer(&c, "outage", false).await;
-    wait_ready(&c, &before, READY_WITHIN).await;
+    let before = scheduler_customer(&c, "outage", false).await;
+    wait_customer_ready(&c, &before, READY_WITHIN).await;
 
     cluster(&["stop", "kube-apiserver"]);
     // The fault itself lasts 30 s: nothing answers meanwhile, so there is no condition to wait on.
@@ -271,13 +238,13 @@ async fn a_thirty_second_api_server_outage_keeps_the_leader_leading() {
     // Promptly: once the restarted API server serves again (its RBAC cache warms up, every watch lists
     // anew), not after a resync.
     edit_reaches_the_scheduler(&c, &before, 3, Duration::from_secs(60)).await;
-    let after = customer(&c, "outage", false).await;
-    wait_ready(&c, &after, READY_WITHIN).await;
+    let after = scheduler_customer(&c, "outage", false).await;
+    wait_customer_ready(&c, &after, READY_WITHIN).await;
     assert!(a.is_leader(), "still leading:\n{}", a.log_tail());
     let log = std::fs::read_to_string(&a.log).unwrap();
     assert!(!log.contains("lost the leader Lease"), "{}", a.log_tail());
     a.stop(Duration::from_secs(25));
-    delete(&c, &[before, after]).await;
+    delete_customers(&c, &[before, after]).await;
 }
 
 #[tokio::test]
@@ -287,8 +254,8 @@ async fn a_restarted_etcd_and_a_compacted_history_converge() {
     };
     let a = Operator::start("etcd-a", &[]);
     a.leading(Duration::from_secs(30)).await;
-    let before = customer(&c, "etcd", false).await;
-    wait_ready(&c, &before, READY_WITHIN).await;
+    let before = scheduler_customer(&c, "etcd", false).await;
+    wait_customer_ready(&c, &before, READY_WITHIN).await;
 
     cluster(&["stop", "etcd"]);
     cluster(&["start", "etcd"]);
@@ -296,11 +263,11 @@ async fn a_restarted_etcd_and_a_compacted_history_converge() {
     cluster(&["compact"]);
 
     edit_reaches_the_scheduler(&c, &before, 2, Duration::from_secs(60)).await;
-    let after = customer(&c, "etcd", false).await;
-    wait_ready(&c, &after, READY_WITHIN).await;
+    let after = scheduler_customer(&c, "etcd", false).await;
+    wait_customer_ready(&c, &after, READY_WITHIN).await;
     assert!(running(&a), "{}", a.log_tail());
     a.stop(Duration::from_secs(25));
-    delete(&c, &[before, after]).await;
+    delete_customers(&c, &[before, after]).await;
 }
 
 const TINY: &str = "berth-e2e-tiny";
@@ -360,10 +327,10 @@ async fn throttled_with_429_berth_converges_without_an_error_storm() {
     a.leading(Duration::from_secs(30)).await;
     let mut names = Vec::new();
     for _ in 0..15 {
-        names.push(customer(&c, "throttled", true).await);
+        names.push(scheduler_customer(&c, "throttled", true).await);
     }
     for n in &names {
-        wait_ready(&c, n, Duration::from_secs(240)).await;
+        wait_customer_ready(&c, n, Duration::from_secs(240)).await;
     }
     let refused = rejected(&c).await;
     assert!(
@@ -380,7 +347,7 @@ async fn throttled_with_429_berth_converges_without_an_error_storm() {
     );
     throttle(&c, false).await;
     a.stop(Duration::from_secs(25));
-    delete(&c, &names).await;
+    delete_customers(&c, &names).await;
 }
 
 /// What a tenant's children are before a fault: UIDs by kind and name, and the password.
@@ -424,7 +391,7 @@ async fn sigkill_in_the_middle_of_a_fan_out_of_fifty_tenants_loses_and_duplicate
     first.leading(Duration::from_secs(30)).await;
     let mut names = Vec::new();
     for _ in 0..50 {
-        names.push(customer(&c, "killed", true).await);
+        names.push(scheduler_customer(&c, "killed", true).await);
     }
     let namespaces: Api<Namespace> = Api::all(c.clone());
     eventually(Duration::from_secs(60), "ten tenants under way", || async {
@@ -441,7 +408,7 @@ async fn sigkill_in_the_middle_of_a_fan_out_of_fifty_tenants_loses_and_duplicate
 
     let second = Operator::start("killed-b", &[]);
     for n in &names {
-        wait_ready(&c, n, Duration::from_secs(300)).await;
+        wait_customer_ready(&c, n, Duration::from_secs(300)).await;
     }
     let events: Api<Event> = Api::namespaced(c.clone(), "default");
     let all = events.list(&ListParams::default()).await.unwrap().items;
@@ -477,5 +444,5 @@ async fn sigkill_in_the_middle_of_a_fan_out_of_fifty_tenants_loses_and_duplicate
         assert_eq!(sch.items.len(), 1, "{n}: one Scheduler");
     }
     second.stop(Duration::from_secs(25));
-    delete(&c, &names).await;
+    delete_customers(&c, &names).await;
 }

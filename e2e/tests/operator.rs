@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use berth_api::{Customer, Scheduler};
 use berth_e2e::operator::external;
 use berth_e2e::otel::{Collector, collector_binary};
-use berth_e2e::{Operator, apply_yaml, customer_ready, eventually, prepare, unique, wait_for};
+use berth_e2e::{
+    Operator, apply_yaml, delete_customers, eventually, prepare, scheduler_customer, unique,
+    wait_customer_ready,
+};
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -32,35 +35,6 @@ async fn own_operators() -> Option<(tokio::sync::MutexGuard<'static, ()>, Client
     Some((serial, prepare().await))
 }
 
-/// A small tenant: namespace, guard rails and a Scheduler, no database.
-async fn customer(c: &Client, prefix: &str) -> String {
-    let name = unique(prefix);
-    let yaml = format!(
-        "apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {name}}}\nspec: {{deletionPolicy: Delete, features: {{scheduler: {{enabled: true, workers: 1}}}}}}\n"
-    );
-    apply_yaml(&Api::<Customer>::all(c.clone()), &yaml).await.unwrap();
-    name
-}
-
-async fn wait_ready(c: &Client, name: &str) {
-    wait_for(
-        &Api::<Customer>::all(c.clone()),
-        name,
-        READY_WITHIN,
-        "Ready",
-        customer_ready,
-    )
-    .await;
-}
-
-async fn delete(c: &Client, names: &[String]) {
-    for n in names {
-        let _ = Api::<Customer>::all(c.clone())
-            .delete(n, &DeleteParams::default())
-            .await;
-    }
-}
-
 fn reconciles(op: &Operator) -> f64 {
     op.metric("berth_reconciles_total", &[("controller", "customer")])
         .unwrap_or(0.0)
@@ -79,8 +53,8 @@ async fn only_the_leader_reconciles_and_a_killed_leader_is_replaced_within_the_l
     })
     .await;
 
-    let first = customer(&c, "lead").await;
-    wait_ready(&c, &first).await;
+    let first = scheduler_customer(&c, "lead", false).await;
+    wait_customer_ready(&c, &first, READY_WITHIN).await;
     assert!(reconciles(&a) > 0.0, "the leader reconciled");
     assert!(reconciles(&b) < f64::EPSILON, "the standby did not reconcile");
     assert!(!b.is_leader());
@@ -93,10 +67,10 @@ async fn only_the_leader_reconciles_and_a_killed_leader_is_replaced_within_the_l
         takeover <= LEASE + Duration::from_secs(4),
         "took over after {takeover:?}, lease is {LEASE:?}"
     );
-    let second = customer(&c, "lead").await;
-    wait_ready(&c, &second).await;
+    let second = scheduler_customer(&c, "lead", false).await;
+    wait_customer_ready(&c, &second, READY_WITHIN).await;
     assert!(reconciles(&b) > 0.0, "the new leader reconciles");
-    delete(&c, &[first, second]).await;
+    delete_customers(&c, &[first, second]).await;
 }
 
 #[tokio::test]
@@ -164,8 +138,8 @@ async fn probes_tell_alive_from_ready_and_metrics_count_reconciles() {
     )
     .await;
     let before = reconciles(&op);
-    let name = customer(&c, "metrics").await;
-    wait_ready(&c, &name).await;
+    let name = scheduler_customer(&c, "metrics", false).await;
+    wait_customer_ready(&c, &name, READY_WITHIN).await;
     let after = reconciles(&op);
     assert!(
         after > before,
@@ -180,7 +154,7 @@ async fn probes_tell_alive_from_ready_and_metrics_count_reconciles() {
     ] {
         assert!(body.contains(series), "{series} missing from /metrics:\n{body}");
     }
-    delete(&c, &[name]).await;
+    delete_customers(&c, &[name]).await;
 }
 
 #[tokio::test]
@@ -249,7 +223,7 @@ async fn sigterm_during_a_fan_out_loses_and_duplicates_nothing() {
     first.leading(Duration::from_secs(30)).await;
     let mut names = Vec::new();
     for _ in 0..20 {
-        names.push(customer(&c, "fan").await);
+        names.push(scheduler_customer(&c, "fan", false).await);
     }
     eventually(Duration::from_secs(30), "the fan-out to start", || async {
         (reconciles(&first) > 0.0).then_some(())
@@ -267,7 +241,7 @@ async fn sigterm_during_a_fan_out_loses_and_duplicates_nothing() {
 
     let second = Operator::start("fanout-b", &[]);
     for n in &names {
-        wait_ready(&c, n).await;
+        wait_customer_ready(&c, n, READY_WITHIN).await;
     }
     let events: Api<Event> = Api::namespaced(c.clone(), "default");
     let all = events.list(&ListParams::default()).await.unwrap().items;
@@ -285,7 +259,7 @@ async fn sigterm_during_a_fan_out_loses_and_duplicates_nothing() {
         assert_eq!(schedulers.items.len(), 1, "{n}: one Scheduler");
     }
     drop(second);
-    delete(&c, &names).await;
+    delete_customers(&c, &names).await;
 }
 
 #[tokio::test]
@@ -301,8 +275,8 @@ async fn reconcile_spans_reach_a_real_opentelemetry_collector() {
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
     );
     op.leading(Duration::from_secs(30)).await;
-    let name = customer(&c, "traced").await;
-    wait_ready(&c, &name).await;
+    let name = scheduler_customer(&c, "traced", false).await;
+    wait_customer_ready(&c, &name, READY_WITHIN).await;
     let span = collector.wait_for_span("reconcile", "name", &name);
     assert_eq!(
         span.attributes.get("kind").map(String::as_str),
@@ -333,7 +307,7 @@ async fn reconcile_spans_reach_a_real_opentelemetry_collector() {
         },
     )
     .await;
-    delete(&c, std::slice::from_ref(&name)).await;
+    delete_customers(&c, std::slice::from_ref(&name)).await;
     drop(op);
     collector.finish();
 }
@@ -376,7 +350,7 @@ async fn fields_an_earlier_version_applied_as_berth_pass_to_the_controller_that_
 
     let op = Operator::start("heir", &[]);
     op.leading(Duration::from_secs(30)).await;
-    wait_ready(&c, &name).await;
+    wait_customer_ready(&c, &name, READY_WITHIN).await;
     let now = namespaces.get(&name).await.unwrap();
     assert_eq!(
         appliers(&now.metadata),
@@ -400,7 +374,7 @@ async fn fields_an_earlier_version_applied_as_berth_pass_to_the_controller_that_
         status_appliers,
         [("berth/customer".to_owned(), Some("status".to_owned()))]
     );
-    delete(&c, &[name]).await;
+    delete_customers(&c, &[name]).await;
 }
 
 /// Sets the schema of the Scheduler's `spec.envFromSecret` (replacing the whole definition, as an
@@ -461,13 +435,13 @@ async fn an_object_berth_cannot_read_is_skipped_and_every_other_tenant_still_rec
         },
     )
     .await;
-    let name = customer(&c, "guarded").await;
-    wait_ready(&c, &name).await;
+    let name = scheduler_customer(&c, "guarded", false).await;
+    wait_customer_ready(&c, &name, READY_WITHIN).await;
 
     schedulers
         .delete("unreadable", &DeleteParams::default())
         .await
         .unwrap();
     namespace.delete().await;
-    delete(&c, &[name]).await;
+    delete_customers(&c, &[name]).await;
 }
