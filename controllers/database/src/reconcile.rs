@@ -134,7 +134,7 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
     // Certificates: read back, renewed when due, issued when missing or unreadable (see `tls`).
     let subjects = tls::Subjects::in_cluster(&name, &namespace);
     let (tls, issued) = tls::current(
-        loaded.tls.as_deref().map(|t| &**t),
+        loaded.tls.as_ref(),
         &name,
         &subjects,
         &credentials.app_user,
@@ -191,7 +191,8 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
 /// Everything a reconcile reads from the cluster.
 struct Loaded {
     credentials: Option<Secret>,
-    tls: Option<Arc<Cached<Secret>>>,
+    /// Whole: the certificates are read from it (a cache's view holds only a digest of the values).
+    tls: Option<Secret>,
     server: Option<Arc<Cached<StatefulSet>>>,
     pool: Option<Arc<Cached<Deployment>>>,
     claim: Option<Arc<Cached<PersistentVolumeClaim>>>,
@@ -217,8 +218,7 @@ impl Loaded {
             .kit
             .api::<Secret>(namespace)
             .get_opt(&names::tls(name))
-            .await?
-            .map(|s| Arc::new(Cached::new(s)));
+            .await?;
         let server = c
             .servers
             .get(&ObjectRef::new(&names::server(name)).within(namespace));
@@ -326,7 +326,8 @@ async fn apply(
     ensure_credentials(kit, db, &secrets, loaded.credentials.as_ref(), &credentials).await?;
     let c = caches;
     let mut r = Repairs::default();
-    r.note(kit.ensure(&secrets, &tls, loaded.tls.clone()).await?);
+    let cached = loaded.tls.clone().map(|s| Arc::new(Cached::new(s)));
+    r.note(kit.ensure(&secrets, &tls, cached).await?);
     let cached = current(&c.config_maps, &server_init);
     r.note(kit.ensure(&config_maps, &server_init, cached).await?);
     let cached = current(&c.config_maps, &pool_config);
