@@ -843,8 +843,8 @@ async fn a_ready_database_sees_no_writes_for_20_seconds() {
     }
     assert_eq!(
         before.len(),
-        12,
-        "the Database, its ten children and the claim: {before:?}"
+        13,
+        "the Database, its eleven children and the claim: {before:?}"
     );
     tokio::time::sleep(Duration::from_secs(20)).await;
     let after = versions(&ns).await;
