@@ -16,7 +16,6 @@ pub mod postgres;
 pub mod readback;
 mod reconcile;
 mod status;
-pub mod tls;
 mod validate;
 mod volume;
 

@@ -174,7 +174,6 @@ mod tests {
             database: "ledger".into(),
             app_user: "app".into(),
             app_password: "Secret-App-pw".into(),
-            rotation: 0,
         }
     }
 
