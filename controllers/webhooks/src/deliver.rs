@@ -505,16 +505,21 @@ mod tests {
         (addr, task)
     }
 
+    /// `https://localhost:<port>/hook`, checked: the URL both https tests dial.
+    fn localhost_hook(addr: SocketAddr) -> ParsedUrl {
+        check_url(
+            &Policy::default(),
+            &format!("https://localhost:{}/hook", addr.port()),
+        )
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn https_with_the_endpoint_ca_is_delivered_to_the_checked_address_under_the_url_name() {
         let (ca_pem, config) = pki();
         let (addr, server) = https_server(config).await;
         // The URL names `localhost`; the connection goes to the address given, as after `resolve`.
-        let endpoint = check_url(
-            &Policy::default(),
-            &format!("https://localhost:{}/hook", addr.port()),
-        )
-        .unwrap();
+        let endpoint = localhost_hook(addr);
         let client = Client::new(Some(&ca_pem)).unwrap();
         let key = Key::generate().unwrap();
         let outcome = post(&client, &endpoint, addr, &message(&key), TIMEOUT).await;
@@ -537,11 +542,7 @@ mod tests {
     async fn https_without_the_ca_is_a_certificate_failure() {
         let (_, config) = pki();
         let (addr, server) = https_server(config).await;
-        let endpoint = check_url(
-            &Policy::default(),
-            &format!("https://localhost:{}/hook", addr.port()),
-        )
-        .unwrap();
+        let endpoint = localhost_hook(addr);
         let key = Key::generate().unwrap();
         let outcome = post(
             &Client::new(None).unwrap(),
