@@ -125,6 +125,11 @@ const BAD: &[(&str, &str, &str)] = &[
         "quota: {cpu: '-1'}",
         "quota.cpu must be a positive quantity",
     ),
+    (
+        "negative password rotation",
+        "features: {database: {enabled: true, storage: 1Gi, passwordRotation: -1}}",
+        "raise it by one to rotate the app password (e.g. passwordRotation: 1)",
+    ),
 ];
 
 #[tokio::test]

@@ -198,6 +198,10 @@ async fn a_database_becomes_ready_with_every_child_owned_and_apps_pointed_at_the
         secrets.get(&names::pool_auth(DB)).await.unwrap().metadata,
     ));
     owned.push((
+        "certificates Secret",
+        secrets.get(&names::tls(DB)).await.unwrap().metadata,
+    ));
+    owned.push((
         "headless Service",
         services.get(&names::server(DB)).await.unwrap().metadata,
     ));
@@ -269,7 +273,16 @@ async fn a_database_becomes_ready_with_every_child_owned_and_apps_pointed_at_the
     let password = text(&credentials, APP_PASSWORD_KEY);
     assert_eq!(text(&connection, "password"), password);
     let url = text(&connection, "DATABASE_URL");
-    assert_eq!(url, format!("postgresql://app:{password}@{pool_host}:5432/{DB}"));
+    assert_eq!(
+        url,
+        format!("postgresql://app:{password}@{pool_host}:5432/{DB}?sslmode=require")
+    );
+    let tls = secrets.get(&names::tls(DB)).await.unwrap();
+    assert_eq!(
+        text(&connection, "ca.crt"),
+        text(&tls, "ca.crt"),
+        "apps get the CA"
+    );
     assert!(!url.contains(&names::server(DB)), "{url} points at the server");
 
     ns.delete().await;
@@ -355,6 +368,94 @@ async fn a_pool_setting_rolls_pgbouncer_and_keeps_the_passwords() {
 }
 
 /// Nobody holds the leader Lease (a stopping operator hands it over rather than letting it expire).
+/// A raised `passwordRotation` gives the app role a new password in the credentials Secret, the pool's
+/// userlist and the connection Secret, says so in the status, and keeps the pool's pods (pgbouncer reloads
+/// the userlist in place) and the superuser's password.
+#[tokio::test]
+async fn a_password_rotation_reaches_every_secret_and_keeps_the_pool_pods() {
+    let _gate = GATE.read().await;
+    let c = cluster().await;
+    let ns = TestNamespace::for_berth(&c, "db-rotate").await;
+    let db = create(&ns, "").await;
+    assert_eq!(db.status.unwrap().password_rotation, Some(0));
+    let secrets = ns.api::<Secret>();
+    let before = secrets.get(&names::credentials(DB)).await.unwrap();
+    let pool_before = uids(&pods(&ns, names::POOL_COMPONENT).await);
+    let template_before = ns
+        .api::<Deployment>()
+        .get(&names::pool(DB))
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template;
+
+    let dbs = ns.api::<Database>();
+    dbs.patch(
+        DB,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"passwordRotation": 1}})),
+    )
+    .await
+    .unwrap();
+    wait_for(&dbs, DB, READY_WITHIN, "rotation 1 in the status", |d| {
+        d.status.as_ref().and_then(|s| s.password_rotation) == Some(1)
+    })
+    .await;
+
+    let after = secrets.get(&names::credentials(DB)).await.unwrap();
+    let new = text(&after, APP_PASSWORD_KEY);
+    assert_ne!(new, text(&before, APP_PASSWORD_KEY), "a new app password");
+    assert_eq!(
+        text(&after, "POSTGRES_PASSWORD"),
+        text(&before, "POSTGRES_PASSWORD"),
+        "the superuser's stays"
+    );
+    assert_eq!(
+        after
+            .annotations()
+            .get("berth.dev/password-rotation")
+            .map(String::as_str),
+        Some("1")
+    );
+    let userlist = text(
+        &secrets.get(&names::pool_auth(DB)).await.unwrap(),
+        names::USERLIST_KEY,
+    );
+    assert!(
+        userlist.contains(&format!("\"{new}\"")),
+        "the pool's userlist has it"
+    );
+    let connection = secrets.get(&names::connection(DB)).await.unwrap();
+    assert_eq!(text(&connection, "password"), new);
+    assert!(text(&connection, "DATABASE_URL").contains(&new));
+    let template_after = ns
+        .api::<Deployment>()
+        .get(&names::pool(DB))
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template;
+    assert_eq!(
+        template_after, template_before,
+        "the pool is reloaded, not rolled"
+    );
+    assert_eq!(uids(&pods(&ns, names::POOL_COMPONENT).await), pool_before);
+    let events = ns.api::<k8s_openapi::api::core::v1::Event>();
+    eventually(SHORT, "a PasswordRotated event", || async {
+        let params = ListParams::default().fields(&format!("involvedObject.name={DB}"));
+        let listed = events.list(&params).await.ok()?;
+        listed
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("PasswordRotated"))
+            .then_some(())
+    })
+    .await;
+    ns.delete().await;
+}
+
 async fn lease_free(leases: &Api<Lease>) -> bool {
     let lease = leases.get_opt(LEASE).await.unwrap();
     lease
@@ -742,8 +843,8 @@ async fn a_ready_database_sees_no_writes_for_20_seconds() {
     }
     assert_eq!(
         before.len(),
-        12,
-        "the Database, its ten children and the claim: {before:?}"
+        13,
+        "the Database, its eleven children and the claim: {before:?}"
     );
     tokio::time::sleep(Duration::from_secs(20)).await;
     let after = versions(&ns).await;

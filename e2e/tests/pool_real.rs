@@ -2,7 +2,12 @@
 //! `userlist.txt` the Database controller renders run in a real pgbouncer in front of a real PostgreSQL
 //! on loopback, bootstrapped by the controller's own script and started with its pod's command. Only
 //! what `Endpoints::loopback` substitutes (listen address and port, the server's host and port, the
-//! userlist path) differs from what a pod gets.
+//! userlist and certificate paths) differs from what a pod gets, and the server's certificate also names
+//! 127.0.0.1, the host pgbouncer dials here. pgbouncer runs under the pool container's own supervisor.
+//!
+//! Both hops are TLS: clients check the pool's certificate against the Database's CA, pgbouncer checks
+//! PostgreSQL's (`verify-full`) and logs in with its own certificate. A rotated password reaches the
+//! pool by a reload, and an open session never notices.
 //!
 //! Needs PostgreSQL's server binaries and pgbouncer (Debian: `apt-get install -y postgresql pgbouncer`).
 //! Without them the test is skipped with a message, except under `CI`, where it fails.
@@ -15,10 +20,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use berth_api::{Database, PoolMode};
+use berth_database::tls::{Subjects, Tls};
 use berth_database::{Credentials, Endpoints, PoolConfig, names, render_ini, render_userlist};
 use real::{
-    Binaries, Process, RunAs, STARTUP, Volume, bootstrap, connect, ensure_bootstrapped, free_port, path_str,
-    rows, start_server, values, wait_for_connection, write_owned,
+    Binaries, Process, RunAs, STARTUP, Volume, bootstrap, connect_local, connect_plain, connect_tls,
+    ensure_bootstrapped, free_port, install_tls, path_str, rows, start_server, values, wait_for_connection,
+    write_owned,
 };
 use tokio_postgres::SimpleQueryMessage;
 
@@ -60,31 +67,84 @@ async fn rendered_pool_config_runs_in_real_pgbouncer_and_postgres() -> Result<()
     // PostgreSQL as its pod runs it: the bootstrap script (initdb, pg_hba.conf, roles and database),
     // then the server container's command.
     let volume = Volume::new(&run_as, dir.path())?;
+    let mut subjects = Subjects::in_cluster(name, namespace);
+    subjects.server.push("127.0.0.1".to_owned());
+    let tls = Tls::generate(name, &subjects, &creds.app_user, time::OffsetDateTime::now_utc())
+        .map_err(anyhow::Error::msg)?;
+    install_tls(
+        &run_as,
+        &volume.tls,
+        &tls.server_cert,
+        &tls.server_key,
+        &tls.ca_cert,
+    )?;
     ensure_bootstrapped(&bootstrap(&bin, &run_as, &volume, &creds, &["sh"])?)?;
     let mut server = start_server(&bin, &run_as, &volume, pg_port, dir.path().join("postgres.log"))?;
     let admin = wait_for_connection(&mut server, STARTUP, || {
-        connect(pg_port, &creds.superuser, &creds.superuser_password, "postgres")
+        connect_local(
+            &volume.socket,
+            pg_port,
+            &creds.superuser,
+            &creds.superuser_password,
+            "postgres",
+        )
     })
     .await?;
 
     // pgbouncer with the rendered files; only the endpoints are swapped for loopback.
     let userlist_path = dir.path().join(names::USERLIST_KEY);
+    let pool_tls = dir.path().join("pool-tls");
+    install_tls(&run_as, &pool_tls, &tls.pool_cert, &tls.pool_key, &tls.ca_cert)?;
     let cluster = PoolConfig::new(pool, &creds, Endpoints::in_cluster(name, namespace));
-    let local =
-        cluster
-            .clone()
-            .with_endpoints(Endpoints::loopback(pool_port, pg_port, path_str(&userlist_path)?));
+    let local = cluster.clone().with_endpoints(Endpoints::loopback(
+        pool_port,
+        pg_port,
+        path_str(&userlist_path)?,
+        path_str(&pool_tls)?,
+    ));
     let (cluster_ini, ini) = (render_ini(&cluster), render_ini(&local));
     assert_eq!(
         changed_keys(&cluster_ini, &ini),
-        ["auth_file", "ledger", "listen_addr", "listen_port"]
+        [
+            "auth_file",
+            "client_tls_cert_file",
+            "client_tls_key_file",
+            "ledger",
+            "listen_addr",
+            "listen_port",
+            "server_tls_ca_file",
+            "server_tls_cert_file",
+            "server_tls_key_file"
+        ]
     );
     let ini_path = dir.path().join(names::INI_KEY);
     write_owned(&run_as, &ini_path, &ini)?;
     write_owned(&run_as, &userlist_path, &render_userlist(&creds))?;
-    let mut bouncer = start_pgbouncer(&bin, &run_as, dir.path(), &ini_path)?;
-    let through_pool = || connect(pool_port, &creds.app_user, &creds.app_password, &creds.database);
+    let mut bouncer = start_pgbouncer(&bin, &run_as, dir.path(), &ini_path, &userlist_path)?;
+    let pool_name = subjects.pool[0].clone();
+    let as_app = |password: &str, dbname: &str| {
+        let (password, dbname, pool_name, ca) = (
+            password.to_owned(),
+            dbname.to_owned(),
+            pool_name.clone(),
+            tls.ca_cert.clone(),
+        );
+        let user = creds.app_user.clone();
+        async move { connect_tls(pool_port, &pool_name, &ca, &user, &password, &dbname).await }
+    };
+    let through_pool = || as_app(&creds.app_password, &creds.database);
     drop(wait_for_connection(&mut bouncer, STARTUP, through_pool).await?);
+
+    // TLS on both hops: a client without it is refused; the server sees pgbouncer's connection encrypted
+    // and authenticated by the pool's certificate.
+    let plain = connect_plain(pool_port, &creds.app_user, &creds.app_password, &creds.database).await;
+    assert!(plain.is_err(), "the pool served a client without TLS");
+    let hop = values(
+        &through_pool().await?,
+        "SELECT ssl::text, client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .await?;
+    assert_eq!(hop, ["true", format!("/CN={}", creds.app_user).as_str()]);
 
     // Five clients (max_client_conn) through the pool: the app role owns its database and can use it.
     let mut clients = Vec::new();
@@ -156,7 +216,7 @@ async fn rendered_pool_config_runs_in_real_pgbouncer_and_postgres() -> Result<()
     // admin_users); the superuser, absent from the userlist, gets no further than the login.
     drop(clients);
     let console = wait_for_connection(&mut bouncer, Duration::from_secs(10), || {
-        connect(pool_port, &creds.app_user, &creds.app_password, "pgbouncer")
+        as_app(&creds.app_password, "pgbouncer")
     })
     .await?;
     let config = rows(&console, "SHOW CONFIG").await?;
@@ -180,12 +240,42 @@ async fn rendered_pool_config_runs_in_real_pgbouncer_and_postgres() -> Result<()
         );
     }
     for dbname in ["pgbouncer", creds.database.as_str()] {
-        let superuser = connect(pool_port, &creds.superuser, &creds.superuser_password, dbname).await;
+        let superuser = connect_tls(
+            pool_port,
+            &pool_name,
+            &tls.ca_cert,
+            &creds.superuser,
+            &creds.superuser_password,
+            dbname,
+        )
+        .await;
         assert!(
             superuser.is_err(),
             "the superuser logged in to {dbname} through the pool"
         );
     }
+
+    // Rotation: the userlist is replaced as the kubelet replaces a mounted Secret (a new file renamed
+    // over the old); the supervisor sees it and pgbouncer reloads. The session opened before goes on,
+    // the new password gets in, the old one no longer does.
+    let held = through_pool().await?;
+    let rotated = creds.clone().rotate(1)?;
+    let next = dir.path().join("userlist.next");
+    write_owned(&run_as, &next, &render_userlist(&rotated))?;
+    std::fs::rename(&next, &userlist_path)?;
+    drop(
+        wait_for_connection(&mut bouncer, Duration::from_secs(30), || {
+            as_app(&rotated.app_password, &creds.database)
+        })
+        .await?,
+    );
+    assert_eq!(values(&held, "SELECT 1").await?, ["1"], "the open session broke");
+    assert!(
+        as_app(&creds.app_password, &creds.database).await.is_err(),
+        "the old password still gets in after the reload"
+    );
+    bouncer.alive()?;
+    drop(held);
     drop(bouncer);
     drop(server);
     Ok(())
@@ -211,13 +301,25 @@ fn changed_keys(a: &str, b: &str) -> Vec<String> {
         .collect()
 }
 
+/// pgbouncer under the pool container's supervisor (`sh -c SUPERVISOR pgbouncer INI USERLIST`).
 fn start_pgbouncer(
     bin: &Binaries,
     run_as: &RunAs,
     dir: &std::path::Path,
     ini: &std::path::Path,
+    userlist: &std::path::Path,
 ) -> Result<Process> {
-    let mut command = run_as.command(&bin.pgbouncer);
-    command.arg(ini);
+    let pgbouncer_dir = bin.pgbouncer.parent().context("pgbouncer's directory")?;
+    let path = format!(
+        "{}:{}",
+        pgbouncer_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = run_as.command("sh");
+    command
+        .args(["-c", berth_database::pgbouncer::SUPERVISOR, "pgbouncer"])
+        .arg(ini)
+        .arg(userlist)
+        .env("PATH", path);
     Process::spawn("pgbouncer", command, dir.join("pgbouncer.log"))
 }

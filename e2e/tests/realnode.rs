@@ -93,6 +93,26 @@ async fn run_pod(
     script: &str,
     env_from: &[&str],
 ) -> (i32, String) {
+    run_pod_within(
+        client,
+        namespace,
+        image,
+        script,
+        env_from,
+        Duration::from_secs(90),
+    )
+    .await
+}
+
+/// [`run_pod`] for a script that may take up to `within`.
+async fn run_pod_within(
+    client: &Client,
+    namespace: &str,
+    image: &str,
+    script: &str,
+    env_from: &[&str],
+    within: Duration,
+) -> (i32, String) {
     let api = Api::<Pod>::namespaced(client.clone(), namespace);
     let name = unique("probe");
     let env_from: Vec<_> = env_from
@@ -118,7 +138,7 @@ async fn run_pod(
     api.create(&kube::api::PostParams::default(), &pod)
         .await
         .expect("create pod");
-    let done = wait_for(&api, &name, Duration::from_secs(90), "the pod to finish", |p| {
+    let done = wait_for(&api, &name, within, "the pod to finish", |p| {
         matches!(phase(p), "Succeeded" | "Failed")
     })
     .await;
@@ -1336,4 +1356,151 @@ async fn internet_only_egress_keeps_dns_and_reaches_no_other_namespace() {
     remove(&client, &open).await;
     remove(&client, &closed).await;
     web.delete().await;
+}
+
+/// The `db-connection` Secret's `password`.
+async fn app_password(client: &Client, namespace: &str) -> String {
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get("db-connection")
+        .await
+        .unwrap();
+    String::from_utf8(secret.data.unwrap()["password"].0.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn tls_on_both_hops_and_a_password_rotation_breaks_no_open_session() {
+    let client = client().await;
+    let name = tenant(&client, "real-tls", with_database(&json!({}))).await;
+    ready(&client, &name).await;
+
+    // The client hop: the pool's certificate checks out against the CA in the connection Secret for the
+    // host apps dial (verify-full), and a client without TLS is refused. The server hop, as PostgreSQL
+    // sees it (pg_stat_ssl): encrypted, and logged in by the pool's certificate.
+    let script = r#"
+        until pg_isready -q -d "$DATABASE_URL"; do sleep 1; done
+        printenv ca.crt >/tmp/ca.crt
+        conn="host=$host port=$port dbname=$database user=$user password=$password"
+        psql "$conn sslmode=verify-full sslrootcert=/tmp/ca.crt" -tA -c \
+            "select 'server hop: ' || ssl || ' ' || client_dn from pg_stat_ssl where pid = pg_backend_pid()"
+        psql "$conn sslmode=disable" -tA -c "select 1" >/dev/null 2>&1 || echo "plain: refused"
+        case "$DATABASE_URL" in *sslmode=require) echo "url: require";; esac
+    "#;
+    let (code, out) = run_pod(&client, &name, &postgres(), script, &["db-connection"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.lines().any(|l| l == "server hop: t /CN=app"), "{out}");
+    assert!(out.lines().any(|l| l == "plain: refused"), "{out}");
+    assert!(out.lines().any(|l| l == "url: require"), "{out}");
+
+    // A session held open across a rotation: one query every half second for two minutes, and psql stops
+    // at the first error (ON_ERROR_STOP), so its exit code and the count tell whether one failed.
+    let old = app_password(&client, &name).await;
+    let session = r#"
+        until pg_isready -q -d "$DATABASE_URL"; do sleep 1; done
+        i=0; while [ $i -lt 240 ]; do echo "select 'tick';"; i=$((i + 1)); sleep 0.5; done |
+            psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -tA >/tmp/out 2>&1
+        status=$?
+        echo "ticks: $(grep -c '^tick$' /tmp/out)"; echo "status: $status"; grep -v '^tick$' /tmp/out
+    "#;
+    let held = {
+        let (client, name) = (client.clone(), name.clone());
+        tokio::spawn(async move {
+            run_pod_within(
+                &client,
+                &name,
+                &postgres(),
+                session,
+                &["db-connection"],
+                Duration::from_secs(240),
+            )
+            .await
+        })
+    };
+    let pods = Api::<Pod>::namespaced(client.clone(), &name);
+    eventually(Duration::from_secs(60), "the session running", || async {
+        let listed = pods
+            .list(&ListParams::default().labels("run-by=berth-e2e"))
+            .await
+            .ok()?;
+        listed.items.iter().any(|p| phase(p) == "Running").then_some(())
+    })
+    .await;
+    let pool_pods = || async {
+        let listed = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/component=pool"))
+            .await
+            .unwrap();
+        listed
+            .items
+            .iter()
+            .map(|p| p.uid().unwrap())
+            .collect::<BTreeSet<_>>()
+    };
+    let pool_before = pool_pods().await;
+
+    Api::<Customer>::all(client.clone())
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"features": {"database": {"passwordRotation": 1}}}})),
+        )
+        .await
+        .expect("ask for a rotation");
+    let databases = Api::<berth_api::Database>::namespaced(client.clone(), &name);
+    wait_for(
+        &databases,
+        "db",
+        Duration::from_secs(60),
+        "rotation 1 in the status",
+        |d| d.status.as_ref().and_then(|s| s.password_rotation) == Some(1),
+    )
+    .await;
+    let new = app_password(&client, &name).await;
+    assert_ne!(new, old, "the connection Secret has the new password");
+
+    // A new client with the new password gets in once the kubelet has updated the pool's userlist and
+    // pgbouncer reloaded it; with the old one it then no longer does.
+    // The old password reaches the pod from a Secret of the test's, never from its command line.
+    let kept: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "old-password"},
+        "stringData": {"OLD_PASSWORD": old}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &name)
+        .create(&kube::api::PostParams::default(), &kept)
+        .await
+        .expect("keep the old password");
+    let script = r#"
+        conn="host=$host port=$port dbname=$database user=$user"
+        for i in $(seq 75); do
+            PGPASSWORD="$password" psql "$conn" -tA -c "select 'new: ok'" 2>/dev/null && break
+            sleep 2
+        done
+        PGPASSWORD="$OLD_PASSWORD" psql "$conn" -tA -c "select 1" >/dev/null 2>&1 || echo "old: refused"
+    "#;
+    let (code, out) = run_pod_within(
+        &client,
+        &name,
+        &postgres(),
+        script,
+        &["db-connection", "old-password"],
+        Duration::from_secs(200),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.lines().any(|l| l == "new: ok"), "{out}");
+    assert!(out.lines().any(|l| l == "old: refused"), "{out}");
+
+    let (code, out) = held.await.unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.lines().any(|l| l == "ticks: 240"),
+        "not one query of the open session may fail: {out}"
+    );
+    assert!(out.lines().any(|l| l == "status: 0"), "{out}");
+    assert_eq!(
+        pool_pods().await,
+        pool_before,
+        "the pool reloaded in place, no pod was replaced"
+    );
+    remove(&client, &name).await;
 }

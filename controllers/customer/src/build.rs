@@ -438,6 +438,7 @@ impl<'a> Builder<'a> {
             pool: f.pool.clone().unwrap_or_default(),
             suspend: self.customer.spec.suspend,
             deletion_policy: self.customer.spec.deletion_policy,
+            password_rotation: f.password_rotation,
             ..DatabaseSpec::default()
         };
         let mut db = Database::new(names::DATABASE, spec);
@@ -618,6 +619,19 @@ spec:
         assert_eq!(db.spec.storage.0, "256Gi");
         assert_eq!(db.spec.pool, PoolSpec::default());
         assert_eq!(db.spec.deletion_policy, DeletionPolicy::Retain);
+        assert_eq!(db.spec.password_rotation, 0);
+        let rotated = customer(
+            "metadata: {name: acme}\nspec: {features: {database: {enabled: true, storage: 1Gi, passwordRotation: 2}}}\n",
+        );
+        assert_eq!(
+            children(&rotated)
+                .unwrap()
+                .database
+                .unwrap()
+                .spec
+                .password_rotation,
+            2
+        );
         let s = c.scheduler.unwrap();
         assert_eq!(s.spec.workers, 4);
         assert_eq!(

@@ -6,6 +6,7 @@ use std::fmt;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 
 /// Length of every generated password.
 pub const PASSWORD_LEN: usize = 32;
@@ -19,6 +20,9 @@ pub const SUPERUSER_PASSWORD_KEY: &str = "POSTGRES_PASSWORD";
 pub const DATABASE_KEY: &str = "POSTGRES_DB";
 pub const APP_USER_KEY: &str = "APP_USER";
 pub const APP_PASSWORD_KEY: &str = "APP_PASSWORD";
+/// Annotation of the credentials Secret: the Database's `spec.passwordRotation` the app password was made
+/// for. Absent on Secrets from before rotation existed, which is rotation 0.
+pub const ROTATION_ANNOTATION: &str = "berth.dev/password-rotation";
 
 /// Who may log in to a tenant's PostgreSQL, and to which database.
 #[derive(Clone, PartialEq, Eq)]
@@ -29,6 +33,8 @@ pub struct Credentials {
     pub database: String,
     pub app_user: String,
     pub app_password: String,
+    /// Which `spec.passwordRotation` `app_password` belongs to.
+    pub rotation: i32,
 }
 
 /// Passwords never reach logs.
@@ -38,6 +44,7 @@ impl fmt::Debug for Credentials {
             .field("superuser", &self.superuser)
             .field("database", &self.database)
             .field("app_user", &self.app_user)
+            .field("rotation", &self.rotation)
             .finish_non_exhaustive()
     }
 }
@@ -54,7 +61,28 @@ impl Credentials {
             database: database.to_owned(),
             app_user: app_user.to_owned(),
             app_password: password()?,
+            rotation: 0,
         })
+    }
+
+    /// The same credentials with a new app password, made for `rotation`. The superuser's stays: only
+    /// the app role's password travels (to the pool and to apps).
+    ///
+    /// # Errors
+    /// When the operating system's random generator cannot be read.
+    pub fn rotate(self, rotation: i32) -> Result<Self, getrandom::Error> {
+        Ok(Self {
+            app_password: password()?,
+            rotation,
+            ..self
+        })
+    }
+
+    /// The Secret's annotations: the rotation, once there has been one.
+    #[must_use]
+    pub fn annotations(&self) -> Option<BTreeMap<String, String>> {
+        (self.rotation != 0)
+            .then(|| BTreeMap::from([(ROTATION_ANNOTATION.to_owned(), self.rotation.to_string())]))
     }
 
     /// The Secret `data` that stores these credentials.
@@ -91,6 +119,12 @@ impl Credentials {
             database: get(DATABASE_KEY)?,
             app_user: get(APP_USER_KEY)?,
             app_password: get(APP_PASSWORD_KEY)?,
+            rotation: match secret.annotations().get(ROTATION_ANNOTATION) {
+                None => 0,
+                Some(n) => n
+                    .parse()
+                    .map_err(|_| format!("annotation {ROTATION_ANNOTATION} is not a number: {n:?}"))?,
+            },
         })
     }
 }
@@ -139,6 +173,24 @@ mod tests {
             ..Secret::default()
         };
         assert_eq!(Credentials::from_secret(&secret).unwrap(), c);
+    }
+
+    #[test]
+    fn rotation_changes_the_app_password_only_and_is_read_back() {
+        let c = Credentials::generate("su", "shop", "web").unwrap();
+        let r = c.clone().rotate(3).unwrap();
+        assert_ne!(r.app_password, c.app_password);
+        assert_eq!(
+            (&r.superuser_password, &r.app_user, r.rotation),
+            (&c.superuser_password, &c.app_user, 3)
+        );
+        let mut secret = Secret {
+            data: Some(r.to_data()),
+            ..Secret::default()
+        };
+        secret.metadata.annotations = r.annotations();
+        assert_eq!(Credentials::from_secret(&secret).unwrap(), r);
+        assert_eq!(c.annotations(), None, "rotation 0 writes no annotation");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod postgres;
 pub mod readback;
 mod reconcile;
 mod status;
+pub mod tls;
 mod validate;
 mod volume;
 

@@ -21,6 +21,9 @@ pub const MAX_NAME_LEN: usize = 40;
 /// Annotation on the pgbouncer pod template that rolls the pods when the rendered config changes.
 pub const CONFIG_HASH_ANNOTATION: &str = "berth.dev/config-hash";
 
+/// Annotation on the server's pod template that restarts PostgreSQL when its certificate is renewed.
+pub const TLS_HASH_ANNOTATION: &str = "berth.dev/tls-hash";
+
 /// Secret with the superuser's and the app role's passwords; generated once, never regenerated.
 #[must_use]
 pub fn credentials(db: &str) -> String {
@@ -69,6 +72,12 @@ pub fn pool_service(db: &str) -> String {
     db.to_owned()
 }
 
+/// Secret with the Database's CA and the server's and the pool's certificates (see `tls`).
+#[must_use]
+pub fn tls(db: &str) -> String {
+    format!("{db}-tls")
+}
+
 /// Secret apps mount: `DATABASE_URL` and its parts, pointing at the pool.
 #[must_use]
 pub fn connection(db: &str) -> String {
@@ -110,6 +119,9 @@ pub const PASSWD_KEY: &str = "passwd";
 /// Where pgbouncer finds its two files in the pod.
 pub const POOL_CONFIG_DIR: &str = "/etc/pgbouncer/config";
 pub const POOL_AUTH_DIR: &str = "/etc/pgbouncer/auth";
+/// Where pgbouncer and PostgreSQL find their certificate, key and CA (see `tls`).
+pub const POOL_TLS_DIR: &str = "/etc/pgbouncer/tls";
+pub const SERVER_TLS_DIR: &str = "/etc/postgresql/tls";
 /// Keys of the two files in their ConfigMap and Secret.
 pub const INI_KEY: &str = "pgbouncer.ini";
 pub const USERLIST_KEY: &str = "userlist.txt";
@@ -127,6 +139,7 @@ mod tests {
         assert_eq!(pool_auth("orders"), "orders-pgbouncer-auth");
         assert_eq!(pool_service("orders"), "orders");
         assert_eq!(connection("orders"), "orders-connection");
+        assert_eq!(tls("orders"), "orders-tls");
         assert_eq!(service_host("orders", "tenant-q"), "orders.tenant-q.svc");
     }
 

@@ -119,6 +119,15 @@ pub(crate) fn generate(db: &str) -> Result<Credentials, Error> {
     })
 }
 
+/// `credentials` with a new app password for `rotation`.
+pub(crate) fn rotate(credentials: Credentials, rotation: i32) -> Result<Credentials, Error> {
+    credentials.rotate(rotation).map_err(|e| {
+        internal(&format!(
+            "reading the OS random generator for a new password: {e}"
+        ))
+    })
+}
+
 /// Credentials from an existing Secret ([`Origin::Use`]), which must be berth's and complete: berth never
 /// overwrites a password that a volume may already hold.
 pub(crate) fn existing(secret: &Secret) -> Result<Credentials, Error> {

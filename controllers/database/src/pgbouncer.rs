@@ -24,6 +24,8 @@ pub struct Endpoints {
     pub server_port: u16,
     /// pgbouncer's `auth_file`: where `userlist.txt` is found.
     pub auth_file: String,
+    /// Where pgbouncer finds its certificate, key and the CA (`tls.crt`, `tls.key`, `ca.crt`).
+    pub tls_dir: String,
 }
 
 impl Endpoints {
@@ -37,18 +39,26 @@ impl Endpoints {
             server_host: names::service_host(&names::server(database), namespace),
             server_port: names::PORT,
             auth_file: format!("{}/{}", names::POOL_AUTH_DIR, names::USERLIST_KEY),
+            tls_dir: names::POOL_TLS_DIR.to_owned(),
         }
     }
 
-    /// On this machine: pgbouncer and PostgreSQL on 127.0.0.1, the userlist at `auth_file`.
+    /// On this machine: pgbouncer and PostgreSQL on 127.0.0.1, the userlist at `auth_file`, the
+    /// certificates in `tls_dir`.
     #[must_use]
-    pub fn loopback(listen_port: u16, server_port: u16, auth_file: impl Into<String>) -> Self {
+    pub fn loopback(
+        listen_port: u16,
+        server_port: u16,
+        auth_file: impl Into<String>,
+        tls_dir: impl Into<String>,
+    ) -> Self {
         Self {
             listen_addr: "127.0.0.1".to_owned(),
             listen_port,
             server_host: "127.0.0.1".to_owned(),
             server_port,
             auth_file: auth_file.into(),
+            tls_dir: tls_dir.into(),
         }
     }
 }
@@ -93,6 +103,12 @@ impl PoolConfig {
 /// pgbouncer logs in to PostgreSQL the same way with the password it finds there. No unix socket, log
 /// file or pid file is written, so the container's root filesystem stays read-only.
 ///
+/// TLS on both sides, with the Database's own certificates (see `tls`). Clients must use it
+/// (`client_tls_sslmode = require`; libpq's default `prefer` does). pgbouncer checks that PostgreSQL's
+/// certificate is signed by the Database's CA and names the host it dials (`verify-full`), and logs in
+/// with its own certificate, whose common name is the app role: PostgreSQL authenticates the pool by
+/// certificate, not by password, so a rotated password only has to reach the pool and the apps.
+///
 /// The admin console has no admin (`admin_users` empty): nobody can `PAUSE`, `RELOAD`, `KILL` or
 /// `SHUTDOWN` the pool through it; pgbouncer is steered by its pod (signals, a new config). The app
 /// role may only read statistics (`stats_users`).
@@ -117,6 +133,13 @@ pool_mode = {mode}
 default_pool_size = {pool_size}
 max_client_conn = {max_client}
 ignore_startup_parameters = extra_float_digits
+client_tls_sslmode = require
+client_tls_cert_file = {tls}/{cert}
+client_tls_key_file = {tls}/{key}
+server_tls_sslmode = verify-full
+server_tls_ca_file = {tls}/{ca}
+server_tls_cert_file = {tls}/{cert}
+server_tls_key_file = {tls}/{key}
 ",
         db = cfg.database,
         host = e.server_host,
@@ -128,6 +151,10 @@ ignore_startup_parameters = extra_float_digits
         mode = cfg.mode.as_str(),
         pool_size = cfg.default_pool_size,
         max_client = cfg.max_client_conn,
+        tls = e.tls_dir,
+        cert = crate::tls::CERT_FILE,
+        key = crate::tls::KEY_FILE,
+        ca = crate::tls::CA_FILE,
     )
 }
 
@@ -149,14 +176,35 @@ fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// The first 16 hex digits of SHA-256 over both files: put on the pod template, it rolls the pool
-/// whenever what pgbouncer reads changes, and only then.
+/// The pool container's PID 1, run by `sh -c` with `$1` the ini and `$2` the userlist: runs
+/// `pgbouncer "$1"`, answers SIGTERM (and SIGINT) with SIGINT, pgbouncer's safe shutdown in
+/// every version (it waits until the servers are released, i.e. the transactions in flight end), and sends
+/// SIGHUP, pgbouncer's reload, when the userlist (`$2`) changes. SIGTERM itself is no signal to pass on:
+/// before pgbouncer 1.23 it stops at once, from 1.23 on it waits for every client to disconnect.
+///
+/// The reload is how a rotated password reaches the pool without a restart: the kubelet updates the
+/// mounted Secret in place, pgbouncer reads the new userlist, and every open client session stays. The
+/// file is compared by checksum every two seconds; `sleep` runs in the background so the TERM trap is
+/// not held up by it.
+pub const SUPERVISOR: &str = r#"pgbouncer "$1" & pid=$!
+trap 'kill -INT "$pid"' TERM INT
+seen=$(cksum <"$2")
+while kill -0 "$pid" 2>/dev/null; do
+    sleep 2 & wait $!
+    now=$(cksum <"$2") || continue
+    if [ "$now" != "$seen" ]; then seen=$now; kill -HUP "$pid"; fi
+done
+wait "$pid"; exit $?"#;
+
+/// The first 16 hex digits of SHA-256 over `pgbouncer.ini` and the pool's certificate: put on the pod
+/// template, it rolls the pool when either changes, and only then. The userlist is not in it: pgbouncer
+/// reloads that in place (see the pool's supervisor), so a rotated password ends no session.
 #[must_use]
-pub fn config_hash(ini: &str, userlist: &str) -> String {
+pub fn config_hash(ini: &str, cert: &str) -> String {
     let mut h = Sha256::new();
     h.update(ini.as_bytes());
     h.update([0]);
-    h.update(userlist.as_bytes());
+    h.update(cert.as_bytes());
     h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -171,6 +219,7 @@ mod tests {
             database: "shop".into(),
             app_user: "web".into(),
             app_password: "W3b\"pw".into(),
+            rotation: 0,
         }
     }
 
@@ -211,6 +260,11 @@ mod tests {
             "no socket on a read-only root filesystem"
         );
         assert!(ini.find("[databases]") < ini.find("[pgbouncer]"));
+        assert_eq!(kv["client_tls_sslmode"], "require");
+        assert_eq!(kv["client_tls_cert_file"], "/etc/pgbouncer/tls/tls.crt");
+        assert_eq!(kv["server_tls_sslmode"], "verify-full");
+        assert_eq!(kv["server_tls_ca_file"], "/etc/pgbouncer/tls/ca.crt");
+        assert_eq!(kv["server_tls_key_file"], "/etc/pgbouncer/tls/tls.key");
     }
 
     #[test]
@@ -220,16 +274,30 @@ mod tests {
             &creds(),
             Endpoints::in_cluster("d", "n"),
         );
-        let local = cluster
-            .clone()
-            .with_endpoints(Endpoints::loopback(6432, 5433, "/tmp/x/userlist.txt"));
+        let local =
+            cluster
+                .clone()
+                .with_endpoints(Endpoints::loopback(6432, 5433, "/tmp/x/userlist.txt", "/tmp/x"));
         let (a, b) = (render_ini(&cluster), render_ini(&local));
         let changed: Vec<&str> = ini_lines(&a)
             .into_iter()
             .filter(|(k, v)| ini_lines(&b).get(k) != Some(v))
             .map(|(k, _)| k)
             .collect();
-        assert_eq!(changed, ["auth_file", "listen_addr", "listen_port", "shop"]);
+        assert_eq!(
+            changed,
+            [
+                "auth_file",
+                "client_tls_cert_file",
+                "client_tls_key_file",
+                "listen_addr",
+                "listen_port",
+                "server_tls_ca_file",
+                "server_tls_cert_file",
+                "server_tls_key_file",
+                "shop"
+            ]
+        );
         assert_eq!(a.lines().count(), b.lines().count());
         assert_eq!(ini_lines(&b)["shop"], "host=127.0.0.1 port=5433 dbname=shop");
     }

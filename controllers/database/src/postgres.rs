@@ -42,15 +42,21 @@ pub const OS_USER: &str = "postgres";
 /// Where the server's unix socket lives in the pod (an emptyDir; the probes use it).
 pub const SOCKET_DIR: &str = "/var/run/postgresql";
 
-/// `pg_hba.conf`: SCRAM for every connection, over the socket and over TCP; no `trust`, no `peer`.
-/// Written into the data directory at every start, so what berth ships is what the server enforces.
+/// `pg_hba.conf`: over the socket, SCRAM; over TCP, TLS or nothing (`hostnossl … reject`), and then a
+/// client certificate signed by the Database's CA whose common name is the role (`cert`). Only the pool
+/// holds one, for the app role (see `tls`), so the pool is the one way in over the network, and no
+/// password of the app role is checked here: rotating it never has to reach a running server. No
+/// `trust`, no `peer`. Written into the data directory at every start, so what berth ships is what the
+/// server enforces.
 #[must_use]
 pub fn pg_hba() -> String {
     [
         "# Written by berth at every start of the server; changes here are overwritten.",
         "local all all scram-sha-256",
-        "host all all 0.0.0.0/0 scram-sha-256",
-        "host all all ::/0 scram-sha-256",
+        "hostnossl all all 0.0.0.0/0 reject",
+        "hostnossl all all ::/0 reject",
+        "hostssl all all 0.0.0.0/0 cert",
+        "hostssl all all ::/0 cert",
     ]
     .map(|l| format!("{l}\n"))
     .concat()
@@ -80,9 +86,11 @@ pub fn bin(bin_dir: &str, program: &str) -> String {
 }
 
 /// The server container's command: `postgres` itself, listening on every address and on
-/// [`SOCKET_DIR`]. Set explicitly so no image entrypoint or default command is involved.
+/// [`SOCKET_DIR`], with TLS from the certificate, key and CA in `tls_dir` (see `tls`). Set explicitly
+/// so no image entrypoint or default command is involved.
 #[must_use]
-pub fn server_command(bin_dir: &str, pgdata: &str) -> Vec<String> {
+pub fn server_command(bin_dir: &str, pgdata: &str, tls_dir: &str) -> Vec<String> {
+    use crate::tls::{CA_FILE, CERT_FILE, KEY_FILE};
     let mut command = vec![bin(bin_dir, "postgres"), "-D".to_owned(), pgdata.to_owned()];
     for setting in [
         "listen_addresses=*".to_owned(),
@@ -90,6 +98,11 @@ pub fn server_command(bin_dir: &str, pgdata: &str) -> Vec<String> {
         format!("unix_socket_directories={SOCKET_DIR}"),
         // The default only from PostgreSQL 14 on; a password a tenant sets is stored as SCRAM too.
         "password_encryption=scram-sha-256".to_owned(),
+        "ssl=on".to_owned(),
+        format!("ssl_cert_file={tls_dir}/{CERT_FILE}"),
+        format!("ssl_key_file={tls_dir}/{KEY_FILE}"),
+        format!("ssl_ca_file={tls_dir}/{CA_FILE}"),
+        "ssl_min_protocol_version=TLSv1.2".to_owned(),
     ] {
         command.push("-c".to_owned());
         command.push(setting);
@@ -223,6 +236,14 @@ mod tests {
         assert!(script[initdb..fi].contains("--auth-local=scram-sha-256 --auth-host=scram-sha-256"));
         assert!(!script.contains("trust"));
         assert!(!pg_hba().contains("trust") && !pg_hba().contains("peer"));
+        let hba = pg_hba();
+        let tcp: Vec<&str> = hba.lines().filter(|l| l.starts_with("host")).collect();
+        assert!(
+            tcp.iter()
+                .all(|l| l.starts_with("hostnossl") && l.ends_with(" reject") || l.ends_with(" cert")),
+            "over TCP: TLS with a client certificate, or nothing: {tcp:?}"
+        );
+        assert!(tcp[0].starts_with("hostnossl"), "the refusal comes first");
     }
 
     #[test]
@@ -249,7 +270,8 @@ mod tests {
         }
         assert_eq!(
             pg_hba().lines().filter(|l| l.ends_with(" scram-sha-256")).count(),
-            3
+            1,
+            "the socket only"
         );
     }
 
@@ -261,12 +283,20 @@ mod tests {
 
     #[test]
     fn server_command_needs_no_entrypoint() {
-        let cmd = server_command("", "/d/pgdata");
+        let cmd = server_command("", "/d/pgdata", "/t");
         assert_eq!(cmd[..3], ["postgres", "-D", "/d/pgdata"]);
         assert!(cmd.contains(&"listen_addresses=*".to_owned()));
         assert!(cmd.contains(&"unix_socket_directories=/var/run/postgresql".to_owned()));
+        for tls in [
+            "ssl=on",
+            "ssl_cert_file=/t/tls.crt",
+            "ssl_key_file=/t/tls.key",
+            "ssl_ca_file=/t/ca.crt",
+        ] {
+            assert!(cmd.contains(&tls.to_owned()), "{tls}");
+        }
         assert_eq!(
-            server_command("/usr/lib/postgresql/17/bin/", "/d")[0],
+            server_command("/usr/lib/postgresql/17/bin/", "/d", "/t")[0],
             "/usr/lib/postgresql/17/bin/postgres"
         );
     }

@@ -174,6 +174,7 @@ mod tests {
             database: "ledger".into(),
             app_user: "app".into(),
             app_password: "Secret-App-pw".into(),
+            rotation: 0,
         }
     }
 

@@ -24,10 +24,12 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
 use crate::build::{self, Children, Inputs};
+use crate::credentials::Credentials;
 use crate::names;
 use crate::origin::{self, Origin, Seen};
 use crate::readback;
 use crate::status::{self, Observed};
+use crate::tls;
 use crate::validate::validate;
 use crate::volume::{self, Retained};
 
@@ -101,6 +103,8 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
     // and no Secret, nothing is generated or applied and the status says how to recover.
     // What is read back is checked like any input (see `readback`): a value that fails leaves every child,
     // the pool's configuration included, as it was.
+    let wanted_rotation = db.spec.password_rotation;
+    let mut rotated = None;
     let credentials = match origin::origin(loaded.seen()) {
         Origin::Use(secret) => {
             let credentials = origin::existing(secret)?;
@@ -108,14 +112,35 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
                 let message = readback::message(&name, &invalid);
                 return held(ctx, db, &namespace, &loaded, status::CREDENTIALS_INVALID, message).await;
             }
-            credentials
+            // A rotation asked for: a new app password, stored in the credentials Secret by this
+            // reconcile's apply, from where the pool's userlist and the connection Secret follow.
+            if credentials.rotation == wanted_rotation {
+                credentials
+            } else {
+                rotated = Some(credentials.rotation);
+                origin::rotate(credentials, wanted_rotation)?
+            }
         }
-        Origin::Generate => origin::generate(&name)?,
+        Origin::Generate => Credentials {
+            rotation: wanted_rotation,
+            ..origin::generate(&name)?
+        },
         Origin::Missing => {
             let message = origin::missing_message(&name);
             return held(ctx, db, &namespace, &loaded, status::CREDENTIALS_MISSING, message).await;
         }
     };
+
+    // Certificates: read back, renewed when due, issued when missing or unreadable (see `tls`).
+    let subjects = tls::Subjects::in_cluster(&name, &namespace);
+    let (tls, issued) = tls::current(
+        loaded.tls.as_ref(),
+        &name,
+        &subjects,
+        &credentials.app_user,
+        time::OffsetDateTime::now_utc(),
+    )
+    .map_err(Error::Internal)?;
 
     // Build: pure.
     let owner = owner_ref(db).ok_or_else(|| Error::InvalidSpec("the Database has no uid yet".into()))?;
@@ -127,20 +152,28 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
         customer: &customer,
         owner: &owner,
         credentials: &credentials,
+        tls: &tls,
         settings: &kit.settings,
         existing_claims: loaded.server_claims(),
     });
 
     // Apply.
-    let (server, pool) = apply(
-        kit,
-        &ctx.caches,
-        db,
-        &namespace,
-        children,
-        loaded.credentials.as_ref(),
-    )
-    .await?;
+    let (server, pool) = apply(kit, &ctx.caches, db, &namespace, children, &loaded).await?;
+    if let Some(from) = rotated {
+        let note = format!(
+            "rotated the app password (passwordRotation {from} → {wanted_rotation}): stored in Secret {}, \
+             reloaded by the pool, published in Secret {}",
+            names::credentials(&name),
+            names::connection(&name)
+        );
+        kit.event(&db.object_ref(&()), EventType::Normal, "PasswordRotated", note)
+            .await;
+    }
+    if let Some(note) = issued {
+        let reference = db.object_ref(&());
+        kit.event(&reference, EventType::Normal, "CertificatesIssued", note)
+            .await;
+    }
     // The volume: under `Retain`, its PersistentVolume keeps the data even when the namespace is deleted.
     // (One read of a cluster-scoped volume per process, which no cache holds; see `volume`.)
     volume::keep(kit, &ctx.retained, db, loaded.claim.as_deref().map(|c| &**c)).await?;
@@ -148,7 +181,8 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
     // Status: from the workloads as the apply answered them (this spec, latest status); their own
     // status changes wake the controller again through the `owns` watches.
     let observed = Observed::from(Some(&server), Some(&pool));
-    let status = status::status(db, &namespace, &observed, &now());
+    let mut status = status::status(db, &namespace, &observed, &now());
+    status.password_rotation = Some(credentials.rotation);
     kit.apply_status(&kit.api::<Database>(&namespace), db, db.status.as_ref(), &status)
         .await?;
     Ok(Action::requeue(berth_kit::runtime::RESYNC))
@@ -157,6 +191,8 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
 /// Everything a reconcile reads from the cluster.
 struct Loaded {
     credentials: Option<Secret>,
+    /// Whole: the certificates are read from it (a cache's view holds only a digest of the values).
+    tls: Option<Secret>,
     server: Option<Arc<Cached<StatefulSet>>>,
     pool: Option<Arc<Cached<Deployment>>>,
     claim: Option<Arc<Cached<PersistentVolumeClaim>>>,
@@ -178,6 +214,11 @@ impl Loaded {
             .api::<Secret>(namespace)
             .get_opt(&names::credentials(name))
             .await?;
+        let tls = ctx
+            .kit
+            .api::<Secret>(namespace)
+            .get_opt(&names::tls(name))
+            .await?;
         let server = c
             .servers
             .get(&ObjectRef::new(&names::server(name)).within(namespace));
@@ -194,6 +235,7 @@ impl Loaded {
         }
         Ok(Self {
             credentials,
+            tls,
             server,
             pool,
             claim,
@@ -239,7 +281,8 @@ async fn held(
         loaded.server.as_deref().map(|s| &**s),
         loaded.pool.as_deref().map(|p| &**p),
     );
-    let status = status::held(db, namespace, &observed, reason, &message, &now());
+    let mut status = status::held(db, namespace, &observed, reason, &message, &now());
+    status.password_rotation = db.status.as_ref().and_then(|s| s.password_rotation);
     if ready_changed(db, &status) {
         kit.event(&db.object_ref(&()), EventType::Warning, reason, message)
             .await;
@@ -260,10 +303,11 @@ async fn apply(
     db: &Database,
     namespace: &str,
     children: Children,
-    existing_credentials: Option<&Secret>,
+    loaded: &Loaded,
 ) -> Result<(StatefulSet, Deployment)> {
     let Children {
         credentials,
+        tls,
         server_init,
         pool_config,
         pool_auth,
@@ -279,9 +323,11 @@ async fn apply(
     let services = kit.api::<Service>(namespace);
 
     // 1. Secrets and ConfigMaps, so the pods find what they mount and reference.
-    ensure_credentials(kit, db, &secrets, existing_credentials, &credentials).await?;
+    ensure_credentials(kit, db, &secrets, loaded.credentials.as_ref(), &credentials).await?;
     let c = caches;
     let mut r = Repairs::default();
+    let cached = loaded.tls.clone().map(|s| Arc::new(Cached::new(s)));
+    r.note(kit.ensure(&secrets, &tls, cached).await?);
     let cached = current(&c.config_maps, &server_init);
     r.note(kit.ensure(&config_maps, &server_init, cached).await?);
     let cached = current(&c.config_maps, &pool_config);
@@ -317,7 +363,8 @@ async fn read(api: &Api<Secret>, desired: &Secret) -> Result<Option<Arc<Cached<S
         .map(|s| Arc::new(Cached::new(s))))
 }
 
-/// The credentials Secret is created once and never overwritten.
+/// The credentials Secret is created once and never overwritten, but for the app password when a rotation
+/// asks for a new one.
 ///
 /// Absent: it is *created* (POST), not applied, so if it appeared since it was read (say, a second
 /// operator instance) the create fails with 409 and the next reconcile reads that one back instead of
@@ -326,7 +373,7 @@ async fn read(api: &Api<Secret>, desired: &Secret) -> Result<Option<Arc<Cached<S
 /// to `Retain` removes it again.
 ///
 /// Present: `desired` was built from the very values it holds, so it is applied only when labels or the
-/// owner reference differ (a changed deletionPolicy), never otherwise.
+/// owner reference differ (a changed deletionPolicy), or the app password was rotated, never otherwise.
 async fn ensure_credentials(
     kit: &Context,
     db: &Database,
@@ -362,7 +409,8 @@ async fn ensure_credentials(
     Ok(())
 }
 
-/// True when `current` lacks a label of `desired` or its controller reference differs.
+/// True when `current` lacks a label, an annotation or a value of `desired` (a rotated password), or its
+/// controller reference differs. Keys and annotations someone else added do not count.
 fn needs_apply(current: &Secret, desired: &Secret) -> bool {
     let controller = |s: &Secret| -> Vec<OwnerReference> {
         s.owner_references()
@@ -375,7 +423,16 @@ fn needs_apply(current: &Secret, desired: &Secret) -> bool {
         .labels()
         .iter()
         .any(|(k, v)| current.labels().get(k) != Some(v));
-    labels_missing || controller(current) != controller(desired)
+    let annotations_missing = desired
+        .annotations()
+        .iter()
+        .any(|(k, v)| current.annotations().get(k) != Some(v));
+    let (now, wanted) = (
+        current.data.clone().unwrap_or_default(),
+        desired.data.clone().unwrap_or_default(),
+    );
+    let values_differ = wanted.iter().any(|(k, v)| now.get(k) != Some(v));
+    labels_missing || annotations_missing || values_differ || controller(current) != controller(desired)
 }
 
 /// True when `status` would change the Database's `Ready` condition: news worth an event.
@@ -397,6 +454,24 @@ mod tests {
             let desired = build(&database(&format!("storage: 1Gi\ndeletionPolicy: {policy}\n"))).credentials;
             assert!(!needs_apply(&desired, &desired), "{policy}");
         }
+    }
+
+    #[test]
+    fn a_rotated_password_is_applied_and_foreign_keys_are_left_alone() {
+        let mut current = build(&database("storage: 1Gi\n")).credentials;
+        let mut rotated = crate::build::tests::credentials();
+        rotated.app_password = "B".repeat(32);
+        rotated.rotation = 1;
+        let desired = crate::build::tests::build_creds(&database("storage: 1Gi\n"), &rotated).credentials;
+        assert!(needs_apply(&current, &desired));
+        current
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("EXTRA".into(), k8s_openapi::ByteString(b"x".to_vec()));
+        current.metadata.annotations = Some([("note".to_owned(), "x".to_owned())].into());
+        let same = build(&database("storage: 1Gi\n")).credentials;
+        assert!(!needs_apply(&current, &same));
     }
 
     #[test]

@@ -129,6 +129,8 @@ fn assemble(
         )),
         connection_secret: Some(names::connection(&name)),
         ready_replicas: Some(observed.pool.as_ref().map_or(0, |p| p.available)),
+        // Set by the reconcile, which knows the credentials.
+        password_rotation: None,
     }
 }
 

@@ -51,6 +51,19 @@ pub struct DatabaseSpec {
     /// bound PersistentVolume's reclaim policy to `Retain`, so even deleting the namespace keeps the data.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Raise by one to give the app role a new password. berth stores it in the credentials Secret,
+    /// pgbouncer reloads it in place (open sessions stay), and the connection Secret follows;
+    /// `status.passwordRotation` says when it has. 0 is the password the Database was created with.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[x_kube(validation = Rule::new("self >= 0").message(
+        "passwordRotation must be 0 or more; raise it by one to rotate the app password (e.g. passwordRotation: 1)"
+    ))]
+    pub password_rotation: i32,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+pub(crate) fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
@@ -70,6 +83,9 @@ pub struct DatabaseStatus {
     /// Available pgbouncer pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
+    /// The `spec.passwordRotation` whose password the credentials, the pool and the connection Secret hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_rotation: Option<i32>,
 }
 
 /// The Secret a Database publishes for apps (`DATABASE_URL` and its parts), also in its

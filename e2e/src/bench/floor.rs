@@ -285,6 +285,14 @@ async fn database_children(
     )
     .map_err(|e| anyhow!("random passwords: {e}"))?;
     let owner = berth_kit::owner_ref(&with_uid(db)).context("the Database has a UID")?;
+    let subjects = berth_database::tls::Subjects::in_cluster(&name, &ns);
+    let tls = berth_database::tls::Tls::generate(
+        &name,
+        &subjects,
+        &credentials.app_user,
+        time::OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
     let mut kids = children(&Inputs {
         db,
         namespace: &ns,
@@ -292,6 +300,7 @@ async fn database_children(
         customer,
         owner: &owner,
         credentials: &credentials,
+        tls: &tls,
         settings: &Settings::default(),
         existing_claims: None,
     });
@@ -300,6 +309,7 @@ async fn database_children(
     }
     let Children {
         credentials,
+        tls,
         server_init,
         pool_config,
         pool_auth,
@@ -311,6 +321,7 @@ async fn database_children(
         pool_budget,
     } = &kids;
     put(&Api::namespaced(client.clone(), &ns), credentials, verb, stats).await?;
+    put(&Api::namespaced(client.clone(), &ns), tls, verb, stats).await?;
     put(&Api::namespaced(client.clone(), &ns), server_init, verb, stats).await?;
     put(&Api::namespaced(client.clone(), &ns), pool_config, verb, stats).await?;
     put(&Api::namespaced(client.clone(), &ns), pool_auth, verb, stats).await?;

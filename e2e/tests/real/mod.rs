@@ -167,6 +167,8 @@ pub struct Volume {
     pub pgdata: PathBuf,
     pub scratch: PathBuf,
     pub socket: PathBuf,
+    /// The server's certificate, key and CA (its `tls` volume; see [`install_tls`]).
+    pub tls: PathBuf,
 }
 
 impl Volume {
@@ -176,6 +178,7 @@ impl Volume {
             pgdata: dir.join("volume").join("pgdata"),
             scratch: dir.join("scratch"),
             socket: dir.join("run"),
+            tls: dir.join("server-tls"),
         };
         for d in [&v.root, &v.scratch, &v.socket] {
             run_as.private_dir(d)?;
@@ -237,7 +240,11 @@ pub fn start_server(
     port: u16,
     log: PathBuf,
 ) -> Result<Process> {
-    let command = postgres::server_command(bin.pg_bin_str()?, path_str(&volume.pgdata)?);
+    let command = postgres::server_command(
+        bin.pg_bin_str()?,
+        path_str(&volume.pgdata)?,
+        path_str(&volume.tls)?,
+    );
     let (program, args) = command.split_first().context("a command")?;
     let mut server = run_as.command(program);
     server.args(args).env_clear();
@@ -305,23 +312,95 @@ impl Drop for Process {
     }
 }
 
-pub async fn connect(
+/// Over TCP without TLS: what the server and the pool refuse.
+pub async fn connect_plain(
     port: u16,
     user: &str,
     password: &str,
     dbname: &str,
 ) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::Config::new()
+    let (client, connection) = config(port, user, password, dbname)
         .host("127.0.0.1")
-        .port(port)
-        .user(user)
-        .password(password)
-        .dbname(dbname)
-        .connect_timeout(Duration::from_secs(5))
         .connect(NoTls)
         .await?;
     tokio::spawn(connection);
     Ok(client)
+}
+
+/// Over the server's socket, as the pod's probes and a `kubectl exec` would.
+pub async fn connect_local(
+    socket: &Path,
+    port: u16,
+    user: &str,
+    password: &str,
+    dbname: &str,
+) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config(port, user, password, dbname)
+        .host_path(socket)
+        .connect(NoTls)
+        .await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Over TCP to 127.0.0.1 with TLS, checking that the certificate is signed by `ca` (PEM) and names
+/// `server_name` — the Service name a pod dials (`sslmode=verify-full`).
+pub async fn connect_tls(
+    port: u16,
+    server_name: &str,
+    ca: &str,
+    user: &str,
+    password: &str,
+    dbname: &str,
+) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config(port, user, password, dbname)
+        .host(server_name)
+        .hostaddr(std::net::IpAddr::from([127, 0, 0, 1]))
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
+        .connect(tls_connector(ca))
+        .await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+fn config(port: u16, user: &str, password: &str, dbname: &str) -> tokio_postgres::Config {
+    let mut c = tokio_postgres::Config::new();
+    c.port(port)
+        .user(user)
+        .password(password)
+        .dbname(dbname)
+        .connect_timeout(Duration::from_secs(5));
+    c
+}
+
+/// A TLS client that trusts `ca` (PEM) alone.
+pub fn tls_connector(ca: &str) -> tokio_postgres_rustls::MakeRustlsConnect {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots
+            .add(cert.expect("the CA is PEM"))
+            .expect("the CA is a certificate");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+}
+
+/// Writes one side's certificate, key and the CA into `dir` as its pod mounts them (`tls.crt`,
+/// `tls.key`, `ca.crt`), owned by the account and private to it.
+pub fn install_tls(run_as: &RunAs, dir: &Path, cert: &str, key: &str, ca: &str) -> Result<()> {
+    use berth_database::tls::{CA_FILE, CERT_FILE, KEY_FILE};
+    run_as.private_dir(dir)?;
+    for (file, content) in [(CERT_FILE, cert), (KEY_FILE, key), (CA_FILE, ca)] {
+        write_owned(run_as, &dir.join(file), content)?;
+    }
+    Ok(())
 }
 
 /// Retries `connect` until it succeeds, the process exits, or `within` passes.

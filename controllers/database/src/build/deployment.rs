@@ -12,13 +12,14 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{Inputs, POOL_UID, container_security, empty_dir, mount, pod_security};
+use super::{Inputs, POOL_UID, container_security, empty_dir, mount, pod_security, tls_volume};
 use crate::names;
+use crate::tls::{POOL_CERT_KEY, POOL_KEY_KEY};
 
 /// Seconds a stopping pool pod keeps serving after it left the Service's endpoints, so that clients which
 /// picked it just before still get their transaction through.
 const DRAIN_SECONDS: u32 = 10;
-/// Then pgbouncer's safe shutdown ([`SUPERVISOR`]) has this long before the kubelet kills the pod.
+/// Then pgbouncer's safe shutdown ([`crate::pgbouncer::SUPERVISOR`]) has this long before the kubelet kills the pod.
 const SHUTDOWN_SECONDS: i64 = 30;
 
 /// `hash` is [`crate::pgbouncer::config_hash`] of the files the pods mount: a new hash rolls them.
@@ -68,13 +69,14 @@ fn pod(inputs: &Inputs<'_>) -> PodSpec {
         // The image's own entrypoint (which would write a config from environment variables) is bypassed:
         // pgbouncer, from PATH (`/usr/bin` in CloudNativePG's image, `/usr/sbin` in Debian's package),
         // reads exactly the rendered file, under a shell that turns the kubelet's SIGTERM into a safe
-        // shutdown (see [`SUPERVISOR`]).
+        // shutdown and a changed userlist into a reload (see [`crate::pgbouncer::SUPERVISOR`]).
         command: Some(vec![
             "sh".to_owned(),
             "-c".to_owned(),
-            SUPERVISOR.to_owned(),
+            crate::pgbouncer::SUPERVISOR.to_owned(),
             "pgbouncer".to_owned(),
             format!("{}/{}", names::POOL_CONFIG_DIR, names::INI_KEY),
+            format!("{}/{}", names::POOL_AUTH_DIR, names::USERLIST_KEY),
         ]),
         ports: Some(vec![ContainerPort {
             name: Some("pgbouncer".to_owned()),
@@ -109,6 +111,7 @@ fn pod(inputs: &Inputs<'_>) -> PodSpec {
         volume_mounts: Some(vec![
             mount("config", names::POOL_CONFIG_DIR, true),
             mount("auth", names::POOL_AUTH_DIR, true),
+            mount("tls", names::POOL_TLS_DIR, true),
             mount("tmp", "/tmp", false),
         ]),
         ..Container::default()
@@ -149,21 +152,12 @@ fn pod(inputs: &Inputs<'_>) -> PodSpec {
                 }),
                 ..Volume::default()
             },
+            tls_volume(inputs, POOL_CERT_KEY, POOL_KEY_KEY),
             empty_dir("tmp"),
         ]),
         ..PodSpec::default()
     }
 }
-
-/// The container's PID 1: runs `pgbouncer "$1"` and answers SIGTERM with SIGINT, pgbouncer's safe shutdown
-/// in every version (it waits until the servers are released, i.e. the transactions in flight end). SIGTERM
-/// itself is no signal to pass on: before pgbouncer 1.23 it stops at once, from 1.23 on it waits for every
-/// client to disconnect. The second `wait` is for pgbouncer still shutting down after the trap ran.
-const SUPERVISOR: &str = r#"pgbouncer "$1" & pid=$!
-trap 'kill -INT "$pid"' TERM
-wait "$pid"; status=$?
-if kill -0 "$pid" 2>/dev/null; then wait "$pid"; status=$?; fi
-exit "$status""#;
 
 fn resources() -> ResourceRequirements {
     let q = |s: &str| Quantity(s.to_owned());
@@ -268,7 +262,14 @@ mod tests {
         let c = &pod.containers[0];
         let command = c.command.clone().unwrap();
         assert_eq!(command[..2], ["sh", "-c"]);
-        assert_eq!(command[3..], ["pgbouncer", "/etc/pgbouncer/config/pgbouncer.ini"]);
+        assert_eq!(
+            command[3..],
+            [
+                "pgbouncer",
+                "/etc/pgbouncer/config/pgbouncer.ini",
+                "/etc/pgbouncer/auth/userlist.txt"
+            ]
+        );
         for p in [
             c.readiness_probe.as_ref().unwrap(),
             c.liveness_probe.as_ref().unwrap(),

@@ -16,14 +16,15 @@ use berth_kit::Settings;
 use berth_kit::labels::{COMPONENT, INSTANCE, MANAGED_BY, labels};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, EmptyDirVolumeSource, PersistentVolumeClaim, PodSecurityContext, SeccompProfile,
-    Secret, SecurityContext, Service, Volume, VolumeMount,
+    Capabilities, ConfigMap, EmptyDirVolumeSource, KeyToPath, PersistentVolumeClaim, PodSecurityContext,
+    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 
 use crate::credentials::Credentials;
 use crate::pgbouncer::{Endpoints, PoolConfig, config_hash, render_ini, render_userlist};
+use crate::tls::{CA_CERT_KEY, CA_FILE, CERT_FILE, KEY_FILE, Tls};
 
 /// User and group of the PostgreSQL server, whatever the image: the pod mounts its own `/etc/passwd`
 /// naming this uid (see [`crate::postgres::passwd`]). 999 is `postgres` in Debian's and the official
@@ -42,6 +43,8 @@ pub struct Inputs<'a> {
     /// The Database as controller owner (`controller: true`, `blockOwnerDeletion: true`).
     pub owner: &'a OwnerReference,
     pub credentials: &'a Credentials,
+    /// The Database's certificates, read back from their Secret or issued by this reconcile.
+    pub tls: &'a Tls,
     pub settings: &'a Settings,
     /// `volumeClaimTemplates` of the StatefulSet as it exists, if it does. They are immutable, so they
     /// are sent back unchanged rather than rebuilt (a changed `storage` would otherwise fail every apply).
@@ -53,6 +56,7 @@ pub struct Inputs<'a> {
 #[derive(Clone, Debug)]
 pub struct Children {
     pub credentials: Secret,
+    pub tls: Secret,
     pub server_init: ConfigMap,
     pub pool_config: ConfigMap,
     pub pool_auth: Secret,
@@ -66,9 +70,10 @@ pub struct Children {
 
 impl Children {
     /// Every child's kind and metadata, in the order the controller applies them.
-    pub fn metas_mut(&mut self) -> [(&'static str, &mut ObjectMeta); 10] {
+    pub fn metas_mut(&mut self) -> [(&'static str, &mut ObjectMeta); 11] {
         [
             ("Secret", &mut self.credentials.metadata),
+            ("Secret", &mut self.tls.metadata),
             ("ConfigMap", &mut self.server_init.metadata),
             ("ConfigMap", &mut self.pool_config.metadata),
             ("Secret", &mut self.pool_auth.metadata),
@@ -91,9 +96,10 @@ pub fn children(inputs: &Inputs<'_>) -> Children {
     );
     let ini = render_ini(&pool_config);
     let userlist = render_userlist(inputs.credentials);
-    let hash = config_hash(&ini, &userlist);
+    let hash = config_hash(&ini, &inputs.tls.pool_cert);
     Children {
         credentials: secret::credentials(inputs),
+        tls: secret::tls(inputs),
         server_init: config_map::server_init(inputs),
         pool_config: config_map::pool_config(inputs, ini),
         pool_auth: secret::pool_auth(inputs, userlist),
@@ -172,6 +178,31 @@ fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
+/// The `tls` volume of a pod: its own certificate and key (`cert`, `key` in the Secret) as `tls.crt` and
+/// `tls.key`, and the CA's certificate; never the CA's key. Readable by the pod's group (fsGroup) only,
+/// which PostgreSQL requires of a key file owned by root.
+fn tls_volume(inputs: &Inputs<'_>, cert: &str, key: &str) -> Volume {
+    let item = |key: &str, path: &str| KeyToPath {
+        key: key.to_owned(),
+        path: path.to_owned(),
+        mode: None,
+    };
+    Volume {
+        name: "tls".to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(crate::names::tls(inputs.name)),
+            items: Some(vec![
+                item(cert, CERT_FILE),
+                item(key, KEY_FILE),
+                item(CA_CERT_KEY, CA_FILE),
+            ]),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
 /// Writable scratch space for a container whose root filesystem is read-only.
 fn empty_dir(name: &str) -> Volume {
     Volume {
@@ -217,11 +248,25 @@ pub(crate) mod tests {
             database: "ledger".into(),
             app_user: "app".into(),
             app_password: "A".repeat(32),
+            rotation: 0,
         }
+    }
+
+    /// One set of certificates for every test (issuing takes a few key generations).
+    pub(crate) fn tls() -> &'static Tls {
+        static TLS: std::sync::OnceLock<Tls> = std::sync::OnceLock::new();
+        TLS.get_or_init(|| {
+            let subjects = crate::tls::Subjects::in_cluster("ledger", "tenant-zz");
+            Tls::generate("ledger", &subjects, "app", time::OffsetDateTime::now_utc()).unwrap()
+        })
     }
 
     pub(crate) fn build_with(db: &Database, claims: Option<&[PersistentVolumeClaim]>) -> Children {
         build_from(db, claims, &Settings::default(), &credentials())
+    }
+
+    pub(crate) fn build_creds(db: &Database, creds: &Credentials) -> Children {
+        build_from(db, None, &Settings::default(), creds)
     }
 
     pub(crate) fn build_settings(db: &Database, settings: &Settings) -> Children {
@@ -242,6 +287,7 @@ pub(crate) mod tests {
             customer: "acme-corp",
             owner: &owner,
             credentials: creds,
+            tls: tls(),
             settings,
             existing_claims: claims,
         })
@@ -307,6 +353,46 @@ pub(crate) mod tests {
     /// Passwords live in Secrets only: no ConfigMap, workload, Service, budget or status carries one
     /// (pods get them through `secretKeyRef`s), and the pool's Secrets carry the app role's only.
     #[test]
+    fn pods_mount_their_own_certificate_and_never_the_ca_key() {
+        let c = build(&database(SPEC));
+        let pods = [
+            (c.server.spec.unwrap().template.spec.unwrap(), "server"),
+            (c.pool.spec.unwrap().template.spec.unwrap(), "pool"),
+        ];
+        for (pod, own) in pods {
+            let volume = pod
+                .volumes
+                .unwrap()
+                .into_iter()
+                .find(|v| v.name == "tls")
+                .unwrap();
+            let secret = volume.secret.unwrap();
+            assert_eq!(secret.secret_name.as_deref(), Some("ledger-tls"));
+            let items: Vec<(String, String)> = secret
+                .items
+                .unwrap()
+                .into_iter()
+                .map(|i| (i.key, i.path))
+                .collect();
+            assert_eq!(
+                items,
+                [
+                    (format!("{own}.crt"), "tls.crt".to_owned()),
+                    (format!("{own}.key"), "tls.key".to_owned()),
+                    ("ca.crt".to_owned(), "ca.crt".to_owned())
+                ]
+            );
+            assert_eq!(secret.default_mode, Some(0o440));
+            let mounted = pod.containers[0].volume_mounts.clone().unwrap();
+            assert!(
+                mounted
+                    .iter()
+                    .any(|m| m.name == "tls" && m.read_only == Some(true))
+            );
+        }
+    }
+
+    #[test]
     fn no_password_outside_secrets() {
         let creds = Credentials {
             superuser_password: "Superuser-Pw-7f3a9c".into(),
@@ -317,6 +403,7 @@ pub(crate) mod tests {
         let db = database(&format!("{SPEC}pool: {{replicas: 3}}\n"));
         let Children {
             credentials: stored,
+            tls,
             server_init,
             pool_config,
             pool_auth,
@@ -340,6 +427,7 @@ pub(crate) mod tests {
             ("pool_service", serde_json::to_string(&pool_service)),
             ("pool_budget", serde_json::to_string(&pool_budget)),
             ("status", serde_json::to_string(&status)),
+            ("tls", serde_json::to_string(&tls)),
         ];
         for (what, json) in public {
             let json = json.unwrap();

@@ -19,10 +19,24 @@ pub(super) fn credentials(inputs: &Inputs<'_>) -> Secret {
     if inputs.db.spec.deletion_policy == DeletionPolicy::Retain {
         metadata.owner_references = None;
     }
+    metadata.annotations = inputs.credentials.annotations();
     Secret {
         metadata,
         type_: Some("Opaque".to_owned()),
         data: Some(inputs.credentials.to_data()),
+        ..Secret::default()
+    }
+}
+
+/// The Database's CA and the two leaf certificates (see `tls`). Owned by the Database whatever the
+/// deletion policy: nothing in it is data, and a Database made again gets a new CA.
+pub(super) fn tls(inputs: &Inputs<'_>) -> Secret {
+    let mut metadata = inputs.meta(names::tls(inputs.name), names::SERVER_COMPONENT);
+    metadata.annotations = Some(inputs.tls.annotations());
+    Secret {
+        metadata,
+        type_: Some("Opaque".to_owned()),
+        data: Some(inputs.tls.to_data()),
         ..Secret::default()
     }
 }
@@ -42,15 +56,19 @@ pub(super) fn pool_auth(inputs: &Inputs<'_>, userlist: String) -> Secret {
 
 /// Keys of the connection Secret.
 pub(crate) const URL_KEY: &str = "DATABASE_URL";
+/// What the connection Secret asks of a client's TLS.
+const SSLMODE: &str = "require";
 
 /// What an app needs to connect, as parts and as one URL, all pointing at the pool Service (never at
-/// the server) with the app role.
+/// the server) with the app role, over TLS (`sslmode=require`, which the pool insists on anyway). The
+/// CA's certificate is there too, as `ca.crt`: an app that mounts the Secret can go further and check
+/// the pool's certificate (`sslmode=verify-full&sslrootcert=<mount>/ca.crt`), which names `host`.
 pub(super) fn connection(inputs: &Inputs<'_>) -> Secret {
     let c = inputs.credentials;
     let host = names::service_host(&names::pool_service(inputs.name), inputs.namespace);
     let port = names::PORT.to_string();
     let url = format!(
-        "postgresql://{}:{}@{host}:{port}/{}",
+        "postgresql://{}:{}@{host}:{port}/{}?sslmode={SSLMODE}",
         percent_encode(&c.app_user),
         percent_encode(&c.app_password),
         percent_encode(&c.database),
@@ -61,6 +79,8 @@ pub(super) fn connection(inputs: &Inputs<'_>) -> Secret {
         ("database", c.database.clone()),
         ("user", c.app_user.clone()),
         ("password", c.app_password.clone()),
+        ("sslmode", SSLMODE.to_owned()),
+        (crate::tls::CA_FILE, inputs.tls.ca_cert.clone()),
         (URL_KEY, url),
     ]
     .into_iter()
@@ -113,10 +133,12 @@ mod tests {
         assert_eq!(
             text(conn, URL_KEY),
             format!(
-                "postgresql://app:{}@ledger.tenant-zz.svc:5432/ledger",
+                "postgresql://app:{}@ledger.tenant-zz.svc:5432/ledger?sslmode=require",
                 "A".repeat(32)
             )
         );
+        assert_eq!(text(conn, "sslmode"), "require");
+        assert_eq!(text(conn, "ca.crt"), super::super::tests::tls().ca_cert);
         assert!(!text(conn, URL_KEY).contains("postgres@") && !text(conn, URL_KEY).contains("-postgres"));
     }
 
@@ -125,6 +147,18 @@ mod tests {
         let c = build(&database("storage: 1Gi\n"));
         assert_eq!(c.credentials.metadata.name.as_deref(), Some("ledger-credentials"));
         assert_eq!(Credentials::from_secret(&c.credentials).unwrap(), credentials());
+    }
+
+    #[test]
+    fn tls_secret_holds_the_certificates_and_when_they_end() {
+        let c = build(&database("storage: 1Gi\ndeletionPolicy: Retain\n"));
+        assert_eq!(c.tls.metadata.name.as_deref(), Some("ledger-tls"));
+        assert!(
+            c.tls.metadata.owner_references.is_some(),
+            "owned under Retain too: nothing in it is data"
+        );
+        let read = crate::tls::Tls::from_secret(&c.tls).unwrap();
+        assert_eq!(&read, super::super::tests::tls());
     }
 
     #[test]

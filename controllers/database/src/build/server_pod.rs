@@ -10,12 +10,13 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::{Inputs, POSTGRES_UID, container_security, empty_dir, mount, pod_security};
+use super::{Inputs, POSTGRES_UID, container_security, empty_dir, mount, pod_security, tls_volume};
 use crate::credentials::{
     APP_PASSWORD_KEY, APP_USER_KEY, DATABASE_KEY, SUPERUSER_KEY, SUPERUSER_PASSWORD_KEY,
 };
 use crate::names::{self, DATA_VOLUME};
 use crate::postgres::{self, env};
+use crate::tls::{SERVER_CERT_KEY, SERVER_KEY_KEY};
 
 /// The bootstrap ConfigMap ([`names::server_init`]): script and `/etc/passwd`.
 const BOOTSTRAP_VOLUME: &str = "bootstrap";
@@ -35,6 +36,7 @@ pub(super) fn pod(inputs: &Inputs<'_>) -> PodSpec {
         volumes: Some(vec![
             empty_dir("run"),
             empty_dir("tmp"),
+            tls_volume(inputs, SERVER_CERT_KEY, SERVER_KEY_KEY),
             // In memory: nothing the bootstrap writes there outlives the pod or reaches a disk.
             Volume {
                 name: SCRATCH_VOLUME.to_owned(),
@@ -129,7 +131,11 @@ fn server(inputs: &Inputs<'_>, resources: ResourceRequirements) -> Container {
     Container {
         name: "postgres".to_owned(),
         image: Some(image(inputs)),
-        command: Some(postgres::server_command(bin_dir, names::PGDATA)),
+        command: Some(postgres::server_command(
+            bin_dir,
+            names::PGDATA,
+            names::SERVER_TLS_DIR,
+        )),
         env: Some(vec![value(env::PGDATA, names::PGDATA)]),
         ports: Some(vec![ContainerPort {
             name: Some("postgres".to_owned()),
@@ -169,6 +175,7 @@ fn server(inputs: &Inputs<'_>, resources: ResourceRequirements) -> Container {
             mount(DATA_VOLUME, names::DATA_MOUNT, false),
             mount("run", postgres::SOCKET_DIR, false),
             mount("tmp", "/tmp", false),
+            mount("tls", names::SERVER_TLS_DIR, true),
             passwd_mount(),
         ]),
         ..Container::default()
@@ -286,7 +293,7 @@ mod tests {
         let c = &pod.containers[0];
         assert_eq!(
             c.command.clone().unwrap(),
-            postgres::server_command("", names::PGDATA)
+            postgres::server_command("", names::PGDATA, names::SERVER_TLS_DIR)
         );
         assert_eq!(c.args, None);
         let vars = env_of(c);

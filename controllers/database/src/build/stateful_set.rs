@@ -28,6 +28,11 @@ pub(super) fn server(inputs: &Inputs<'_>) -> StatefulSet {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(server_pod_labels(inputs)),
+                    // PostgreSQL reads its certificate at start: a renewed one (yearly) restarts it.
+                    annotations: Some(BTreeMap::from([(
+                        names::TLS_HASH_ANNOTATION.to_owned(),
+                        crate::tls::cert_hash(&inputs.tls.server_cert),
+                    )])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod(inputs)),
