@@ -109,6 +109,10 @@ impl PoolConfig {
 /// with its own certificate, whose common name is the app role: PostgreSQL authenticates the pool by
 /// certificate, not by password, so a rotated password only has to reach the pool and the apps.
 ///
+/// `client_tls_ca_file` verifies nobody under `require`, but pgbouncer loads a CA for its client side
+/// whenever TLS is on, and without one it opens the system bundle, which the pool's image does not have
+/// (pgbouncer then stops with `failed to load CA: (null)`). The Database's own CA is always there.
+///
 /// The admin console has no admin (`admin_users` empty): nobody can `PAUSE`, `RELOAD`, `KILL` or
 /// `SHUTDOWN` the pool through it; pgbouncer is steered by its pod (signals, a new config). The app
 /// role may only read statistics (`stats_users`).
@@ -136,6 +140,7 @@ ignore_startup_parameters = extra_float_digits
 client_tls_sslmode = require
 client_tls_cert_file = {tls}/{cert}
 client_tls_key_file = {tls}/{key}
+client_tls_ca_file = {tls}/{ca}
 server_tls_sslmode = verify-full
 server_tls_ca_file = {tls}/{ca}
 server_tls_cert_file = {tls}/{cert}
@@ -184,14 +189,14 @@ fn quote(s: &str) -> String {
 ///
 /// The reload is how a rotated password reaches the pool without a restart: the kubelet updates the
 /// mounted Secret in place, pgbouncer reads the new userlist, and every open client session stays. The
-/// file is compared by checksum every two seconds; `sleep` runs in the background so the TERM trap is
-/// not held up by it.
+/// file is compared by checksum every two seconds (`md5sum`: the image's busybox has no `cksum`); `sleep`
+/// runs in the background so the TERM trap is not held up by it.
 pub const SUPERVISOR: &str = r#"pgbouncer "$1" & pid=$!
 trap 'kill -INT "$pid"' TERM INT
-seen=$(cksum <"$2")
+seen=$(md5sum <"$2")
 while kill -0 "$pid" 2>/dev/null; do
     sleep 2 & wait $!
-    now=$(cksum <"$2") || continue
+    now=$(md5sum <"$2") || continue
     if [ "$now" != "$seen" ]; then seen=$now; kill -HUP "$pid"; fi
 done
 wait "$pid"; exit $?"#;
@@ -262,6 +267,7 @@ mod tests {
         assert!(ini.find("[databases]") < ini.find("[pgbouncer]"));
         assert_eq!(kv["client_tls_sslmode"], "require");
         assert_eq!(kv["client_tls_cert_file"], "/etc/pgbouncer/tls/tls.crt");
+        assert_eq!(kv["client_tls_ca_file"], "/etc/pgbouncer/tls/ca.crt");
         assert_eq!(kv["server_tls_sslmode"], "verify-full");
         assert_eq!(kv["server_tls_ca_file"], "/etc/pgbouncer/tls/ca.crt");
         assert_eq!(kv["server_tls_key_file"], "/etc/pgbouncer/tls/tls.key");
