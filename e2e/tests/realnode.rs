@@ -1391,7 +1391,11 @@ async fn tls_on_both_hops_and_a_password_rotation_breaks_no_open_session() {
         .get("db-connection")
         .await
         .expect("the connection Secret");
-    let ca = connection.data.as_ref().and_then(|d| d.get("ca.crt")).expect("ca.crt in db-connection");
+    let ca = connection
+        .data
+        .as_ref()
+        .and_then(|d| d.get("ca.crt"))
+        .expect("ca.crt in db-connection");
     let probe_ca: Secret = serde_json::from_value(json!({
         "metadata": {"name": "probe-ca"},
         "stringData": {"CA_CRT": String::from_utf8(ca.0.clone()).expect("PEM text")}
@@ -1401,7 +1405,14 @@ async fn tls_on_both_hops_and_a_password_rotation_breaks_no_open_session() {
         .create(&kube::api::PostParams::default(), &probe_ca)
         .await
         .expect("hand the CA to the probe");
-    let (code, out) = run_pod(&client, &name, &postgres(), script, &["db-connection", "probe-ca"]).await;
+    let (code, out) = run_pod(
+        &client,
+        &name,
+        &postgres(),
+        script,
+        &["db-connection", "probe-ca"],
+    )
+    .await;
     assert_eq!(code, 0, "{out}");
     assert!(out.lines().any(|l| l == "server hop: true /CN=app"), "{out}");
     assert!(out.lines().any(|l| l == "plain: refused"), "{out}");
