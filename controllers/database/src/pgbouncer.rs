@@ -294,6 +294,7 @@ mod tests {
             changed,
             [
                 "auth_file",
+                "client_tls_ca_file",
                 "client_tls_cert_file",
                 "client_tls_key_file",
                 "listen_addr",
