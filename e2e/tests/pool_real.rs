@@ -107,6 +107,7 @@ async fn rendered_pool_config_runs_in_real_pgbouncer_and_postgres() -> Result<()
         changed_keys(&cluster_ini, &ini),
         [
             "auth_file",
+            "client_tls_ca_file",
             "client_tls_cert_file",
             "client_tls_key_file",
             "ledger",
