@@ -1486,12 +1486,22 @@ async fn tls_on_both_hops_and_a_password_rotation_breaks_no_open_session() {
     let new = app_password(&client, &name).await;
     assert_ne!(new, old, "the connection Secret has the new password");
 
-    // A new client with the new password gets in once the kubelet has updated the pool's userlist and
-    // pgbouncer reloaded it; with the old one it then no longer does.
-    // The old password reaches the pod from a Secret of the test's, never from its command line.
+    // At each pool pod (the Service would pick one at random, and the kubelet updates each pod's mounted
+    // userlist on its own schedule): a new client with the new password gets in once that pod's userlist
+    // is updated and pgbouncer reloaded it; with the old one it then no longer does. The old password
+    // reaches the pod from a Secret of the test's, never from its command line.
+    let pool_ips: Vec<String> = pods
+        .list(&ListParams::default().labels(POOL))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .collect();
+    assert_eq!(pool_ips.len(), pool_before.len(), "every pool pod has an address");
     let kept: Secret = serde_json::from_value(json!({
         "metadata": {"name": "old-password"},
-        "stringData": {"OLD_PASSWORD": old}
+        "stringData": {"OLD_PASSWORD": old, "POOL_IPS": pool_ips.join(" ")}
     }))
     .unwrap();
     Api::<Secret>::namespaced(client.clone(), &name)
@@ -1499,12 +1509,17 @@ async fn tls_on_both_hops_and_a_password_rotation_breaks_no_open_session() {
         .await
         .expect("keep the old password");
     let script = r#"
-        conn="host=$host port=$port dbname=$database user=$user"
-        for i in $(seq 75); do
-            PGPASSWORD="$password" psql "$conn" -tA -c "select 'new: ok'" 2>/dev/null && break
-            sleep 2
+        for ip in $POOL_IPS; do
+            conn="host=$ip port=$port dbname=$database user=$user"
+            ok=""
+            for i in $(seq 75); do
+                PGPASSWORD="$password" psql "$conn" -tA -c "select 1" >/dev/null 2>&1 && { ok=1; break; }
+                sleep 2
+            done
+            [ -n "$ok" ] && echo "new: ok at $ip" || echo "new: refused at $ip"
+            PGPASSWORD="$OLD_PASSWORD" psql "$conn" -tA -c "select 1" >/dev/null 2>&1 \
+                && echo "old: accepted at $ip" || echo "old: refused at $ip"
         done
-        PGPASSWORD="$OLD_PASSWORD" psql "$conn" -tA -c "select 1" >/dev/null 2>&1 || echo "old: refused"
     "#;
     let (code, out) = run_pod_within(
         &client,
@@ -1512,12 +1527,14 @@ async fn tls_on_both_hops_and_a_password_rotation_breaks_no_open_session() {
         &postgres(),
         script,
         &["db-connection", "old-password"],
-        Duration::from_secs(200),
+        Duration::from_secs(400),
     )
     .await;
     assert_eq!(code, 0, "{out}");
-    assert!(out.lines().any(|l| l == "new: ok"), "{out}");
-    assert!(out.lines().any(|l| l == "old: refused"), "{out}");
+    for ip in &pool_ips {
+        assert!(out.lines().any(|l| l == format!("new: ok at {ip}")), "{out}");
+        assert!(out.lines().any(|l| l == format!("old: refused at {ip}")), "{out}");
+    }
 
     let (code, out) = held.await.unwrap();
     assert_eq!(code, 0, "{out}");
