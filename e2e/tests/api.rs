@@ -130,6 +130,36 @@ const BAD: &[(&str, &str, &str)] = &[
         "features: {database: {enabled: true, storage: 1Gi, passwordRotation: -1}}",
         "raise it by one to rotate the app password (e.g. passwordRotation: 1)",
     ),
+    (
+        "webhook url that is no URL, echoed",
+        "features: {webhooks: {enabled: true, endpoints: [{name: ops, url: 'hooks.example.com/b'}]}}",
+        "url hooks.example.com/b must be an absolute https:// URL without a fragment, e.g. https://hooks.example.com/berth",
+    ),
+    (
+        "webhook url of another scheme",
+        "features: {webhooks: {enabled: true, endpoints: [{name: ops, url: 'ftp://hooks.example.com/b'}]}}",
+        "url ftp://hooks.example.com/b must be an absolute https:// URL",
+    ),
+    (
+        "unknown webhook event, with the known ones",
+        "features: {webhooks: {enabled: true, endpoints: [{name: ops, url: 'https://h.example.com', events: [RunFailed]}]}}",
+        "Unsupported value: \"RunFailed\": supported values: \"WorkflowRunSucceeded\"",
+    ),
+    (
+        "two webhook endpoints of one name",
+        "features: {webhooks: {enabled: true, endpoints: [{name: ops, url: 'https://a.example.com'}, {name: ops, url: 'https://b.example.com'}]}}",
+        "webhook endpoint names must be unique",
+    ),
+    (
+        "webhook endpoint name that is no DNS label, echoed",
+        "features: {webhooks: {enabled: true, endpoints: [{name: Ops_1, url: 'https://a.example.com'}]}}",
+        "endpoint name Ops_1 must be lowercase letters, digits and '-', e.g. billing",
+    ),
+    (
+        "webhook retry window too short",
+        "features: {webhooks: {enabled: true, retryForSeconds: 1}}",
+        "retryForSeconds must be between 10 and 604800 (a week), e.g. retryForSeconds: 86400",
+    ),
 ];
 
 #[tokio::test]

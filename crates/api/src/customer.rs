@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{DeletionPolicy, PoolSpec, UNIQUE_WORKFLOWS_MESSAGE, UNIQUE_WORKFLOWS_RULE, Workflow};
 use crate::schema::quantity;
+use crate::webhook::WebhookEndpoint;
 
 const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
@@ -155,11 +156,22 @@ pub enum Egress {
     Internet,
 }
 
-/// Accepted and reported; delivery is not implemented yet.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+/// Signed notifications of what happens in the tenant, posted to the tenant's own endpoints.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
 pub struct WebhooksFeature {
     #[serde(default)]
     pub enabled: bool,
+    /// At most 8, each with a unique name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new(crate::webhook::UNIQUE_ENDPOINTS_RULE)
+        .message(crate::webhook::UNIQUE_ENDPOINTS_MESSAGE))]
+    pub endpoints: Vec<WebhookEndpoint>,
+    /// How long an undelivered event is retried, in seconds (default 86400, a day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(crate::webhook::RETRY_FOR_RULE).message(crate::webhook::RETRY_FOR_MESSAGE))]
+    pub retry_for_seconds: Option<i64>,
 }
 
 /// Hard limits of the tenant namespace. Unset fields get berth's defaults.

@@ -1,11 +1,12 @@
 //! The `berth.dev/v1alpha1` API: what a platform team writes (Customer) and what a tenant reads
-//! (Database, Scheduler). The CRD YAML in `crds/` is generated from these types by `crdgen`.
+//! (Database, Scheduler, Webhook). The CRD YAML in `crds/` is generated from these types by `crdgen`.
 
 mod common;
 mod customer;
 mod database;
 mod scheduler;
 mod schema;
+mod webhook;
 
 pub use common::{
     ConcurrencyPolicy, DeletionPolicy, PoolMode, PoolSpec, Workflow, condition_status, find_condition,
@@ -16,6 +17,9 @@ pub use customer::{
 };
 pub use database::{Database, DatabaseSpec, DatabaseStatus, connection_secret};
 pub use scheduler::{Scheduler, SchedulerSpec, SchedulerStatus, WorkflowStatus};
+pub use webhook::{
+    EndpointStatus, Webhook, WebhookEndpoint, WebhookEvent, WebhookSpec, WebhookStatus, default_retry_for,
+};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -24,6 +28,7 @@ use kube::CustomResourceExt;
 impl berth_kit::slim::Slim for Customer {}
 impl berth_kit::slim::Slim for Database {}
 impl berth_kit::slim::Slim for Scheduler {}
+impl berth_kit::slim::Slim for Webhook {}
 
 /// API group of every berth kind.
 pub const GROUP: &str = "berth.dev";
@@ -35,6 +40,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("customers.yaml", Customer::crd()),
         ("databases.yaml", Database::crd()),
         ("schedulers.yaml", Scheduler::crd()),
+        ("webhooks.yaml", Webhook::crd()),
     ]
 }
 
