@@ -304,11 +304,14 @@ fn the_operator_pod_runs_locked_down_with_the_chart_settings() {
         ("BERTH_HTTP_ADDR", "0.0.0.0:8080"),
         ("BERTH_LOG_FORMAT", "json"),
         ("BERTH_CONCURRENCY", "8"),
-        ("BERTH_CONTROLLERS", "customer,database,scheduler"),
+        ("BERTH_CONTROLLERS", "customer,database,scheduler,webhooks"),
         ("BERTH_POSTGRES_IMAGE", "ghcr.io/cloudnative-pg/postgresql:17"),
         ("BERTH_PGBOUNCER_IMAGE", "ghcr.io/cloudnative-pg/pgbouncer:1.24.1"),
         ("BERTH_POSTGRES_BIN_DIR", ""),
         ("BERTH_SHUTDOWN_SECONDS", "45"),
+        // Webhook targets inside the cluster or in clear are refused unless the values allow them.
+        ("BERTH_WEBHOOKS_ALLOW_HTTP", "false"),
+        ("BERTH_WEBHOOKS_ALLOW_PRIVATE_TARGETS", "false"),
     ] {
         assert_eq!(env(name)["value"].as_str(), Some(value), "{name}");
     }
@@ -422,7 +425,10 @@ fn tenant_roles_may_read_berth_objects_unless_turned_off() {
         panic!("one rule: {role:?}")
     };
     assert_eq!(strings(&rule["apiGroups"]), ["berth.dev"]);
-    assert_eq!(strings(&rule["resources"]), ["databases", "schedulers"]);
+    assert_eq!(
+        strings(&rule["resources"]),
+        ["databases", "schedulers", "webhooks"]
+    );
     assert_eq!(strings(&rule["verbs"]), ["get", "list", "watch"], "read only");
     assert!(
         docs.iter()

@@ -124,7 +124,7 @@ async fn seed_example_fans_out_to_an_owned_isolated_tenant() {
     assert_eq!(status.namespace.as_deref(), Some(name.as_str()));
     assert_eq!(
         status.summary.as_deref(),
-        Some("namespace ready, database ready, scheduler ready")
+        Some("namespace ready, database ready, scheduler ready, webhooks off")
     );
     for t in ["Ready", "NamespaceReady", "DatabaseReady", "SchedulerReady"] {
         assert_eq!(

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use berth_api::{
-    AdminKind, Customer, Database, DatabaseSpec, DeletionPolicy, Egress, Scheduler, SchedulerSpec,
+    AdminKind, Customer, Database, DatabaseSpec, DeletionPolicy, Egress, Scheduler, SchedulerSpec, Webhook,
+    WebhookSpec,
 };
 use berth_kit::TenantAccess;
 use berth_kit::labels::{self, labels};
@@ -42,6 +43,7 @@ pub struct Children {
     /// `None` when the feature is off: an existing one is deleted.
     pub database: Option<Database>,
     pub scheduler: Option<Scheduler>,
+    pub webhook: Option<Webhook>,
 }
 
 /// Builds every child of `customer`. Fails only when the Customer has no UID yet (not from the API server).
@@ -57,6 +59,7 @@ pub fn children(customer: &Customer) -> Option<Children> {
         admins: b.admins(),
         database: b.database(),
         scheduler: b.scheduler(),
+        webhook: b.webhook(),
     })
 }
 
@@ -463,6 +466,20 @@ impl<'a> Builder<'a> {
         s.metadata = self.meta(names::SCHEDULER, "scheduler");
         Some(s)
     }
+
+    fn webhook(&self) -> Option<Webhook> {
+        let f = &self.customer.spec.features.webhooks;
+        if !f.enabled {
+            return None;
+        }
+        let spec = WebhookSpec {
+            endpoints: f.endpoints.clone(),
+            retry_for_seconds: f.retry_for_seconds.unwrap_or_else(berth_api::default_retry_for),
+        };
+        let mut w = Webhook::new(names::WEBHOOK, spec);
+        w.metadata = self.meta(names::WEBHOOK, "webhooks");
+        Some(w)
+    }
 }
 
 #[cfg(test)]
@@ -498,6 +515,7 @@ spec:
             admins,
             database,
             scheduler,
+            webhook: _,
         } = c;
         let mut fence = vec![
             &namespace.metadata,
@@ -653,6 +671,27 @@ spec:
             None,
             "no database, no connection secret"
         );
+    }
+
+    #[test]
+    fn webhooks_pass_their_endpoints_down_with_the_default_retry_window() {
+        assert!(
+            children(&customer(SEED)).unwrap().webhook.is_none(),
+            "webhooks: {{enabled: false}}"
+        );
+        let c = customer(
+            "metadata: {name: zz}\nspec: {features: {webhooks: {enabled: true, endpoints: [{name: ops, url: 'https://hooks.example.com/b', events: [WorkflowRunFailed]}]}}}\n",
+        );
+        let w = children(&c).unwrap().webhook.unwrap();
+        assert_eq!(w.metadata.name.as_deref(), Some(names::WEBHOOK));
+        assert_eq!(w.metadata.namespace.as_deref(), Some("zz"));
+        assert_eq!(w.spec.endpoints.len(), 1);
+        assert_eq!(
+            w.spec.endpoints[0].events,
+            [berth_api::WebhookEvent::WorkflowRunFailed]
+        );
+        assert_eq!(w.spec.retry_for_seconds, 86_400);
+        assert!(w.metadata.owner_references.is_some(), "goes with its Customer");
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod status;
 use std::future::Future;
 use std::sync::Arc;
 
-use berth_api::{Customer, Database, Scheduler};
+use berth_api::{Customer, Database, Scheduler, Webhook};
 use berth_kit::Context;
 use berth_kit::changes::{all_but_status, any_change};
 use berth_kit::shared::Subscription;
@@ -47,6 +47,7 @@ fn owner<K: ResourceExt>(child: &K) -> Option<ObjectRef<Customer>> {
 pub struct Shared {
     pub databases: Subscription<Database>,
     pub schedulers: Subscription<Scheduler>,
+    pub webhooks: Subscription<Webhook>,
 }
 
 /// Runs until `shutdown` resolves, then lets in-flight reconciles finish.
@@ -62,7 +63,11 @@ pub async fn run(
     let (limit_ranges, lr_stream) = owned(Api::<LimitRange>::all(client.clone()), any_change);
     let (network_policies, np_stream) = owned(Api::<NetworkPolicy>::all(client.clone()), any_change);
     let (role_bindings, rb_stream) = owned(Api::<RoleBinding>::all(client.clone()), any_change);
-    let shared_listed = vec![shared.databases.listed(), shared.schedulers.listed()];
+    let shared_listed = vec![
+        shared.databases.listed(),
+        shared.schedulers.listed(),
+        shared.webhooks.listed(),
+    ];
     let stores = Stores {
         namespaces,
         quotas,
@@ -71,6 +76,7 @@ pub async fn run(
         role_bindings,
         databases: shared.databases.store,
         schedulers: shared.schedulers.store,
+        webhooks: shared.webhooks.store,
     };
     let (store, stream) =
         berth_kit::watch::primary(Api::<Customer>::all(client.clone()), kit.clone(), all_but_status);
@@ -84,6 +90,7 @@ pub async fn run(
         .watches_stream(np_stream, |o| owner(&o))
         .watches_stream(rb_stream, |o| owner(&o))
         .watches_shared_stream(shared.databases.changes, |o| owner(o.as_ref()))
-        .watches_shared_stream(shared.schedulers.changes, |o| owner(o.as_ref()));
+        .watches_shared_stream(shared.schedulers.changes, |o| owner(o.as_ref()))
+        .watches_shared_stream(shared.webhooks.changes, |o| owner(o.as_ref()));
     berth_kit::runtime::run(controller, ctx, config, shutdown).await;
 }

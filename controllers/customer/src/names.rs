@@ -4,6 +4,8 @@
 pub const DATABASE: &str = "db";
 /// The Scheduler in every tenant namespace.
 pub const SCHEDULER: &str = "workflows";
+/// The Webhook in every tenant namespace (the webhooks controller maps everything in a namespace to it).
+pub const WEBHOOK: &str = "webhooks";
 pub const RESOURCE_QUOTA: &str = "tenant-quota";
 pub const LIMIT_RANGE: &str = "tenant-defaults";
 pub const DENY_INGRESS: &str = "default-deny-ingress";

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_api::{Customer, CustomerStatus, Database, DeletionPolicy, Scheduler};
+use berth_api::{Customer, CustomerStatus, Database, DeletionPolicy, Scheduler, Webhook};
 use berth_kit::error::{Error, Result, is_conflict};
 use berth_kit::runtime::Reconciler;
 use berth_kit::slim::Cached;
@@ -36,6 +36,7 @@ pub struct Stores {
     pub role_bindings: Store<Cached<RoleBinding>>,
     pub databases: Store<Database>,
     pub schedulers: Store<Scheduler>,
+    pub webhooks: Store<Webhook>,
 }
 
 impl Stores {
@@ -279,6 +280,7 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
         namespace: NamespaceState::Active,
         database: Feature::Blocked,
         scheduler: Feature::Blocked,
+        webhooks: Feature::Blocked,
         suspended: c.spec.suspend,
         generation: c.meta().generation,
     };
@@ -286,7 +288,7 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
     if matches!(standing, Standing::Free) {
         standing = claim(c, ctx).await?;
     }
-    let (database, scheduler);
+    let (database, scheduler, webhook);
     let action = match standing {
         Standing::Refused { reason, message } => {
             if !already_reported(old, status::NAMESPACE_READY, reason) {
@@ -315,9 +317,10 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
             let mut repairs = Repairs::default();
             let applied = apply_children(c, kids, ctx, &mut repairs).await?;
             seen.namespace = applied.namespace;
-            (database, scheduler) = (applied.database, applied.scheduler);
+            (database, scheduler, webhook) = (applied.database, applied.scheduler, applied.webhook);
             seen.database = feature(c.spec.features.database.enabled, database.as_ref());
             seen.scheduler = feature(c.spec.features.scheduler.enabled, scheduler.as_ref());
+            seen.webhooks = feature(c.spec.features.webhooks.enabled, webhook.as_ref());
             if let Standing::Adopt(uid) = &standing {
                 let note = format!(
                     "took over tenant namespace {ns_name} with its data, kept by the earlier Customer {} \
@@ -357,6 +360,7 @@ struct Applied {
     namespace: NamespaceState,
     database: Option<Database>,
     scheduler: Option<Scheduler>,
+    webhook: Option<Webhook>,
 }
 
 /// Applies in dependency order: the namespace first (nothing else can exist without it), then the
@@ -371,6 +375,7 @@ async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx, repairs: &mut R
         admins,
         database,
         scheduler,
+        webhook,
     } = kids;
     let kit = &ctx.kit;
     let st = &ctx.stores;
@@ -394,6 +399,7 @@ async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx, repairs: &mut R
             namespace: NamespaceState::NotActive(phase),
             database: None,
             scheduler: None,
+            webhook: None,
         });
     }
     let access = kit.settings.tenant_access.as_ref();
@@ -442,10 +448,13 @@ async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx, repairs: &mut R
         repairs,
     )
     .await?;
+    let webhooks = &ctx.stores.webhooks;
+    let webhook = sync_optional(kit, webhooks, &name, crate::names::WEBHOOK, webhook, repairs).await?;
     Ok(Applied {
         namespace: NamespaceState::Active,
         database,
         scheduler,
+        webhook,
     })
 }
 

@@ -1,13 +1,17 @@
 //! The Customer's status as a pure function of what the reconcile saw. Children's own `Ready` conditions
 //! are copied, so the Customer tells the same truth its children do.
 
-use berth_api::{CustomerStatus, Database, Scheduler, find_condition};
+use berth_api::{CustomerStatus, Database, Scheduler, Webhook, find_condition};
 use berth_kit::conditions::{Verdict, conditions, ready};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 pub const NAMESPACE_READY: &str = "NamespaceReady";
 pub const DATABASE_READY: &str = "DatabaseReady";
 pub const SCHEDULER_READY: &str = "SchedulerReady";
+pub const WEBHOOKS_READY: &str = "WebhooksReady";
+/// Whether the Customer is suspended; `Resumed` once a suspended Customer is resumed, so that moment is
+/// an event (webhooks tell it), not only a change of spec.
+pub const SUSPENDED: &str = "Suspended";
 
 /// What became of the tenant namespace in this reconcile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +38,7 @@ pub struct Observed<'a> {
     pub namespace: NamespaceState,
     pub database: Feature<'a, Database>,
     pub scheduler: Feature<'a, Scheduler>,
+    pub webhooks: Feature<'a, Webhook>,
     pub suspended: bool,
     pub generation: Option<i64>,
 }
@@ -73,16 +78,45 @@ pub fn status(old: Option<&CustomerStatus>, seen: &Observed<'_>, now: &Time) -> 
                 .map(|s| (s.observed_generation, s.conditions.as_slice())),
         )
     });
+    let hooks = child(WEBHOOKS_READY, &seen.webhooks, |w| {
+        (
+            w.metadata.generation,
+            w.status
+                .as_ref()
+                .map(|s| (s.observed_generation, s.conditions.as_slice())),
+        )
+    });
+    // A tenant's own receiver being down is the tenant's to fix: it shows in WebhooksReady, and does not
+    // make the tenant itself not Ready (nor page whoever watches Ready).
     let parts = [ns, db, sched];
     let mut all = vec![ready(&parts)];
     all.extend(parts);
+    all.push(hooks);
     let summary = summary(&all, seen.suspended);
     let old_conditions = old.map_or(&[][..], |s| s.conditions.as_slice());
+    all.push(suspended(old_conditions, seen.suspended));
     CustomerStatus {
         observed_generation: seen.generation,
         namespace: Some(seen.namespace_name.clone()),
         conditions: conditions(old_conditions, &all, seen.generation, now),
         summary: Some(summary),
+    }
+}
+
+fn suspended(old: &[Condition], now: bool) -> Verdict {
+    if now {
+        return Verdict::new(
+            SUSPENDED,
+            true,
+            "Suspended",
+            "spec.suspend is true: nothing new starts",
+        );
+    }
+    let was = find_condition(old, SUSPENDED).is_some_and(|c| c.status == "True" || c.reason == "Resumed");
+    if was {
+        Verdict::new(SUSPENDED, false, "Resumed", "resumed after a suspension")
+    } else {
+        Verdict::new(SUSPENDED, false, "Active", "not suspended")
     }
 }
 
@@ -179,6 +213,7 @@ mod tests {
             namespace: NamespaceState::Active,
             database: db,
             scheduler: sched,
+            webhooks: Feature::Disabled,
             suspended: false,
             generation: Some(5),
         }
@@ -207,10 +242,57 @@ mod tests {
         assert_eq!(get(&s, SCHEDULER_READY).reason, "Scheduling");
         assert_eq!(
             s.summary.as_deref(),
-            Some("namespace ready, database ready, scheduler ready")
+            Some("namespace ready, database ready, scheduler ready, webhooks off")
         );
         assert_eq!(s.observed_generation, Some(5));
         assert_eq!(s.namespace.as_deref(), Some("ns-q"));
+        assert_eq!(get(&s, SUSPENDED).reason, "Active");
+    }
+
+    #[test]
+    fn a_failing_webhook_endpoint_shows_but_leaves_the_tenant_ready() {
+        let mut hook = Webhook::default();
+        hook.metadata.generation = Some(1);
+        hook.status = Some(berth_api::WebhookStatus {
+            observed_generation: Some(1),
+            conditions: vec![cond("Ready", false, "EndpointFailing")],
+            ..berth_api::WebhookStatus::default()
+        });
+        let mut seen = observed(Feature::Disabled, Feature::Disabled);
+        seen.webhooks = Feature::Applied(&hook);
+        let s = status(None, &seen, &at(10));
+        assert_eq!(get(&s, WEBHOOKS_READY).status, "False");
+        assert_eq!(get(&s, WEBHOOKS_READY).reason, "EndpointFailing");
+        assert_eq!(get(&s, "Ready").status, "True");
+        assert!(
+            s.summary.as_deref().unwrap().ends_with("webhooks not ready"),
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn suspended_then_resumed_is_told_apart_from_never_suspended() {
+        let mut seen = observed(Feature::Disabled, Feature::Disabled);
+        seen.suspended = true;
+        let s = status(None, &seen, &at(10));
+        assert_eq!(
+            (
+                get(&s, SUSPENDED).status.as_str(),
+                get(&s, SUSPENDED).reason.as_str()
+            ),
+            ("True", "Suspended")
+        );
+        seen.suspended = false;
+        let resumed = status(Some(&s), &seen, &at(20));
+        assert_eq!(get(&resumed, SUSPENDED).reason, "Resumed");
+        assert_eq!(get(&resumed, SUSPENDED).last_transition_time, at(20));
+        let again = status(Some(&resumed), &seen, &at(30));
+        assert_eq!(
+            get(&again, SUSPENDED).reason,
+            "Resumed",
+            "stays Resumed, its time unchanged"
+        );
+        assert_eq!(get(&again, SUSPENDED).last_transition_time, at(20));
     }
 
     #[test]

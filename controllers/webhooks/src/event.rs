@@ -6,9 +6,6 @@
 //! reports, not drawn at random: a controller that restarts and reports the same fact again produces
 //! the same id, which is what receivers deduplicate on.
 
-use std::fmt;
-use std::str::FromStr;
-
 use ring::digest;
 use serde_json::{Value, json};
 
@@ -19,65 +16,8 @@ pub const ID_PREFIX: &str = "evt_";
 /// How many hex characters of the digest an id keeps: 128 bits, ample against collisions.
 const ID_HEX_LEN: usize = 32;
 
-/// Every kind of event berth sends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum EventType {
-    WorkflowRunSucceeded,
-    WorkflowRunFailed,
-    WorkflowRunSkipped,
-    DatabaseReady,
-    DatabaseNotReady,
-    CustomerReady,
-    CustomerSuspended,
-    CustomerResumed,
-}
-
-impl EventType {
-    /// All of them, in a fixed order (for validation messages and documentation).
-    pub const ALL: [Self; 8] = [
-        Self::WorkflowRunSucceeded,
-        Self::WorkflowRunFailed,
-        Self::WorkflowRunSkipped,
-        Self::DatabaseReady,
-        Self::DatabaseNotReady,
-        Self::CustomerReady,
-        Self::CustomerSuspended,
-        Self::CustomerResumed,
-    ];
-
-    /// The name a tenant writes in a subscription, and the suffix of the CloudEvents `type`.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::WorkflowRunSucceeded => "WorkflowRunSucceeded",
-            Self::WorkflowRunFailed => "WorkflowRunFailed",
-            Self::WorkflowRunSkipped => "WorkflowRunSkipped",
-            Self::DatabaseReady => "DatabaseReady",
-            Self::DatabaseNotReady => "DatabaseNotReady",
-            Self::CustomerReady => "CustomerReady",
-            Self::CustomerSuspended => "CustomerSuspended",
-            Self::CustomerResumed => "CustomerResumed",
-        }
-    }
-}
-
-impl fmt::Display for EventType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for EventType {
-    type Err = String;
-
-    /// Exact names only: a misspelt subscription should fail validation, not silently match nothing.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
-            let known: Vec<&str> = Self::ALL.iter().map(|t| t.as_str()).collect();
-            format!("unknown event type {s:?}; expected one of {}", known.join(", "))
-        })
-    }
-}
+/// Every kind of event berth sends; the API defines the list, so subscriptions are checked against it.
+pub use berth_api::WebhookEvent as EventType;
 
 /// One fact, ready to be sent to every endpoint subscribed to its type.
 #[derive(Clone, Debug, PartialEq)]

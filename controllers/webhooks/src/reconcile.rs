@@ -36,6 +36,11 @@ pub struct Webhooks {
     pub kit: Arc<Context>,
     /// Trusts the public roots; endpoints with a `caBundle` get their own.
     pub public: Client,
+    /// The status this process last wrote, by Webhook UID. The cache a reconcile is handed can lag behind
+    /// that write (a Job finishing right after a delivery wakes the Webhook before the watch brings its new
+    /// status), and a stale status would send what was just delivered again. A new leader starts empty and
+    /// reads what its predecessor wrote.
+    pub written: std::sync::Mutex<std::collections::HashMap<String, WebhookStatus>>,
 }
 
 impl Reconciler for Webhooks {
@@ -54,6 +59,7 @@ impl Reconciler for Webhooks {
             return Err(Error::InvalidSpec("a Webhook must have a namespace".to_owned()));
         };
         if hook.meta().deletion_timestamp.is_some() {
+            self.remember(&hook, None);
             return Ok(Action::await_change());
         }
         self.converge(&hook, &namespace).await
@@ -61,6 +67,23 @@ impl Reconciler for Webhooks {
 }
 
 impl Webhooks {
+    /// What this process last wrote for `hook`, else what the cache shows.
+    fn recorded(&self, hook: &Webhook) -> Option<WebhookStatus> {
+        let uid = hook.uid()?;
+        let written = self.written.lock().ok()?.get(&uid).cloned();
+        written.or_else(|| hook.status.clone())
+    }
+
+    fn remember(&self, hook: &Webhook, status: Option<WebhookStatus>) {
+        let (Some(uid), Ok(mut written)) = (hook.uid(), self.written.lock()) else {
+            return;
+        };
+        match status {
+            Some(s) => written.insert(uid, s),
+            None => written.remove(&uid),
+        };
+    }
+
     fn policy(&self) -> target::Policy {
         target::Policy {
             allow_http: self.kit.settings.webhooks_allow_http,
@@ -98,7 +121,8 @@ impl Webhooks {
         let current: BTreeSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
 
         // Send, endpoint by endpoint.
-        let old = hook.status.as_ref();
+        let recorded = self.recorded(hook);
+        let old = recorded.as_ref();
         let retry_for = Duration::from_secs(u64::try_from(hook.spec.retry_for_seconds).unwrap_or(0));
         let now_ts = now().0;
         let mut endpoints = Vec::with_capacity(hook.spec.endpoints.len());
@@ -155,6 +179,7 @@ impl Webhooks {
             endpoints,
         };
         ctx.apply_status(&self.api(hook), hook, old, &status).await?;
+        self.remember(hook, Some(status));
 
         // Requeue: at once while a batch is left over, else at the next retry.
         if more {

@@ -36,6 +36,10 @@ pub struct Settings {
     pub tenant_access: Option<TenantAccess>,
     /// Marks what berth creates as berth's (see [`crate::seal`]); `None` in tests that run no operator.
     pub seal: Option<crate::seal::Seal>,
+    /// Webhook endpoints may be `http://` (development clusters only: bodies travel in clear).
+    pub webhooks_allow_http: bool,
+    /// Webhook endpoints may be on loopback, private, link-local or the cluster's own addresses.
+    pub webhooks_allow_private: bool,
 }
 
 /// berth's rights inside a tenant namespace come from a ClusterRole that no ClusterRoleBinding grants:
@@ -57,6 +61,8 @@ impl Default for Settings {
             postgres_bin_dir: String::new(),
             tenant_access: None,
             seal: None,
+            webhooks_allow_http: false,
+            webhooks_allow_private: false,
         }
     }
 }

@@ -36,6 +36,13 @@ pub struct RequestLabels {
     pub scope: &'static str,
 }
 
+/// A webhook delivery attempt by result: `delivered`, `failed` (retried later), `gone` (410) or `expired`
+/// (given up after the retry window).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub result: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
@@ -52,6 +59,9 @@ pub struct Metrics {
     pub writes: Family<WriteLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub leader: Gauge,
+    pub webhook_deliveries: Family<DeliveryLabels, Counter>,
+    /// From the moment the event happened to its delivery: what a receiver waits.
+    pub webhook_latency: Histogram,
     build: Family<BuildLabels, Gauge>,
 }
 
@@ -68,6 +78,10 @@ impl Default for Metrics {
             writes: Family::default(),
             requests: Family::default(),
             leader: Gauge::default(),
+            webhook_deliveries: Family::default(),
+            webhook_latency: Histogram::new([
+                0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0, 86400.0,
+            ]),
             build: Family::default(),
         }
     }
@@ -113,6 +127,16 @@ impl Metrics {
             "leader",
             "1 while this process holds the leader Lease",
             self.leader.clone(),
+        );
+        r.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts, by result",
+            self.webhook_deliveries.clone(),
+        );
+        r.register(
+            "webhook_delivery_latency_seconds",
+            "Time from an event to its delivery",
+            self.webhook_latency.clone(),
         );
         r.register("build_info", "Version of the running binary", self.build.clone());
         self.build

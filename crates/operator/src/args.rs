@@ -11,6 +11,7 @@ pub enum Controller {
     Customer,
     Database,
     Scheduler,
+    Webhooks,
 }
 
 #[derive(Debug, Parser)]
@@ -21,7 +22,7 @@ pub struct Args {
         long,
         env = "BERTH_CONTROLLERS",
         value_delimiter = ',',
-        default_value = "customer,database,scheduler"
+        default_value = "customer,database,scheduler,webhooks"
     )]
     pub controllers: Vec<Controller>,
 
@@ -96,6 +97,15 @@ pub struct Args {
     /// and binds nothing.
     #[arg(long, env = "BERTH_TENANT_ROLE", default_value = "berth-tenant")]
     pub tenant_role: String,
+
+    /// Webhook endpoints may be `http://` URLs (development clusters only: bodies travel in clear).
+    #[arg(long, env = "BERTH_WEBHOOKS_ALLOW_HTTP", default_value_t = false, action = ArgAction::Set)]
+    pub webhooks_allow_http: bool,
+
+    /// Webhook endpoints may resolve to loopback, private, link-local (cloud metadata) or the cluster's
+    /// own addresses; off by default, so a tenant cannot aim berth at the inside of the cluster.
+    #[arg(long, env = "BERTH_WEBHOOKS_ALLOW_PRIVATE_TARGETS", default_value_t = false, action = ArgAction::Set)]
+    pub webhooks_allow_private_targets: bool,
 
     /// Shut down when standard input closes, as on SIGTERM; lets a supervising process (the e2e
     /// harness) stop berth by simply going away.

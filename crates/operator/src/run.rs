@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use berth_api::{Database, Scheduler};
+use berth_api::{Database, Scheduler, Webhook};
 use berth_kit::changes::{all_but_status, all_but_status_except_readiness};
 use berth_kit::metrics::Metrics;
 use berth_kit::seal::Seal;
@@ -231,6 +231,7 @@ impl Term<'_> {
         // Kinds more than one controller reads are watched once for the process (see `berth_kit::shared`).
         let mut databases = Shared::new(Api::<Database>::all(client.clone()));
         let mut schedulers = Shared::new(Api::<Scheduler>::all(client.clone()));
+        let mut webhooks = Shared::new(Api::<Webhook>::all(client.clone()));
         let config = kube::runtime::controller::Config::default()
             .concurrency(args.concurrency)
             .debounce(Duration::from_millis(args.debounce_ms));
@@ -242,6 +243,7 @@ impl Term<'_> {
                 Controller::Customer => kit(berth_customer::NAME),
                 Controller::Database => kit(berth_database::NAME),
                 Controller::Scheduler => kit(berth_scheduler::NAME),
+                Controller::Webhooks => kit(berth_webhooks::NAME),
             };
             synced.push(ctx.clone());
             match c {
@@ -249,6 +251,7 @@ impl Term<'_> {
                     let shared = berth_customer::Shared {
                         databases: databases.subscribe(all_but_status_except_readiness, true),
                         schedulers: schedulers.subscribe(all_but_status_except_readiness, true),
+                        webhooks: webhooks.subscribe(all_but_status_except_readiness, true),
                     };
                     controllers.spawn(berth_customer::run(ctx, shared, config.clone(), done))
                 }
@@ -264,10 +267,20 @@ impl Term<'_> {
                     config.clone(),
                     done,
                 )),
+                Controller::Webhooks => {
+                    let config = config.clone();
+                    let hooks = webhooks.subscribe(all_but_status, false);
+                    controllers.spawn(async move {
+                        if let Err(e) = berth_webhooks::run(ctx, hooks, config, done).await {
+                            tracing::error!(error = %e, "the webhooks controller cannot start");
+                        }
+                    })
+                }
             };
         }
         databases.start(stop.clone().cancelled_owned());
         schedulers.start(stop.clone().cancelled_owned());
+        webhooks.start(stop.clone().cancelled_owned());
         let watch_ready = tokio::spawn({
             let health = self.health.clone();
             async move {
@@ -409,6 +422,8 @@ fn settings(args: &Args, access: Option<&TenantAccess>, seal: &Seal) -> Settings
     let mut s = Settings {
         tenant_access: access.cloned(),
         seal: Some(seal.clone()),
+        webhooks_allow_http: args.webhooks_allow_http,
+        webhooks_allow_private: args.webhooks_allow_private_targets,
         ..Settings::default()
     };
     if let Some(image) = &args.postgres_image {

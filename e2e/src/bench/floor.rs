@@ -221,6 +221,8 @@ async fn customer_children(
         mut admins,
         database,
         scheduler,
+        // The bench's tenants have webhooks off, as in the README's example.
+        webhook: _,
     } = berth_customer::build::children(&customer).context("the synthetic Customer has a UID")?;
     // berth binds its tenant role first in every tenant namespace; so does the floor.
     let access = berth_kit::TenantAccess {
