@@ -4,7 +4,8 @@
 //!
 //! The price of deriving instead of recording: a state that came and went while no berth was running
 //! (a Database Ready, then not Ready, within one outage) is reported as the state it ended in; a run's
-//! event lasts as long as its Job (the Scheduler's history limits).
+//! event lasts as long as its Job (the Scheduler's history limits). Once an endpoint is owed an event,
+//! the Webhook's status holds it whole (see `plan::hold`), so a fact changing under a retry loses nothing.
 
 use berth_api::{Customer, Database, Scheduler, find_condition};
 use jiff::Timestamp;
@@ -27,7 +28,7 @@ pub struct Tenant<'a> {
 /// Every event the tenant's objects show, oldest first (ties by id, so the order is stable).
 #[must_use]
 pub fn events(t: &Tenant<'_>) -> Vec<Event> {
-    let source = format!("/customers/{}", t.customer.name_any());
+    let source = source(t.customer);
     let mut out = Vec::new();
     out.extend(customer(t.customer, &source));
     for db in t.databases {
@@ -41,6 +42,12 @@ pub fn events(t: &Tenant<'_>) -> Vec<Event> {
     }
     out.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
     out
+}
+
+/// The CloudEvents `source` of every event of the tenant.
+#[must_use]
+pub fn source(customer: &Customer) -> String {
+    format!("/customers/{}", customer.name_any())
 }
 
 fn unix(t: &Time) -> i64 {

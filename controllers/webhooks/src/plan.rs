@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use berth_api::{EndpointStatus, WebhookEndpoint};
+use berth_api::{EndpointStatus, HeldEvent, WebhookEndpoint};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -25,6 +25,8 @@ pub struct Due<'a> {
     pub expired: Vec<&'a Event>,
     /// Undelivered events, those to send now included.
     pub pending: usize,
+    /// Every event this endpoint is owed, whether or not it is sent now.
+    pub owed: Vec<&'a Event>,
     /// The endpoint is backing off (or gone): nothing is sent before this time.
     pub wait_until: Option<Timestamp>,
 }
@@ -54,6 +56,47 @@ fn subscribed(endpoint: &WebhookEndpoint, event: &Event) -> bool {
     endpoint.events.is_empty() || endpoint.events.contains(&event.kind)
 }
 
+/// The events to deliver from: those the tenant's objects show, and those held in status because an
+/// endpoint was owed them (whose facts may have changed since), oldest first.
+#[must_use]
+pub fn with_held(mut derived: Vec<Event>, held: &[HeldEvent], source: &str) -> Vec<Event> {
+    let known: BTreeSet<String> = derived.iter().map(|e| e.id.clone()).collect();
+    derived.extend(held.iter().filter(|h| !known.contains(&h.id)).map(|h| Event {
+        id: h.id.clone(),
+        kind: h.kind,
+        source: source.to_owned(),
+        subject: h.subject.clone(),
+        time: h.time.0.as_second(),
+        data: serde_json::from_str(&h.data).unwrap_or_default(),
+    }));
+    derived.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+    derived
+}
+
+/// What to hold in status: every event some endpoint is still `owed`, the newest [`MAX_HELD`] of them.
+#[must_use]
+pub fn hold(events: &[Event], owed: &BTreeSet<String>) -> Vec<HeldEvent> {
+    let mut held: Vec<HeldEvent> = events
+        .iter()
+        .filter(|e| owed.contains(&e.id))
+        .filter_map(|e| {
+            Some(HeldEvent {
+                id: e.id.clone(),
+                kind: e.kind,
+                subject: e.subject.clone(),
+                time: Time(Timestamp::from_second(e.time).ok()?),
+                data: e.data.to_string(),
+            })
+        })
+        .collect();
+    let extra = held.len().saturating_sub(MAX_HELD);
+    held.drain(..extra);
+    held
+}
+
+/// The most events held in a Webhook's status (its CRD says the same).
+pub const MAX_HELD: usize = 256;
+
 /// What `endpoint` (with status `st`) is owed from `events` at `now`.
 #[must_use]
 pub fn due<'a>(
@@ -80,12 +123,14 @@ pub fn due<'a>(
         }
     }
     let pending = send.len();
+    let owed = if st.gone { Vec::new() } else { send.clone() };
     let waiting = st.next_attempt.as_ref().map(|t| t.0).filter(|t| *t > now);
     if st.gone || waiting.is_some() {
         return Due {
             send: Vec::new(),
             expired,
             pending,
+            owed,
             wait_until: waiting,
         };
     }
@@ -94,6 +139,7 @@ pub fn due<'a>(
         send,
         expired,
         pending,
+        owed,
         wait_until: None,
     }
 }
@@ -314,6 +360,39 @@ mod tests {
         let fresh = baseline(&moved, Some(&st), now);
         assert!(!fresh.gone && fresh.settled.is_empty());
         assert_eq!(fresh.since, Some(Time(now)));
+    }
+
+    #[test]
+    fn an_owed_event_is_held_and_still_sent_after_its_fact_changed() {
+        let now = at("2026-01-01T12:00:00Z");
+        let ep = endpoint(&[]);
+        let st = baseline(&ep, None, at("2026-01-01T00:00:00Z"));
+        let not_ready = event("nr", EventType::DatabaseNotReady, "2026-01-01T11:00:00Z");
+        let events = with_held(vec![not_ready], &[], "/customers/acme");
+        let d = due(&ep, &st, &events, now, DAY);
+        let fail = [Outcome::Retry {
+            reason: "500".to_owned(),
+        }];
+        let st = settle(st, &d, &fail, &["nr"].into(), now, &Backoff::default(), 0.0);
+        let owed: BTreeSet<String> = d.owed.iter().map(|e| e.id.clone()).collect();
+        let held = hold(&events, &owed);
+        assert_eq!(held.len(), 1);
+
+        // The Database is Ready now: its objects no longer show the NotReady, the status still does.
+        let ready = event("r", EventType::DatabaseReady, "2026-01-01T11:30:00Z");
+        let events = with_held(vec![ready], &held, "/customers/acme");
+        let later = at("2026-01-01T12:01:00Z");
+        let d = due(&ep, &st, &events, later, DAY);
+        assert_eq!(ids(&d.send), ["nr", "r"], "the owed one first, unchanged");
+        assert_eq!(d.send[0].kind, EventType::DatabaseNotReady);
+        let current: BTreeSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        let ok = [Outcome::Delivered(200), Outcome::Delivered(200)];
+        let st = settle(st, &d, &ok, &current, later, &Backoff::default(), 0.0);
+        assert!(
+            hold(&events, &BTreeSet::new()).is_empty(),
+            "nothing owed, nothing held"
+        );
+        assert_eq!(st.settled, ["nr", "r"]);
     }
 
     #[test]

@@ -111,18 +111,21 @@ impl Webhooks {
             .items;
         let runs = runs(ctx, namespace, &schedulers).await?;
 
-        // Derive.
-        let events = derive::events(&Tenant {
+        // Derive, and add what is held from earlier reconciles.
+        let recorded = self.recorded(hook);
+        let old = recorded.as_ref();
+        let derived = derive::events(&Tenant {
             customer: &customer,
             databases: &databases,
             schedulers: &schedulers,
             runs: &runs,
         });
+        let held = old.map(|s| s.held.as_slice()).unwrap_or_default();
+        let events = plan::with_held(derived, held, &derive::source(&customer));
         let current: BTreeSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
 
         // Send, endpoint by endpoint.
-        let recorded = self.recorded(hook);
-        let old = recorded.as_ref();
+        let mut owed: BTreeSet<String> = BTreeSet::new();
         let retry_for = Duration::from_secs(u64::try_from(hook.spec.retry_for_seconds).unwrap_or(0));
         let now_ts = now().0;
         let mut endpoints = Vec::with_capacity(hook.spec.endpoints.len());
@@ -150,6 +153,12 @@ impl Webhooks {
             count(ctx, &due, &outcomes, now_ts);
             let jitter = retry::jitter().unwrap_or(0.5);
             let st = plan::settle(st, &due, &outcomes, &current, now_ts, &Backoff::default(), jitter);
+            owed.extend(
+                due.owed
+                    .iter()
+                    .filter(|e| !st.gone && !st.settled.contains(&e.id))
+                    .map(|e| e.id.clone()),
+            );
             if let Some(problem) = problem(&st) {
                 problems.push(format!("{}: {problem}", ep.name));
             }
@@ -177,6 +186,7 @@ impl Webhooks {
                 .unwrap_or(i32::MAX),
             pending: endpoints.iter().map(|e| e.pending).sum(),
             endpoints,
+            held: plan::hold(&events, &owed),
         };
         ctx.apply_status(&self.api(hook), hook, old, &status).await?;
         self.remember(hook, Some(status));

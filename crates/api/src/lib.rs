@@ -18,7 +18,8 @@ pub use customer::{
 pub use database::{Database, DatabaseSpec, DatabaseStatus, connection_secret};
 pub use scheduler::{Scheduler, SchedulerSpec, SchedulerStatus, WorkflowStatus};
 pub use webhook::{
-    EndpointStatus, Webhook, WebhookEndpoint, WebhookEvent, WebhookSpec, WebhookStatus, default_retry_for,
+    EndpointStatus, HeldEvent, Webhook, WebhookEndpoint, WebhookEvent, WebhookSpec, WebhookStatus,
+    default_retry_for,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

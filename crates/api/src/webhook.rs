@@ -158,6 +158,24 @@ pub struct WebhookStatus {
     pub pending: i32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<EndpointStatus>,
+    /// Events some endpoint is still owed, kept whole: the fact behind one can change before it is
+    /// delivered (a Database not Ready, then Ready), and what is owed must not change with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub held: Vec<HeldEvent>,
+}
+
+/// An event as it will be sent.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: WebhookEvent,
+    pub subject: String,
+    pub time: Time,
+    /// The event's `data`, as JSON text.
+    pub data: String,
 }
 
 /// What berth has delivered to one endpoint, and how the endpoint is doing. What was delivered is kept
