@@ -20,7 +20,7 @@ if [ "$real" = 1 ]; then
   tests=${BERTH_E2E_TESTS:-realnode}
   threads=${BERTH_E2E_THREADS:-3}
 else
-  tests=${BERTH_E2E_TESTS:-cluster api customer database scheduler operator security}
+  tests=${BERTH_E2E_TESTS:-cluster api customer database scheduler operator security webhooks}
   threads=${BERTH_E2E_THREADS:-4}
 fi
 release_ns=berth-system
