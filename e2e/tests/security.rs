@@ -387,3 +387,45 @@ async fn a_job_berth_did_not_seal_is_not_a_run() {
     );
     drop_tenant(&c, &tenant).await;
 }
+
+/// berth as the chart runs it (webhooks.allowPrivateTargets off) refuses a tenant's endpoint on loopback:
+/// the reason shows in the Webhook's status, and nothing ever connects to the address.
+#[tokio::test]
+async fn a_webhook_aimed_at_loopback_is_refused_without_a_connection() {
+    let c = setup().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let name = unique("sec-hook");
+    let yaml = format!(
+        "apiVersion: berth.dev/v1alpha1\nkind: Customer\nmetadata: {{name: {name}}}\nspec: {{deletionPolicy: Delete, features: {{webhooks: {{enabled: true, endpoints: [{{name: inside, url: 'https://127.0.0.1:{port}/hook'}}]}}}}}}\n"
+    );
+    apply_yaml(&Api::<Customer>::all(c.clone()), &yaml).await.unwrap();
+    let hooks = Api::<berth_api::Webhook>::namespaced(c.clone(), &name);
+    let refused = wait_for(&hooks, "webhooks", READY_WITHIN, "a refused endpoint", |h| {
+        h.status.as_ref().is_some_and(|s| {
+            s.endpoints.iter().any(|e| {
+                e.last_failure_reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("127.0.0.1"))
+            })
+        })
+    })
+    .await;
+    let reason = refused.status.unwrap().endpoints[0]
+        .last_failure_reason
+        .clone()
+        .unwrap();
+    assert!(
+        reason.contains("webhooks go to public addresses only"),
+        "{reason}"
+    );
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "berth connected to a refused address"
+    );
+    Api::<Customer>::all(c.clone())
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
