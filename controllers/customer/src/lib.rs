@@ -45,6 +45,8 @@ fn owner<K: ResourceExt>(child: &K) -> Option<ObjectRef<Customer>> {
 
 /// The process-wide watches the Customer controller shares with the Database and Scheduler controllers.
 pub struct Shared {
+    /// Customers themselves: the webhooks controller reads them too.
+    pub customers: Subscription<Customer>,
     pub databases: Subscription<Database>,
     pub schedulers: Subscription<Scheduler>,
     pub webhooks: Subscription<Webhook>,
@@ -78,9 +80,8 @@ pub async fn run(
         schedulers: shared.schedulers.store,
         webhooks: shared.webhooks.store,
     };
-    let (store, stream) =
-        berth_kit::watch::primary(Api::<Customer>::all(client.clone()), kit.clone(), all_but_status);
-    let controller = Controller::for_stream(stream, store);
+    berth_kit::watch::mark_synced_when(&kit, shared.customers.listed());
+    let controller = Controller::for_shared_stream(shared.customers.changes, shared.customers.store);
     let synced = stores.synced(shared_listed);
     let ctx = Arc::new(Ctx { kit, stores, synced });
     let controller = controller

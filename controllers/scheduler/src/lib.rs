@@ -20,11 +20,16 @@ use berth_kit::Context;
 use berth_kit::labels::managed_selector;
 use berth_kit::shared::Subscription;
 use k8s_openapi::api::batch::v1::Job;
-use kube::Api;
 use kube::runtime::controller::{Config, Controller};
 use kube::runtime::watcher;
 
 pub use reconcile::Schedulers;
+
+/// What the process watches of Jobs: berth's own, by label; the operator never caches other Jobs.
+#[must_use]
+pub fn jobs_watch() -> watcher::Config {
+    watcher::Config::default().labels(&managed_selector())
+}
 
 /// The controller's name: `--controllers scheduler`, metric and event labels.
 pub const NAME: &str = "scheduler";
@@ -34,17 +39,17 @@ pub const NAME: &str = "scheduler";
 ///
 /// Jobs are watched by berth's `managed-by` label only (the operator never caches other Jobs); a finished,
 /// started or deleted run wakes its Scheduler, and each Scheduler also wakes at its next due time.
+/// `jobs` is the process's one watch of berth's Jobs (selected by berth's `managed-by` label; see
+/// [`jobs_watch`]), which the webhooks controller reads too.
 pub async fn run(
     ctx: Arc<Context>,
     schedulers: Subscription<Scheduler>,
+    jobs: Subscription<Job>,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
     berth_kit::watch::mark_synced_when(&ctx, schedulers.listed());
-    let controller = Controller::for_shared_stream(schedulers.changes, schedulers.store).owns(
-        Api::<Job>::all(client),
-        watcher::Config::default().labels(&managed_selector()),
-    );
+    let controller =
+        Controller::for_shared_stream(schedulers.changes, schedulers.store).owns_shared_stream(jobs.changes);
     berth_kit::runtime::run(controller, Arc::new(Schedulers { kit: ctx }), config, shutdown).await;
 }

@@ -31,14 +31,11 @@ use std::sync::Arc;
 
 use berth_api::{Customer, Database, Scheduler, Webhook};
 use berth_kit::Context;
-use berth_kit::labels::managed_selector;
 use berth_kit::shared::Subscription;
 use k8s_openapi::api::batch::v1::Job;
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::controller::{Config, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 
 pub use reconcile::Webhooks;
 
@@ -46,6 +43,15 @@ pub use reconcile::Webhooks;
 pub const NAME: &str = "webhooks";
 /// The one Webhook of a tenant, in its namespace.
 pub const WEBHOOK: &str = "webhooks";
+
+/// What the webhooks controller watches, each the process's one watch of its kind.
+pub struct Watches {
+    pub webhooks: Subscription<Webhook>,
+    pub customers: Subscription<Customer>,
+    pub databases: Subscription<Database>,
+    pub schedulers: Subscription<Scheduler>,
+    pub jobs: Subscription<Job>,
+}
 
 /// Runs the Webhook controller until `shutdown` resolves.
 ///
@@ -56,34 +62,21 @@ pub const WEBHOOK: &str = "webhooks";
 /// When the TLS roots cannot be loaded (never with the built-in ones).
 pub async fn run(
     ctx: Arc<Context>,
-    webhooks: Subscription<Webhook>,
+    w: Watches,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), String> {
-    let client = ctx.client.clone();
-    let in_namespace = |ns: Option<String>| ns.map(|ns| ObjectRef::<Webhook>::new(WEBHOOK).within(&ns));
-    berth_kit::watch::mark_synced_when(&ctx, webhooks.listed());
-    let controller = Controller::for_shared_stream(webhooks.changes, webhooks.store)
-        .watches(
-            Api::<Job>::all(client.clone()),
-            watcher::Config::default().labels(&managed_selector()),
-            move |j: Job| in_namespace(j.namespace()),
-        )
-        .watches(
-            Api::<Database>::all(client.clone()),
-            watcher::Config::default(),
-            move |d: Database| in_namespace(d.namespace()),
-        )
-        .watches(
-            Api::<Scheduler>::all(client.clone()),
-            watcher::Config::default(),
-            move |s: Scheduler| in_namespace(s.namespace()),
-        )
-        .watches(
-            Api::<Customer>::all(client),
-            watcher::Config::default(),
-            move |c: Customer| in_namespace(c.status.as_ref().and_then(|s| s.namespace.clone())),
-        );
+    fn in_namespace(ns: Option<String>) -> Option<ObjectRef<Webhook>> {
+        ns.map(|ns| ObjectRef::<Webhook>::new(WEBHOOK).within(&ns))
+    }
+    berth_kit::watch::mark_synced_when(&ctx, w.webhooks.listed());
+    let controller = Controller::for_shared_stream(w.webhooks.changes, w.webhooks.store)
+        .watches_shared_stream(w.jobs.changes, |j| in_namespace(j.namespace()))
+        .watches_shared_stream(w.databases.changes, |d| in_namespace(d.namespace()))
+        .watches_shared_stream(w.schedulers.changes, |s| in_namespace(s.namespace()))
+        .watches_shared_stream(w.customers.changes, |c| {
+            in_namespace(c.status.as_ref().and_then(|s| s.namespace.clone()))
+        });
     let public = deliver::Client::new(None)?;
     let webhooks = Webhooks {
         kit: ctx,

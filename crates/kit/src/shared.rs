@@ -27,6 +27,7 @@ const BUFFER: usize = 1024;
 /// A watch that has not started yet: everyone who needs it subscribes first, then [`Shared::start`].
 pub struct Shared<K: Resource<DynamicType = ()> + Clone + 'static> {
     api: Api<K>,
+    config: watcher::Config,
     store: Store<K>,
     writer: reflector::store::Writer<K>,
     listed: tokio::sync::watch::Sender<bool>,
@@ -68,9 +69,16 @@ where
 {
     #[must_use]
     pub fn new(api: Api<K>) -> Self {
+        Self::with_config(api, watcher::Config::default())
+    }
+
+    /// A shared watch of what `config` selects (berth's own Jobs, by label).
+    #[must_use]
+    pub fn with_config(api: Api<K>, config: watcher::Config) -> Self {
         let (store, writer) = reflector::store();
         Self {
             api,
+            config,
             store,
             writer,
             listed: tokio::sync::watch::Sender::new(false),
@@ -107,13 +115,14 @@ where
     async fn run(self, stop: impl Future<Output = ()> + Send + 'static) {
         let Self {
             api,
+            config,
             store,
             writer,
             listed,
             mut subscribers,
         } = self;
         let kind = K::kind(&());
-        let events = crate::watch::guarded(api, watcher::Config::default().any_semantic())
+        let events = crate::watch::guarded(api, config.any_semantic())
             .backoff(crate::watch::retry())
             .modify(|o: &mut K| o.managed_fields_mut().clear())
             .reflect(writer);

@@ -7,12 +7,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use berth_api::{Database, Scheduler, Webhook};
-use berth_kit::changes::{all_but_status, all_but_status_except_readiness};
+use berth_api::{Customer, Database, Scheduler, Webhook};
+use berth_kit::changes::{all_but_status, all_but_status_except_readiness, any_change};
 use berth_kit::metrics::Metrics;
 use berth_kit::seal::Seal;
 use berth_kit::shared::Shared;
 use berth_kit::{Context, Settings, TenantAccess};
+use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use prometheus_client::registry::Registry;
@@ -232,6 +233,8 @@ impl Term<'_> {
         let mut databases = Shared::new(Api::<Database>::all(client.clone()));
         let mut schedulers = Shared::new(Api::<Scheduler>::all(client.clone()));
         let mut webhooks = Shared::new(Api::<Webhook>::all(client.clone()));
+        let mut customers = Shared::new(Api::<Customer>::all(client.clone()));
+        let mut jobs = Shared::with_config(Api::<Job>::all(client.clone()), berth_scheduler::jobs_watch());
         let config = kube::runtime::controller::Config::default()
             .concurrency(args.concurrency)
             .debounce(Duration::from_millis(args.debounce_ms));
@@ -249,6 +252,7 @@ impl Term<'_> {
             match c {
                 Controller::Customer => {
                     let shared = berth_customer::Shared {
+                        customers: customers.subscribe(all_but_status, false),
                         databases: databases.subscribe(all_but_status_except_readiness, true),
                         schedulers: schedulers.subscribe(all_but_status_except_readiness, true),
                         webhooks: webhooks.subscribe(all_but_status_except_readiness, true),
@@ -264,14 +268,23 @@ impl Term<'_> {
                 Controller::Scheduler => controllers.spawn(berth_scheduler::run(
                     ctx,
                     schedulers.subscribe(all_but_status, false),
+                    // A run that starts, finishes or goes wakes its Scheduler.
+                    jobs.subscribe(any_change, true),
                     config.clone(),
                     done,
                 )),
                 Controller::Webhooks => {
                     let config = config.clone();
-                    let hooks = webhooks.subscribe(all_but_status, false);
+                    // Its events come from the status of what it watches, so any change counts.
+                    let watches = berth_webhooks::Watches {
+                        webhooks: webhooks.subscribe(all_but_status, false),
+                        customers: customers.subscribe(any_change, false),
+                        databases: databases.subscribe(any_change, false),
+                        schedulers: schedulers.subscribe(any_change, false),
+                        jobs: jobs.subscribe(any_change, false),
+                    };
                     controllers.spawn(async move {
-                        if let Err(e) = berth_webhooks::run(ctx, hooks, config, done).await {
+                        if let Err(e) = berth_webhooks::run(ctx, watches, config, done).await {
                             tracing::error!(error = %e, "the webhooks controller cannot start");
                         }
                     })
@@ -281,6 +294,8 @@ impl Term<'_> {
         databases.start(stop.clone().cancelled_owned());
         schedulers.start(stop.clone().cancelled_owned());
         webhooks.start(stop.clone().cancelled_owned());
+        customers.start(stop.clone().cancelled_owned());
+        jobs.start(stop.clone().cancelled_owned());
         let watch_ready = tokio::spawn({
             let health = self.health.clone();
             async move {
