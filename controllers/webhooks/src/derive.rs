@@ -14,6 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use serde_json::json;
 
+use berth_scheduler::job::WORKFLOW;
+
 use crate::event::{Event, EventType};
 
 /// The tenant's objects events are derived from, all from its namespace (and its Customer).
@@ -193,9 +195,6 @@ fn run(job: &Job, source: &str) -> Option<Event> {
         data,
     })
 }
-
-/// The Scheduler's label naming a run's workflow.
-const WORKFLOW: &str = "berth.dev/workflow";
 
 fn event(
     kind: EventType,
