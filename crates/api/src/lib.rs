@@ -16,7 +16,10 @@ pub use customer::{
     Network, Quota, SchedulerFeature, WebhooksFeature,
 };
 pub use database::{Database, DatabaseSpec, DatabaseStatus, connection_secret};
-pub use scheduler::{Scheduler, SchedulerSpec, SchedulerStatus, WorkflowStatus};
+pub use scheduler::{
+    RUN_REQUEST_PREFIX, Scheduler, SchedulerSpec, SchedulerStatus, TRIGGER_LABEL, TRIGGER_MANUAL,
+    TRIGGER_SCHEDULE, WorkflowStatus,
+};
 pub use webhook::{
     EndpointStatus, HeldEvent, Webhook, WebhookEndpoint, WebhookEvent, WebhookSpec, WebhookStatus,
     default_retry_for,

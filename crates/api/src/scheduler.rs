@@ -105,3 +105,12 @@ pub struct WorkflowStatus {
     #[serde(default)]
     pub missed: i32,
 }
+
+/// Prefix of the Scheduler annotation that asks for a run now: `run.berth.dev/<workflow>` set to the time of
+/// the request (RFC 3339, e.g. `2026-12-01T08:00:00Z`). The Scheduler starts one manual run per new value,
+/// under the same `workers` limit and `concurrencyPolicy` as a scheduled run (`kubectl berth run`).
+pub const RUN_REQUEST_PREFIX: &str = "run.berth.dev/";
+/// Label of a run's Job saying what started it: [`TRIGGER_SCHEDULE`] or [`TRIGGER_MANUAL`].
+pub const TRIGGER_LABEL: &str = "berth.dev/trigger";
+pub const TRIGGER_SCHEDULE: &str = "schedule";
+pub const TRIGGER_MANUAL: &str = "manual";

@@ -1,4 +1,6 @@
-//! Prometheus metrics, labelled only by bounded values: the controller and an error category or verb.
+//! Prometheus metrics, labelled only by bounded values: the controller, an error category or verb, and for
+//! the per-tenant series the names of objects berth owns (bounded by the Customers a cluster has, and by the
+//! 64 workflows a Scheduler may hold). A per-tenant series is removed when its object goes.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,6 +45,29 @@ pub struct DeliveryLabels {
     pub result: &'static str,
 }
 
+/// One tenant, by its Customer's name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CustomerLabel {
+    pub customer: String,
+}
+
+/// A Scheduler's runs in one state: `running` or `queued`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SchedulerRunLabels {
+    pub namespace: String,
+    pub scheduler: String,
+    pub state: &'static str,
+}
+
+/// One workflow's runs that ended one way: `succeeded` or `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkflowLabels {
+    pub namespace: String,
+    pub scheduler: String,
+    pub workflow: String,
+    pub result: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
@@ -62,6 +87,15 @@ pub struct Metrics {
     pub webhook_deliveries: Family<DeliveryLabels, Counter>,
     /// From the moment the event happened to its delivery: what a receiver waits.
     pub webhook_latency: Histogram,
+    /// 1 while the tenant's Customer is `Ready`, 0 while it is not; gone with the Customer.
+    pub customer_ready: Family<CustomerLabel, Gauge>,
+    /// Runs per Scheduler and state, as its last status says.
+    pub scheduler_runs: Family<SchedulerRunLabels, Gauge>,
+    /// When a workflow's newest run of each result ended, in Unix seconds (its status'
+    /// `lastSuccessfulTime` / `lastFailedTime`).
+    pub workflow_last_finish: Family<WorkflowLabels, Gauge>,
+    /// Requests the API server answered with 429 Too Many Requests (API Priority and Fairness).
+    pub api_throttled: Family<RequestLabels, Counter>,
     build: Family<BuildLabels, Gauge>,
 }
 
@@ -82,6 +116,10 @@ impl Default for Metrics {
             webhook_latency: Histogram::new([
                 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0, 86400.0,
             ]),
+            customer_ready: Family::default(),
+            scheduler_runs: Family::default(),
+            workflow_last_finish: Family::default(),
+            api_throttled: Family::default(),
             build: Family::default(),
         }
     }
@@ -137,6 +175,26 @@ impl Metrics {
             "webhook_delivery_latency_seconds",
             "Time from an event to its delivery",
             self.webhook_latency.clone(),
+        );
+        r.register(
+            "customer_ready",
+            "1 while the Customer is Ready, 0 while it is not",
+            self.customer_ready.clone(),
+        );
+        r.register(
+            "scheduler_runs",
+            "Workflow runs of a Scheduler, by state (running, queued)",
+            self.scheduler_runs.clone(),
+        );
+        r.register(
+            "workflow_last_finish_timestamp_seconds",
+            "When the newest run of a workflow ended, by result (succeeded, failed)",
+            self.workflow_last_finish.clone(),
+        );
+        r.register(
+            "api_throttled",
+            "Requests the API server refused with 429 Too Many Requests",
+            self.api_throttled.clone(),
         );
         r.register("build_info", "Version of the running binary", self.build.clone());
         self.build
@@ -202,5 +260,44 @@ mod tests {
             out.contains("berth_reconcile_duration_seconds_count{controller=\"customer\"} 1"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn per_tenant_series_are_named_as_the_alert_rules_expect() {
+        let mut registry = Registry::default();
+        let m = Metrics::default().register(&mut registry);
+        let tenant = CustomerLabel {
+            customer: "acme".to_owned(),
+        };
+        m.customer_ready.get_or_create(&tenant).set(0);
+        m.scheduler_runs
+            .get_or_create(&SchedulerRunLabels {
+                namespace: "acme".to_owned(),
+                scheduler: "scheduler".to_owned(),
+                state: "queued",
+            })
+            .set(3);
+        m.workflow_last_finish
+            .get_or_create(&WorkflowLabels {
+                namespace: "acme".to_owned(),
+                scheduler: "scheduler".to_owned(),
+                workflow: "nightly".to_owned(),
+                result: "failed",
+            })
+            .set(1_764_000_000);
+        let mut out = String::new();
+        encode(&mut out, &registry).unwrap();
+        for line in [
+            "berth_customer_ready{customer=\"acme\"} 0",
+            "berth_scheduler_runs{namespace=\"acme\",scheduler=\"scheduler\",state=\"queued\"} 3",
+            "berth_workflow_last_finish_timestamp_seconds{namespace=\"acme\",scheduler=\"scheduler\",workflow=\"nightly\",result=\"failed\"} 1764000000",
+        ] {
+            assert!(out.contains(line), "{line} missing from\n{out}");
+        }
+        // A deleted tenant's series goes with it.
+        m.customer_ready.remove(&tenant);
+        let mut out = String::new();
+        encode(&mut out, &registry).unwrap();
+        assert!(!out.contains("customer=\"acme\""), "{out}");
     }
 }
