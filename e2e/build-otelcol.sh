@@ -18,6 +18,8 @@ out="$cache/otelcol-$OTELCOL_VERSION"
 bin="$out/otelcol"
 src="$cache/src/otelcol-$OTELCOL_VERSION"
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
+# Caches of its own, removed after the build (as in build-components.sh): the binary is what is kept.
+export GOMODCACHE="$cache/go-mod-otelcol" GOCACHE="$cache/go-build-otelcol"
 
 log() { printf '[build-otelcol] %s\n' "$*" >&2; }
 
@@ -122,4 +124,6 @@ log "compiling (CGO_ENABLED=0; several minutes on 2 cores when the Go build cach
 go build -trimpath -ldflags "-s -w" -o "$bin.tmp" .
 mv "$bin.tmp" "$bin"
 log "built $bin in $(($(date +%s) - start))s"
+go clean -modcache
+rm -rf "$GOCACHE"
 echo "$bin"
