@@ -20,7 +20,7 @@ if [ "$real" = 1 ]; then
   tests=${BERTH_E2E_TESTS:-realnode}
   threads=${BERTH_E2E_THREADS:-3}
 else
-  tests=${BERTH_E2E_TESTS:-cluster api customer database scheduler operator security webhooks}
+  tests=${BERTH_E2E_TESTS:-cluster api customer database scheduler operator security webhooks plugin}
   threads=${BERTH_E2E_THREADS:-4}
 fi
 release_ns=berth-system
@@ -71,6 +71,8 @@ else
   fi
 fi
 
+# `kubectl berth`, which the tests run through kubectl as a user would.
+cargo build -p kubectl-berth --locked
 args=()
 for t in $tests; do args+=(--test "$t"); done
 cargo test -p berth-e2e --locked "${args[@]}" -- --test-threads="$threads"

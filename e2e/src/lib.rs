@@ -418,3 +418,28 @@ pub fn tool(name: &str) -> PathBuf {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
     dir.map_or_else(|| PathBuf::from(name), |d| PathBuf::from(d).join(name))
 }
+
+/// `kubectl berth <args>` as a user runs it: kubectl finds the `kubectl-berth` this workspace built
+/// (`target/debug`, or `BERTH_E2E_PLUGIN`) on PATH; the cluster under test is its KUBECONFIG. No colour:
+/// the output is not a terminal.
+#[must_use]
+pub fn kubectl_berth(args: &[&str]) -> std::process::Output {
+    let plugin = std::env::var_os("BERTH_E2E_PLUGIN")
+        .map_or_else(|| repo().join("target/debug/kubectl-berth"), PathBuf::from);
+    assert!(
+        plugin.exists(),
+        "{} is missing: cargo build -p kubectl-berth",
+        plugin.display()
+    );
+    let dir = plugin.parent().expect("a directory").to_path_buf();
+    let inherited = std::env::var_os("PATH").unwrap_or_default();
+    let path =
+        std::env::join_paths(std::iter::once(dir).chain(std::env::split_paths(&inherited))).expect("PATH");
+    std::process::Command::new(tool("kubectl"))
+        .arg("berth")
+        .args(args)
+        .env("PATH", path)
+        .env("KUBECONFIG", kubeconfig())
+        .output()
+        .expect("run kubectl berth")
+}

@@ -446,6 +446,16 @@ async fn a_tenant_pod_uses_its_database_through_the_pool_and_other_tenants_canno
         Some("5|15"),
         "rows written and read back through the pool: {out}"
     );
+    // `kubectl berth psql` as a user runs it: a pod of the tenant's, through the pool, the same rows.
+    let sql = "select count(*), sum(n) from visits";
+    let psql = berth_e2e::kubectl_berth(&["psql", &name, "--", "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql]);
+    let said = String::from_utf8_lossy(&psql.stdout);
+    assert!(
+        psql.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&psql.stderr)
+    );
+    assert_eq!(said.trim(), "5|15", "kubectl berth psql reads what the app wrote");
 
     // Inside the tenant the pool answers; from another tenant's namespace nothing does (berth's
     // NetworkPolicies, enforced on the node). pg_isready: 0 accepting, 2 no response.
