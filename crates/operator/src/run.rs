@@ -258,6 +258,7 @@ impl Term<'_> {
                         databases: databases.subscribe(all_but_status_except_readiness, true),
                         schedulers: schedulers.subscribe(all_but_status_except_readiness, true),
                         webhooks: webhooks.subscribe(all_but_status_except_readiness, true),
+                        readiness: customers.subscribe(all_but_status_except_readiness, true),
                     };
                     controllers.spawn(berth_customer::run(ctx, shared, config.clone(), done))
                 }
