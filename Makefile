@@ -21,10 +21,11 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-unit: ## Unit tests, CRD drift test, real pgbouncer/PostgreSQL test (no cluster needed)
+unit: ## Unit tests, CRD drift test, real pgbouncer/PostgreSQL test, alert rules under promtool (no cluster needed)
 	$(CARGO) test --workspace --locked --exclude berth-e2e
-	e2e/build-components.sh >/dev/null # helm, which the chart tests render with
+	e2e/build-components.sh >/dev/null # helm, which the chart tests render with, and promtool
 	$(CARGO) test -p berth-e2e --locked --lib --test pool_real --test bootstrap_real --test chart
+	e2e/alerts.sh
 
 e2e: ## e2e tests: on $$KUBECONFIG if set, else on a local control plane started (and stopped) for the run
 	e2e/run.sh

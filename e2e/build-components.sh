@@ -94,6 +94,10 @@ simple kube-router github.com/cloudnativelabs/kube-router/v2 "$KUBE_ROUTER_VERSI
 # Volumes on the real node: the provisioner kind uses, a host process here (its helper pods run on the node).
 simple local-path-provisioner github.com/rancher/local-path-provisioner "$LOCAL_PATH_VERSION" \
   github.com/rancher/local-path-provisioner
+# The alert rules' checker (e2e/alerts.sh), stamped with the Prometheus release its module version stands for.
+prom=${PROMETHEUS_VERSION#v0.}
+simple promtool github.com/prometheus/prometheus "$PROMETHEUS_VERSION" github.com/prometheus/prometheus/cmd/promtool \
+  "-X github.com/prometheus/common/version.Version=3.$((${prom%%.*} - 300)).${prom#*.}"
 # Everything is built: the binaries are the cache now.
 if [ -d "$GOMODCACHE" ] || [ -d "$GOCACHE" ]; then
   log "removing Go's caches of the builds ($(du -sh "$GOMODCACHE" "$GOCACHE" 2>/dev/null | cut -f1 | paste -sd+))"

@@ -123,6 +123,8 @@ const VARIANTS: [&[&str]; 3] = [
     &[
         "rbac.ownerReferencesPermissionEnforcement=true",
         "serviceMonitor.enabled=true",
+        "prometheusRule.enabled=true",
+        "grafanaDashboard.enabled=true",
     ],
 ];
 
@@ -819,6 +821,81 @@ fn admission_policies_confine_berth_and_reserve_its_labels_unless_turned_off() {
         0,
         "none where the API server does not serve admissionregistration.k8s.io/v1 policies"
     );
+}
+
+#[test]
+fn alerts_and_the_dashboard_are_off_by_default_and_each_alert_links_its_runbook() {
+    let off = render(&[]);
+    assert!(
+        !off.iter()
+            .any(|d| matches!(kind(d), "PrometheusRule" | "ConfigMap")),
+        "rendered without being asked for"
+    );
+    let docs = render(&[
+        "serviceMonitor.enabled=true",
+        "prometheusRule.enabled=true",
+        "grafanaDashboard.enabled=true",
+    ]);
+    // The rules group by berth's own `namespace` label, which only honorLabels keeps.
+    let monitor = one(&docs, "ServiceMonitor");
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], Value::Bool(true));
+
+    let runbooks = std::fs::read_to_string(berth_e2e::repo().join("docs/runbooks.md")).unwrap();
+    let rule = one(&docs, "PrometheusRule");
+    let mut alerts: Vec<&str> = Vec::new();
+    for r in rule["spec"]["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().unwrap())
+    {
+        let Some(alert) = r["alert"].as_str() else {
+            continue;
+        };
+        alerts.push(alert);
+        let annotations = &r["annotations"];
+        for key in ["summary", "description"] {
+            assert!(
+                annotations[key].as_str().is_some_and(|a| !a.is_empty()),
+                "{alert}: {key}"
+            );
+        }
+        assert!(r["labels"]["severity"].as_str().is_some(), "{alert}: severity");
+        let url = annotations["runbook_url"].as_str().unwrap();
+        let anchor = url
+            .strip_prefix("https://github.com/berth-dev/berth/blob/main/docs/runbooks.md#")
+            .unwrap_or_else(|| panic!("{alert}: {url}"));
+        assert_eq!(anchor, alert.to_lowercase(), "{alert}: {url}");
+        assert!(
+            runbooks.lines().any(|l| l == format!("## {alert}")),
+            "docs/runbooks.md has no section ## {alert}"
+        );
+    }
+    alerts.dedup();
+    assert_eq!(
+        alerts,
+        [
+            "BerthTenantNotReady",
+            "BerthReconcileErrors",
+            "BerthSchedulerQueueGrowing",
+            "BerthWorkflowFailing",
+            "BerthNoLeader",
+            "BerthMetricsAbsent",
+            "BerthAPIThrottled",
+        ]
+    );
+
+    let dashboard = named(&docs, "ConfigMap", "berth-dashboard");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json = dashboard["data"]["berth.json"].as_str().unwrap();
+    let file = std::fs::read_to_string(chart().join("dashboards/berth.json")).unwrap();
+    assert_eq!(
+        json.trim_end(),
+        file.trim_end(),
+        "the ConfigMap holds the file as it is"
+    );
+    let parsed: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(parsed["uid"], "berth-operator");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod names;
+pub mod readiness;
 mod reconcile;
 pub mod status;
 
@@ -50,6 +51,8 @@ pub struct Shared {
     pub databases: Subscription<Database>,
     pub schedulers: Subscription<Scheduler>,
     pub webhooks: Subscription<Webhook>,
+    /// Customers again, deletions included, for `berth_customer_ready` (see [`readiness`]).
+    pub readiness: Subscription<Customer>,
 }
 
 /// Runs until `shutdown` resolves, then lets in-flight reconciles finish.
@@ -60,6 +63,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = kit.client.clone();
+    // Ends with the shared watch, which stops with the controllers.
+    tokio::spawn(readiness::export(kit.metrics.clone(), shared.readiness));
     let (namespaces, ns_stream) = owned(Api::<Namespace>::all(client.clone()), any_change);
     let (quotas, quota_stream) = owned(Api::<ResourceQuota>::all(client.clone()), all_but_status);
     let (limit_ranges, lr_stream) = owned(Api::<LimitRange>::all(client.clone()), any_change);

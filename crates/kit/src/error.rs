@@ -4,6 +4,17 @@ use std::time::Duration;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The categories a person has to act on (see [`Error::needs_attention`]). The chart's alert rules split
+/// `berth_reconcile_errors_total` by this list; a test holds them to it.
+pub const NEEDS_ATTENTION: [&str; 6] = [
+    "InvalidSpec",
+    "NameConflict",
+    "Internal",
+    "Forbidden",
+    "QuotaExceeded",
+    "Rejected",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The API server refused or failed a request; [`Error::category`] says which way.
@@ -60,10 +71,7 @@ impl Error {
     /// belong in the object's status, not only in berth's log. The rest passes with a retry.
     #[must_use]
     pub fn needs_attention(&self) -> bool {
-        matches!(
-            self.category(),
-            "InvalidSpec" | "NameConflict" | "Internal" | "Forbidden" | "QuotaExceeded" | "Rejected"
-        )
+        NEEDS_ATTENTION.contains(&self.category())
     }
 }
 

@@ -6,6 +6,8 @@
 
 pub mod apply;
 pub mod changes;
+#[cfg(test)]
+mod chart_metrics;
 pub mod conditions;
 pub mod context;
 pub mod error;

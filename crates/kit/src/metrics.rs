@@ -236,9 +236,85 @@ impl Drop for ReconcileTimer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use prometheus_client::encoding::text::encode;
+
+    /// The registry as Prometheus would scrape it, with a sample in every family: an empty family is not
+    /// encoded at all. Destructured without `..`, so a new metric cannot be left out.
+    pub(crate) fn encoded_with_every_family() -> String {
+        let mut registry = Registry::default();
+        let m = Metrics::default().register(&mut registry);
+        let Metrics {
+            reconciles,
+            errors,
+            duration,
+            in_flight,
+            managed,
+            writes,
+            requests,
+            leader,
+            webhook_deliveries,
+            webhook_latency,
+            customer_ready,
+            scheduler_runs,
+            workflow_last_finish,
+            api_throttled,
+            build: _,
+        } = m.as_ref();
+        let controller = ControllerLabel { controller: "c" };
+        let request = RequestLabels {
+            verb: "get",
+            resource: "r".to_owned(),
+            scope: "cluster",
+        };
+        reconciles.get_or_create(&controller).inc();
+        errors
+            .get_or_create(&ErrorLabels {
+                controller: "c",
+                category: "Internal",
+            })
+            .inc();
+        duration.get_or_create(&controller).observe(1.0);
+        in_flight.get_or_create(&controller).set(1);
+        managed.get_or_create(&controller).set(1);
+        writes
+            .get_or_create(&WriteLabels {
+                controller: "c",
+                verb: "patch",
+            })
+            .inc();
+        requests.get_or_create(&request).inc();
+        leader.set(1);
+        webhook_deliveries
+            .get_or_create(&DeliveryLabels { result: "delivered" })
+            .inc();
+        webhook_latency.observe(1.0);
+        customer_ready
+            .get_or_create(&CustomerLabel {
+                customer: "t".to_owned(),
+            })
+            .set(1);
+        scheduler_runs
+            .get_or_create(&SchedulerRunLabels {
+                namespace: "t".to_owned(),
+                scheduler: "s".to_owned(),
+                state: "queued",
+            })
+            .set(1);
+        workflow_last_finish
+            .get_or_create(&WorkflowLabels {
+                namespace: "t".to_owned(),
+                scheduler: "s".to_owned(),
+                workflow: "w".to_owned(),
+                result: "failed",
+            })
+            .set(1);
+        api_throttled.get_or_create(&request).inc();
+        let mut out = String::new();
+        encode(&mut out, &registry).unwrap();
+        out
+    }
 
     #[test]
     fn reconcile_guard_counts_and_times() {

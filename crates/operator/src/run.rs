@@ -176,6 +176,8 @@ fn clients(
     let main = kube::client::ClientBuilder::try_from((config, FencedExecutor(fence.clone())))
         .context("building the Kubernetes client")?
         .with_layer(&FenceLayer(fence.clone()))
+        // Below the retries, so a 429 that a retry gets past is counted as well.
+        .with_layer(&crate::requests::ThrottledLayer(metrics.clone()))
         // Makes the stack cloneable, which retrying needs; the concurrency limit above bounds what waits here.
         .with_layer(&tower::buffer::BufferLayer::new(args.api_max_in_flight.max(1)))
         .with_layer(&tower::retry::RetryLayer::new(retry))
@@ -256,6 +258,7 @@ impl Term<'_> {
                         databases: databases.subscribe(all_but_status_except_readiness, true),
                         schedulers: schedulers.subscribe(all_but_status_except_readiness, true),
                         webhooks: webhooks.subscribe(all_but_status_except_readiness, true),
+                        readiness: customers.subscribe(all_but_status_except_readiness, true),
                     };
                     controllers.spawn(berth_customer::run(ctx, shared, config.clone(), done))
                 }
