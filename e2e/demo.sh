@@ -15,6 +15,10 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 real=${BERTH_REAL_NODE:-$([ "$(id -u)" = 0 ] && echo 1 || echo 0)}
 export BERTH_REAL_NODE=$real
 
+# kubectl finds its `berth` plugin on PATH.
+cargo build -p kubectl-berth --locked
+export PATH="$PWD/target/debug:$PATH"
+
 if [ "$real" = 1 ]; then
   say "Building berth (release) and the images of the real node (no registry: built here, imported)"
   cargo build --release -p berth-operator --locked
@@ -58,8 +62,10 @@ say "kubectl get customers"
 kubectl get customers -o wide
 say "kubectl get berth -A"
 kubectl get berth -A
-say "What the tenant namespace holds"
-kubectl -n big-client-0815 get statefulsets,deployments,services,poddisruptionbudgets,pvc,secrets,configmaps,resourcequotas,limitranges,networkpolicies,rolebindings
+say "kubectl berth tree big-client-0815: the tenant, from the Customer down, with health and age"
+kubectl berth tree big-client-0815
+say "kubectl berth status big-client-0815"
+kubectl berth status big-client-0815
 say "kubectl describe customer big-client-0815"
 kubectl describe customer big-client-0815
 
@@ -83,34 +89,15 @@ if [ "$real" = 1 ]; then
   say "kubectl -n big-client-0815 logs $job"
   kubectl -n big-client-0815 logs "$job"
 
-  say "A query through the tenant's pool, from a pod that reads only the db-connection Secret"
-  postgres=$("$here/images.sh" names | grep '/postgres:')
-  kubectl -n big-client-0815 delete job pool-query --ignore-not-found >/dev/null
-  kubectl -n big-client-0815 apply -f - <<EOF
-apiVersion: batch/v1
-kind: Job
-metadata: {name: pool-query}
-spec:
-  backoffLimit: 0
-  template:
-    spec:
-      restartPolicy: Never
-      securityContext: {runAsNonRoot: true, runAsUser: 1000, seccompProfile: {type: RuntimeDefault}}
-      containers:
-        - name: psql
-          image: $postgres
-          envFrom: [{secretRef: {name: db-connection}}]
-          command: [sh, -c, 'until pg_isready -q -d "\$DATABASE_URL"; do sleep 1; done; psql "\$DATABASE_URL" -c "select current_user, version()"']
-          securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
-EOF
-  kubectl -n big-client-0815 wait --for=condition=Complete job/pool-query --timeout=2m
-  kubectl -n big-client-0815 logs job/pool-query
+  say "kubectl berth psql big-client-0815: a query through the tenant's pool, from a pod of the tenant's"
+  kubectl berth psql big-client-0815 -- -c "select current_user, version()"
 fi
 
 cat <<EOF
 
 berth is running$([ "$real" = 1 ] && echo " as pods in berth-system" || echo " (pid $(<"$state/berth.pid"), metrics on http://127.0.0.1:18080/metrics)").
-  export KUBECONFIG=$KUBECONFIG
+  export KUBECONFIG=$KUBECONFIG PATH=$PWD/target/debug:\$PATH
   kubectl get customers
+  kubectl berth tree big-client-0815
   make cluster-down      # stop everything
 EOF
