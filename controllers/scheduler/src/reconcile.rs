@@ -72,6 +72,7 @@ async fn converge(
         observed: old.is_some_and(|s| s.observed_generation.is_some()),
         previous: old.map(|s| s.workflows.as_slice()).unwrap_or_default(),
         runs: &runs,
+        annotations: scheduler.annotations(),
     });
 
     // Act.
