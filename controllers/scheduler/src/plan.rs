@@ -180,8 +180,7 @@ pub struct Plan {
     pub running: i32,
     /// Queued runs once the plan is carried out.
     pub queued: i32,
-    /// The next due time of any workflow, or now when a run request waits for the next plan; `None`
-    /// when suspended or nothing is scheduled.
+    /// The next due time of any workflow; `None` when suspended or nothing is scheduled.
     pub next_wakeup: Option<Timestamp>,
     /// Workflows named by run request annotations but not in the spec.
     pub unknown_requests: Vec<String>,
@@ -459,11 +458,10 @@ fn decide(
                 .map(|r| r.scheduled)
                 .max(),
         );
-    let (manual, waits) = request(input, wf, own, acted, run.is_some(), delete, &mut w);
-    if waits {
-        *next_wakeup = Some(now);
-    }
-    let run = run.or(manual);
+    w.last_manual_request = acted;
+    // A request waiting for the schedule's run is decided again when that run's Job is created: its watch
+    // event wakes the Scheduler.
+    let run = run.or_else(|| request(input, wf, own, acted, delete, &mut w));
 
     let last_finished = |state: RunState, remembered: Option<&Time>| {
         own.iter()
@@ -501,18 +499,17 @@ fn decide(
     (w, run)
 }
 
-/// The workflow's run request: the manual run it starts, if any, and whether it waits for the next plan
-/// (the schedule's run of this plan comes first). `acted` is the newest request acted on; what becomes of
-/// the request goes into `w`.
+/// The manual run the workflow's run request starts, if any, when the schedule starts none in this plan
+/// (a request competing with it waits for the next plan). `acted` is the newest request acted on; what
+/// becomes of the request goes into `w`.
 fn request(
     input: &Input<'_>,
     wf: &Workflow,
     own: &[&Run],
     acted: Option<Timestamp>,
-    scheduled_run: bool,
     delete: &mut BTreeSet<String>,
     w: &mut WorkflowPlan,
-) -> (Option<RunToCreate>, bool) {
+) -> Option<RunToCreate> {
     let Input {
         now,
         scheduler,
@@ -521,11 +518,7 @@ fn request(
         annotations,
         ..
     } = *input;
-    let nothing = (None, false);
-    w.last_manual_request = acted;
-    let Some(value) = annotations.get(&format!("{RUN_REQUEST_PREFIX}{}", wf.name)) else {
-        return nothing;
-    };
+    let value = annotations.get(&format!("{RUN_REQUEST_PREFIX}{}", wf.name))?;
     let refuse = |why: String| {
         Some(Refusal {
             value: value.clone(),
@@ -539,7 +532,7 @@ fn request(
         .and_then(|t| Timestamp::from_second(t.as_second()).ok())
     else {
         w.refused = refuse(format!("{value:?} is not an RFC 3339 time"));
-        return nothing;
+        return None;
     };
     let refused_before = previous
         .iter()
@@ -547,23 +540,20 @@ fn request(
         .and_then(|p| p.refused_run_request.as_deref());
     if refused_before == Some(value.as_str()) {
         w.refused = refuse(format!("{at} was ahead of the operator's clock when it was read"));
-        return nothing;
+        return None;
     }
     if acted.is_some_and(|a| at <= a) {
-        return nothing;
+        return None;
     }
     if at.duration_since(now) > MAX_CLOCK_SKEW {
         w.refused = refuse(format!(
             "{at} is more than {} s ahead of the operator's clock ({now})",
             MAX_CLOCK_SKEW.as_secs()
         ));
-        return nothing;
+        return None;
     }
     if spec.suspend {
-        return nothing;
-    }
-    if scheduled_run {
-        return (None, true);
+        return None;
     }
     w.last_manual_request = Some(at);
     let deadline = SignedDuration::from_secs(
@@ -572,7 +562,7 @@ fn request(
     );
     if now.duration_since(at) > deadline {
         w.manual_late = Some(at);
-        return nothing;
+        return None;
     }
     let pending: Vec<String> = own
         .iter()
@@ -582,19 +572,18 @@ fn request(
     match wf.concurrency_policy {
         ConcurrencyPolicy::Forbid if !pending.is_empty() => {
             w.manual_forbidden = Some(at);
-            return nothing;
+            return None;
         }
         ConcurrencyPolicy::Replace => delete.extend(pending),
         _ => {}
     }
-    let run = RunToCreate {
+    Some(RunToCreate {
         name: manual_run_name(scheduler, &wf.name, at),
         workflow: wf.name.clone(),
         scheduled: at,
         suspended: true,
         trigger: Trigger::Manual,
-    };
-    (Some(run), false)
+    })
 }
 
 /// Finished runs beyond the history limits, oldest first to go.

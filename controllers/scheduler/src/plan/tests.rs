@@ -1059,7 +1059,7 @@ fn a_manual_run_leaves_the_cron_memory_alone() {
 }
 
 /// Asked for at the very second a run comes due: the due run is made first, the manual one in the next
-/// plan (which comes at once), each with its own name and label.
+/// plan (woken by the due run's Job), each with its own name and label.
 #[test]
 fn a_request_at_a_due_time_waits_one_plan_and_both_run() {
     let s = spec(4, vec![wf("sync", "*/5 * * * *")]);
@@ -1074,8 +1074,8 @@ fn a_request_at_a_due_time_waits_one_plan_and_both_run() {
     assert_eq!(p.workflows[0].last_manual_request, None, "not yet acted on");
     assert_eq!(
         p.next_wakeup,
-        Some(ts("2025-01-01T10:05:00Z")),
-        "the next plan is now"
+        Some(ts("2025-01-01T10:10:00Z")),
+        "the new Job's event wakes it"
     );
     let runs = apply(&[], &p);
     let next = plan_asked("2025-01-01T10:05:01Z", &s, &remember(&p), &runs, &ask);
@@ -1336,4 +1336,81 @@ fn a_workflow_with_an_invalid_schedule_still_runs_by_hand() {
     );
     assert!(p.workflows[0].invalid.is_some());
     assert_eq!(p.create.len(), 1);
+}
+
+/// The hour of ticks with runs asked for by hand now and then, some at a due minute's very second: every
+/// request is one manual run, every due time still one scheduled run, never more active runs than workers,
+/// and an operator that lost its status (halfway) repeats nothing.
+#[test]
+fn an_hour_of_ticks_with_requests_keeps_every_promise() {
+    let mut s = spec(2, vec![wf("one", "* * * * *"), wf("two", "*/2 * * * *")]);
+    s.successful_jobs_history_limit = 100;
+    let start = ts("2025-01-01T10:00:00Z");
+    let mut status: Vec<WorkflowStatus> = s
+        .workflows
+        .iter()
+        .map(|w| remembered(&w.name, "2025-01-01T10:00:00Z"))
+        .collect();
+    let mut annotations = BTreeMap::new();
+    let mut requests = BTreeSet::new();
+    let mut runs: Vec<Run> = vec![];
+    let mut created: HashMap<String, Trigger> = HashMap::new();
+    let mut started_at: HashMap<String, Timestamp> = HashMap::new();
+    for tick in 1..=360 {
+        let now = start + SignedDuration::from_secs(tick * 10);
+        for r in &mut runs {
+            if r.state == RunState::Active
+                && now.duration_since(started_at[&r.name]) >= SignedDuration::from_secs(150)
+            {
+                r.state = RunState::Succeeded;
+                r.finished = Some(now);
+            }
+        }
+        // Every 70 s a request for one of the workflows; every sixth comes at a due minute of `one`.
+        if tick % 7 == 0 {
+            let workflow = if tick % 14 == 0 { "one" } else { "two" };
+            annotations.insert(format!("{RUN_REQUEST_PREFIX}{workflow}"), now.to_string());
+            requests.insert((workflow.to_owned(), now));
+        }
+        if tick == 180 {
+            status.clear();
+        }
+        let p = plan(&Input {
+            now,
+            scheduler: SCHEDULER,
+            spec: &s,
+            created: Some(start),
+            observed: true,
+            previous: &status,
+            runs: &runs,
+            annotations: &annotations,
+        });
+        for c in &p.create {
+            assert!(
+                created.insert(c.name.clone(), c.trigger).is_none(),
+                "tick {tick}: {} created twice",
+                c.name
+            );
+        }
+        runs = apply(&runs, &p);
+        for r in runs.iter().filter(|r| r.state == RunState::Active) {
+            started_at.entry(r.name.clone()).or_insert(now);
+        }
+        let active = runs.iter().filter(|r| r.state == RunState::Active).count();
+        assert!(active <= 2, "tick {tick}: {active} active");
+        status = remember(&p);
+    }
+    let manual: BTreeSet<(String, Timestamp)> = runs
+        .iter()
+        .filter(|r| r.trigger == Trigger::Manual)
+        .map(|r| (r.workflow.clone(), r.scheduled))
+        .collect();
+    assert_eq!(manual, requests, "one manual run per request");
+    let scheduled = created.values().filter(|t| **t == Trigger::Schedule).count();
+    assert_eq!(
+        scheduled,
+        60 + 30,
+        "every due time once, none taken by a manual run"
+    );
+    assert!(status.iter().all(|w| w.missed == 0), "{status:?}");
 }
