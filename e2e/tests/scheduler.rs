@@ -2,7 +2,8 @@
 //! rest queue as suspended Jobs started oldest-due first; the queue survives a SIGKILLed operator with no
 //! run lost or doubled; history limits prune; `suspend` starts nothing; deleting the Scheduler lets the
 //! garbage collector remove its Jobs and pods; an invalid schedule is reported while its sibling runs; two
-//! Schedulers of one namespace with a workflow of the same name each get their own runs.
+//! Schedulers of one namespace with a workflow of the same name each get their own runs; a run asked for by
+//! hand (`run.berth.dev/<workflow>`, issue #19) queues behind a busy worker and starts when it frees.
 //!
 //! Schedulers are made directly in throwaway namespaces (no Customer). Every workflow runs each minute
 //! (`* * * * *`), so each test creates its Scheduler a few seconds before a minute boundary and the first
@@ -23,7 +24,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use berth_api::{Scheduler, WorkflowStatus, find_condition};
+use berth_api::{RUN_REQUEST_PREFIX, Scheduler, TRIGGER_LABEL, WorkflowStatus, find_condition};
 use berth_e2e::operator::external;
 use berth_e2e::{Operator, TestNamespace, eventually, wait_for, wait_gone};
 use berth_kit::labels::INSTANCE;
@@ -904,6 +905,153 @@ async fn two_schedulers_with_the_same_workflow_name_both_get_every_run() {
         );
         let conflicts = events(&event_api, twin, "NameConflict").await;
         assert!(conflicts.is_empty(), "{twin}: {conflicts:?}");
+    }
+    ns.delete().await;
+}
+
+/// The series `name` with `labels` on the operator this binary started: `None` when it started none (berth
+/// runs in the cluster) or `/metrics` does not answer, else their sum when any exist.
+async fn scrape_metric(name: &str, labels: &[(&str, &str)]) -> Option<Option<f64>> {
+    let slot = OPERATOR.lock().await;
+    let operator = slot.as_ref()?;
+    let scrape = operator.scrape().ok()?;
+    let present = scrape.iter().any(|(series, _)| series.matches(name, labels));
+    Some(present.then(|| scrape.sum(name, labels)))
+}
+
+/// `kubectl berth run`'s annotation on a Scheduler whose one worker is busy: one manual run is created,
+/// labelled `manual`, queued (suspended) and counted as queued; it starts once the scheduled run ends,
+/// and only once. A request for a workflow the spec lacks is reported, not run.
+#[tokio::test]
+async fn a_run_asked_for_by_hand_queues_behind_a_busy_worker_then_starts() {
+    let c = setup().await;
+    let ns = TestNamespace::for_berth(&c, "sched-manual").await;
+    let schedulers: Api<Scheduler> = ns.api();
+    let log = JobLog::start(ns.api()).await;
+    // `adhoc` comes due once a year, on 1 January: in this test it runs by hand only.
+    let spec = json!({
+        "workers": 1,
+        "workflows": [workflow("busy", "* * * * *"), workflow("adhoc", "0 0 1 1 *")],
+    });
+    let (_, due) = create_before_a_boundary(&schedulers, &[scheduler("handy", "20s", &spec)]).await;
+    let busy = run_name("handy", "busy", due);
+    log.until(NEXT_MINUTE, "the scheduled run to hold the worker", |s| {
+        s.jobs.get(&busy).is_some_and(active).then_some(())
+    })
+    .await;
+
+    let requested = Timestamp::from_second(i64::try_from(unix_now().as_secs()).unwrap()).unwrap();
+    let ask = |workflow: &str, at: String| {
+        let key = format!("{RUN_REQUEST_PREFIX}{workflow}");
+        Patch::Merge(json!({"metadata": {"annotations": {key: at}}}))
+    };
+    schedulers
+        .patch(
+            "handy",
+            &PatchParams::default(),
+            &ask("adhoc", requested.to_string()),
+        )
+        .await
+        .unwrap();
+    let manual = berth_scheduler::plan::manual_run_name("handy", "adhoc", requested);
+    let job = log
+        .until(SHORT, "the manual run, queued", |s| s.jobs.get(&manual).cloned())
+        .await;
+    assert!(suspended(&job), "the worker is busy: {job:?}");
+    assert_eq!(label(&job, TRIGGER_LABEL), "manual");
+    assert_eq!(run_key(&job), ("adhoc".to_owned(), requested.as_second()));
+    let s = wait_for(&schedulers, "handy", SHORT, "the queued manual run", |s| {
+        counts(s).1 == 1
+            && workflow_status(s, "adhoc").and_then(|w| w.last_manual_request.as_ref())
+                == Some(&Time(requested))
+    })
+    .await;
+    assert_eq!(
+        workflow_status(&s, "adhoc").and_then(|w| w.last_schedule_time.as_ref()),
+        None,
+        "a manual run is not a due time"
+    );
+    let queued = [
+        ("namespace", ns.name.as_str()),
+        ("scheduler", "handy"),
+        ("state", "queued"),
+    ];
+    if scrape_metric("berth_scheduler_runs", &queued).await.is_some() {
+        eventually(SHORT, "berth_scheduler_runs{state=queued} 1", || async {
+            let value = scrape_metric("berth_scheduler_runs", &queued).await?;
+            (value == Some(1.0)).then_some(())
+        })
+        .await;
+    }
+
+    log.until(
+        NEXT_MINUTE,
+        "the manual run to start once the worker frees",
+        |s| s.started.contains(&manual).then_some(()),
+    )
+    .await;
+    log.read(|s| {
+        assert!(s.jobs.get(&busy).is_some_and(succeeded), "{}", s.summary());
+        assert_eq!(label(&s.jobs[&busy], TRIGGER_LABEL), "schedule");
+        assert_eq!(s.max_active, 1, "one worker; {}", s.summary());
+        let pos = |n: &String| s.started.iter().position(|x| x == n);
+        assert!(pos(&busy) < pos(&manual), "{}", s.summary());
+    });
+    log.until(NEXT_MINUTE, "the manual run to succeed", |s| {
+        s.jobs.get(&manual).is_some_and(succeeded).then_some(())
+    })
+    .await;
+    log.read(|s| {
+        let runs = s.uids.get(&("adhoc".to_owned(), requested.as_second()));
+        assert_eq!(
+            runs.map(BTreeSet::len),
+            Some(1),
+            "one run per request; {}",
+            s.summary()
+        );
+        let adhoc = s.jobs.values().filter(|j| label(j, WORKFLOW) == "adhoc").count();
+        assert_eq!(adhoc, 1, "{}", s.summary());
+    });
+
+    schedulers
+        .patch(
+            "handy",
+            &PatchParams::default(),
+            &ask("nope", requested.to_string()),
+        )
+        .await
+        .unwrap();
+    let s = wait_for(
+        &schedulers,
+        "handy",
+        SHORT,
+        "the unknown workflow reported",
+        |s| {
+            find_condition(conditions(s), "RunRequestsValid")
+                .is_some_and(|c| c.status == "False" && c.reason == "InvalidRunRequest")
+        },
+    )
+    .await;
+    assert!(ready_is(&s, "True", "Ready"), "{:?}", conditions(&s));
+    let warned = events(&ns.api(), "handy", "InvalidRunRequest").await;
+    assert!(!warned.is_empty(), "a Warning Event");
+
+    // Gone with the Scheduler: its series too.
+    schedulers
+        .delete("handy", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&schedulers, "handy", SHORT).await;
+    if scrape_metric("berth_scheduler_runs", &queued).await.is_some() {
+        eventually(
+            Duration::from_secs(60),
+            "the deleted Scheduler's series to go",
+            || async {
+                let runs = scrape_metric("berth_scheduler_runs", &queued[..2]).await?;
+                runs.is_none().then_some(())
+            },
+        )
+        .await;
     }
     ns.delete().await;
 }

@@ -30,8 +30,11 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
 
 use crate::job::{self, Holder};
-use crate::plan::Plan;
-use crate::status::{SCHEDULES_VALID, conflict_verdict, schedules_verdict};
+use crate::plan::{Plan, Trigger};
+use crate::status::{
+    INVALID_RUN_REQUEST, RUN_REQUESTS_VALID, SCHEDULES_VALID, conflict_verdict, requests_verdict,
+    schedules_verdict,
+};
 
 /// How soon a Scheduler whose run could not be created looks again: a few tries inside the default
 /// starting deadline, in case the name is freed. Nothing berth watches says when a foreign Job goes.
@@ -81,6 +84,16 @@ fn decision_notes(plan: &Plan, old: Option<&SchedulerStatus>) -> Vec<Note> {
             note: schedules.message,
         });
     }
+    let requests = requests_verdict(plan);
+    let already_said = find_condition(old_conditions, RUN_REQUESTS_VALID)
+        .is_some_and(|c| c.status == "False" && c.message == requests.message);
+    if !requests.ok && !already_said {
+        out.push(Note {
+            type_: EventType::Warning,
+            reason: INVALID_RUN_REQUEST,
+            note: requests.message,
+        });
+    }
     for w in &plan.workflows {
         if w.newly_missed > 0 {
             out.push(Note {
@@ -97,6 +110,20 @@ fn decision_notes(plan: &Plan, old: Option<&SchedulerStatus>) -> Vec<Note> {
                 type_: EventType::Normal,
                 reason: "SkippedRun",
                 note: format!("workflow {}: run due at {at} skipped, the previous run is still active or queued (concurrencyPolicy Forbid)", w.name),
+            });
+        }
+        if let Some(at) = w.manual_forbidden {
+            out.push(Note {
+                type_: EventType::Normal,
+                reason: "SkippedRun",
+                note: format!("workflow {}: manual run requested at {at} skipped, the previous run is still active or queued (concurrencyPolicy Forbid)", w.name),
+            });
+        }
+        if let Some(at) = w.manual_late {
+            out.push(Note {
+                type_: EventType::Warning,
+                reason: "MissedRunRequest",
+                note: format!("workflow {}: manual run requested at {at} not started, the request is older than startingDeadlineSeconds (operator down or Scheduler suspended)", w.name),
             });
         }
     }
@@ -124,13 +151,20 @@ fn run_notes(carried: &Carried, old: Option<&SchedulerStatus>) -> Vec<Note> {
         } else {
             "started"
         };
-        out.push(Note {
-            type_: EventType::Normal,
-            reason: "RunCreated",
-            note: format!(
+        let note = match c.trigger {
+            Trigger::Schedule => format!(
                 "workflow {}: run {} due at {} {what}",
                 c.workflow, c.name, c.scheduled
             ),
+            Trigger::Manual => format!(
+                "workflow {}: manual run {} requested at {} {what}",
+                c.workflow, c.name, c.scheduled
+            ),
+        };
+        out.push(Note {
+            type_: EventType::Normal,
+            reason: "RunCreated",
+            note,
         });
     }
     for name in &carried.plan.unsuspend {

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use berth_api::{Scheduler, Workflow};
+use berth_api::{Scheduler, TRIGGER_LABEL, TRIGGER_MANUAL, Workflow};
 use berth_kit::labels::{BERTH, COMPONENT, INSTANCE, MANAGED_BY, customer_of, labels};
 use berth_kit::seal::Seal;
 use jiff::Timestamp;
@@ -27,13 +27,14 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 
-use crate::plan::{Run, RunState, RunToCreate};
+use crate::plan::{Run, RunState, RunToCreate, Trigger};
 
 /// `app.kubernetes.io/component` of every run.
 pub const COMPONENT_NAME: &str = "scheduler";
 /// Label: the workflow a run belongs to.
 pub const WORKFLOW: &str = "berth.dev/workflow";
-/// Label (Unix seconds) and annotation (RFC 3339): the time the run was due.
+/// Label (Unix seconds) and annotation (RFC 3339): the time the run was due, or for a manual run the time
+/// of its request (which is how a restarted operator knows that request was acted on).
 pub const SCHEDULED_TIME: &str = "berth.dev/scheduled-time";
 /// Scheduler annotations with this key prefix go onto the run's pod without the leading `pod.`.
 pub const POD_ANNOTATION_PREFIX: &str = "pod.berth.dev/";
@@ -85,6 +86,7 @@ pub fn build(scheduler: &Scheduler, workflow: &Workflow, run: &RunToCreate, owne
     labels.insert(INSTANCE.to_owned(), scheduler.name_any());
     labels.insert(WORKFLOW.to_owned(), workflow.name.clone());
     labels.insert(SCHEDULED_TIME.to_owned(), run.scheduled.as_second().to_string());
+    labels.insert(TRIGGER_LABEL.to_owned(), run.trigger.label().to_owned());
     let annotations = BTreeMap::from([(SCHEDULED_TIME.to_owned(), run.scheduled.to_string())]);
     let pod_annotations: BTreeMap<String, String> = scheduler
         .annotations()
@@ -286,12 +288,19 @@ pub fn view(job: &Job) -> Option<Run> {
     } else {
         (RunState::Active, None)
     };
+    // Jobs from before the label were all started by their schedule.
+    let trigger = if job.labels().get(TRIGGER_LABEL).map(String::as_str) == Some(TRIGGER_MANUAL) {
+        Trigger::Manual
+    } else {
+        Trigger::Schedule
+    };
     Some(Run {
         name: job.name_any(),
         workflow,
         scheduled,
         state,
         finished,
+        trigger,
     })
 }
 

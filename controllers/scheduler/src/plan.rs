@@ -28,11 +28,28 @@
 //! - **History.** Per workflow the newest `successfulJobsHistoryLimit` succeeded and `failedJobsHistoryLimit`
 //!   failed runs are kept (newest by due time); older ones are deleted.
 //! - **Workflows removed from the spec** lose their queued and finished runs; active ones finish.
-//! - **Invalid schedule or zone**: that workflow starts nothing and reports the error; the others go on.
+//! - **Invalid schedule or zone**: that workflow starts no scheduled run and reports the error; the others
+//!   go on. A run asked for by hand needs no schedule, so it still starts.
+//! - **Runs asked for by hand** ([`berth_api::RUN_REQUEST_PREFIX`]`<workflow>` = the RFC 3339 time of the
+//!   request, truncated to whole seconds; `kubectl berth run`). A request newer than the workflow's
+//!   `lastManualRequest` (and than every manual run's Job) is decided once, like a due run at the request
+//!   time: queued behind busy workers and started oldest-due first with the scheduled runs, under the
+//!   workflow's `concurrencyPolicy`, counted in its history, named by [`manual_run_name`] and labelled
+//!   `berth.dev/trigger=manual`. Its memory is `lastManualRequest` plus the manual Jobs' due-time labels,
+//!   never `lastScheduleTime`: a manual run neither stands in for a due time nor moves the cron memory. A
+//!   request later than the starting deadline when decided starts nothing (reported), so a status lost
+//!   together with the pruned Job, or a restored backup, cannot start an old request again. A request the
+//!   schedule's own run of this plan competes with waits for the next plan, where that run is a Job the
+//!   policy can look at. While suspended a request waits; on resume it is decided (deadline included).
+//!   Refused, with the value remembered in `refusedRunRequest` so it never starts late: a value that is
+//!   not an RFC 3339 time, and a time more than [`MAX_CLOCK_SKEW`] ahead of the clock. Requests for a
+//!   workflow not in the spec start nothing. One run per request, to the second: a second request in the
+//!   same minute is a second run (the name carries seconds); two values written before the operator reads
+//!   the first are one request, the newer.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use berth_api::{ConcurrencyPolicy, SchedulerSpec, Workflow, WorkflowStatus};
+use berth_api::{ConcurrencyPolicy, RUN_REQUEST_PREFIX, SchedulerSpec, Workflow, WorkflowStatus};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -40,6 +57,30 @@ use crate::schedule::Schedule;
 
 /// `startingDeadlineSeconds` when a workflow does not set it.
 pub const DEFAULT_STARTING_DEADLINE_SECONDS: i64 = 300;
+/// How far ahead of the operator's clock a run request may be dated: the requester's clock may run a
+/// little fast, but a request from further ahead is no request for a run now.
+pub const MAX_CLOCK_SKEW: SignedDuration = SignedDuration::from_secs(60);
+
+/// What started a run (its Job's [`berth_api::TRIGGER_LABEL`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Trigger {
+    /// Its workflow's schedule; also every Job made before runs carried the label.
+    #[default]
+    Schedule,
+    /// A run request annotation; its due time is the request's time.
+    Manual,
+}
+
+impl Trigger {
+    /// The label value.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Schedule => berth_api::TRIGGER_SCHEDULE,
+            Self::Manual => berth_api::TRIGGER_MANUAL,
+        }
+    }
+}
 
 /// Where a run is in its life, as far as scheduling cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,10 +98,12 @@ pub enum RunState {
 pub struct Run {
     pub name: String,
     pub workflow: String,
+    /// The due time; for a manual run, the time of its request.
     pub scheduled: Timestamp,
     pub state: RunState,
     /// When it succeeded or failed.
     pub finished: Option<Timestamp>,
+    pub trigger: Trigger,
 }
 
 /// A Job to create.
@@ -69,9 +112,11 @@ pub struct RunToCreate {
     /// The Job's name ([`run_name`]).
     pub name: String,
     pub workflow: String,
+    /// The due time; for a manual run, the time of its request.
     pub scheduled: Timestamp,
     /// Created suspended: queued until a worker frees up.
     pub suspended: bool,
+    pub trigger: Trigger,
 }
 
 /// What the planner concluded for one workflow of the spec; the status is made from it.
@@ -92,8 +137,23 @@ pub struct WorkflowPlan {
     pub forbidden: Option<Timestamp>,
     /// Why the schedule or time zone cannot be used.
     pub invalid: Option<String>,
+    /// The newest run request acted on (`lastManualRequest`).
+    pub last_manual_request: Option<Timestamp>,
+    /// A run request this plan skipped under `concurrencyPolicy: Forbid`.
+    pub manual_forbidden: Option<Timestamp>,
+    /// A run request this plan found later than the starting deadline.
+    pub manual_late: Option<Timestamp>,
+    /// The workflow's run request, refused.
+    pub refused: Option<Refusal>,
     /// What the status keeps if this plan's run of the workflow is not created; set with that run.
     pub undecided: Option<Undecided>,
+}
+
+/// A run request annotation's value that starts nothing, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub value: String,
+    pub why: String,
 }
 
 /// A workflow's status as it was before the plan decided its due times: what stays when the run it
@@ -102,6 +162,7 @@ pub struct WorkflowPlan {
 pub struct Undecided {
     pub last_schedule: Option<Timestamp>,
     pub missed: i32,
+    pub last_manual_request: Option<Timestamp>,
     pub last_run: Option<String>,
 }
 
@@ -121,6 +182,8 @@ pub struct Plan {
     pub queued: i32,
     /// The next due time of any workflow; `None` when suspended or nothing is scheduled.
     pub next_wakeup: Option<Timestamp>,
+    /// Workflows named by run request annotations but not in the spec.
+    pub unknown_requests: Vec<String>,
 }
 
 impl Plan {
@@ -145,10 +208,16 @@ impl Plan {
             if let Some(w) = workflow
                 && let Some(u) = w.undecided.take()
             {
-                w.last_schedule = u.last_schedule;
-                w.missed = u.missed;
+                // A plan makes at most one run per workflow, so only that run's memory goes back.
+                match run.trigger {
+                    Trigger::Schedule => {
+                        w.last_schedule = u.last_schedule;
+                        w.missed = u.missed;
+                        w.newly_missed = 0;
+                    }
+                    Trigger::Manual => w.last_manual_request = u.last_manual_request,
+                }
                 w.last_run = u.last_run;
-                w.newly_missed = 0;
             }
         }
         let before = self.unsuspend.len();
@@ -174,6 +243,8 @@ pub struct Input<'a> {
     pub previous: &'a [WorkflowStatus],
     /// The Scheduler's Jobs, not counting those already being deleted.
     pub runs: &'a [Run],
+    /// The Scheduler's annotations, where the run requests are.
+    pub annotations: &'a BTreeMap<String, String>,
 }
 
 /// Characters of the Scheduler tag in a run's name.
@@ -183,13 +254,20 @@ pub const TAG_LEN: usize = 5;
 pub const MAX_WORKFLOW_NAME: usize = 40;
 /// Digits of a due time in Unix minutes, until the year 2160.
 const MINUTE_DIGITS: usize = 8;
-/// The longest run name: a Job name goes into its pods' `batch.kubernetes.io/job-name` label, a DNS label
-/// of at most 63 characters; the pods' names, `<job>-<5 random>`, then fit too (61), uncut.
-pub const MAX_RUN_NAME: usize = MAX_WORKFLOW_NAME + 1 + TAG_LEN + 1 + MINUTE_DIGITS;
-const _: () = assert!(MAX_RUN_NAME <= 63);
+/// Digits of a request time in Unix seconds, until the year 2160.
+const SECOND_DIGITS: usize = 10;
+/// Marks a manual run's name: its time is in seconds, and never names the same Job as a due minute.
+const MANUAL_MARK: char = 'm';
+/// The longest scheduled run name; the pods' names, `<job>-<5 random>`, fit a DNS label too (61), uncut.
+pub const MAX_SCHEDULED_RUN_NAME: usize = MAX_WORKFLOW_NAME + 1 + TAG_LEN + 1 + MINUTE_DIGITS;
+/// The longest run name (a manual one): a Job name goes into its pods' `batch.kubernetes.io/job-name`
+/// label, a DNS label of at most 63 characters. The API server cuts a generated pod name's base to 58, so
+/// only the pods of a manual run of a 40-character workflow lose the `-` before their random suffix.
+pub const MAX_RUN_NAME: usize = MAX_WORKFLOW_NAME + 1 + TAG_LEN + 1 + 1 + SECOND_DIGITS;
+const _: () = assert!(MAX_SCHEDULED_RUN_NAME <= 61 && MAX_RUN_NAME <= 63);
 
 /// A run's name: the workflow, the Scheduler's [`tag`] and the due time in minutes since the Unix epoch,
-/// at most [`MAX_RUN_NAME`] (55) characters. The tag keeps two Schedulers of a namespace with a workflow of
+/// at most [`MAX_SCHEDULED_RUN_NAME`] (55) characters. The tag keeps two Schedulers of a namespace with a workflow of
 /// the same name from naming their runs alike: without it the second one's create answers AlreadyExists
 /// and its run is silently the first one's.
 #[must_use]
@@ -198,6 +276,18 @@ pub fn run_name(scheduler: &str, workflow: &str, scheduled: Timestamp) -> String
         "{workflow}-{}-{}",
         tag(scheduler),
         scheduled.as_second().div_euclid(60)
+    )
+}
+
+/// A manual run's name: the workflow, the Scheduler's [`tag`], and `m` with the request time in seconds
+/// since the Unix epoch, at most [`MAX_RUN_NAME`] (58) characters. Seconds, so that two requests in one
+/// minute are two runs; the mark, so that no request time names the Job of a due minute.
+#[must_use]
+pub fn manual_run_name(scheduler: &str, workflow: &str, requested: Timestamp) -> String {
+    format!(
+        "{workflow}-{}-{MANUAL_MARK}{}",
+        tag(scheduler),
+        requested.as_second()
     )
 }
 
@@ -225,18 +315,23 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// The due time encoded in a run's name, when `name` is a run of `workflow` of `scheduler`: named as
-/// [`run_name`] names it, or `<workflow>-<minutes>` as berth named runs before the tag (a status written
-/// then still names one as its last run).
+/// [`run_name`] or [`manual_run_name`] name it, or `<workflow>-<minutes>` as berth named runs before the
+/// tag (a status written then still names one as its last run).
 fn run_name_time(scheduler: &str, workflow: &str, name: &str) -> Option<Timestamp> {
+    let digits = |s: &str| -> Option<i64> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
     let rest = name.strip_prefix(workflow)?.strip_prefix('-')?;
     let tagged = rest
         .strip_prefix(tag(scheduler).as_str())
         .and_then(|r| r.strip_prefix('-'));
-    let minutes = tagged.unwrap_or(rest);
-    if minutes.is_empty() || !minutes.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    if let Some(seconds) = tagged.and_then(|r| r.strip_prefix(MANUAL_MARK)) {
+        return Timestamp::from_second(digits(seconds)?).ok();
     }
-    let minutes: i64 = minutes.parse().ok()?;
+    let minutes = digits(tagged.unwrap_or(rest))?;
     Timestamp::from_second(minutes.checked_mul(60)?).ok()
 }
 
@@ -265,6 +360,13 @@ pub fn plan(input: &Input<'_>) -> Plan {
             .map(|r| r.name.clone()),
     );
     out.delete = delete.into_iter().collect();
+    out.unknown_requests = input
+        .annotations
+        .keys()
+        .filter_map(|k| k.strip_prefix(RUN_REQUEST_PREFIX))
+        .filter(|name| !spec.workflows.iter().any(|w| w.name == *name))
+        .map(str::to_owned)
+        .collect();
     assign_workers(spec, runs, &mut out);
     out
 }
@@ -288,7 +390,8 @@ fn decide(
     } = *input;
     let prev = previous.iter().find(|p| p.name == wf.name);
     let remembered = prev.and_then(|p| p.last_schedule_time.as_ref()).map(|t| t.0);
-    let before = remembered.max(own.iter().map(|r| r.scheduled).max());
+    let scheduled = |r: &&&Run| r.trigger == Trigger::Schedule;
+    let before = remembered.max(own.iter().filter(scheduled).map(|r| r.scheduled).max());
     let mut w = WorkflowPlan {
         name: wf.name.clone(),
         last_schedule: before,
@@ -321,7 +424,7 @@ fn decide(
                     w.newly_missed = due.earlier;
                     if now.duration_since(due.latest) > deadline {
                         w.newly_missed = w.newly_missed.saturating_add(1);
-                    } else if own.iter().any(|r| r.scheduled == due.latest) {
+                    } else if own.iter().filter(scheduled).any(|r| r.scheduled == due.latest) {
                         // Already there (the last schedule normally covers it).
                     } else if wf.concurrency_policy == ConcurrencyPolicy::Forbid && !pending.is_empty() {
                         w.forbidden = Some(due.latest);
@@ -335,6 +438,7 @@ fn decide(
                             workflow: wf.name.clone(),
                             scheduled: due.latest,
                             suspended: true,
+                            trigger: Trigger::Schedule,
                         });
                     }
                     w.missed = w
@@ -344,6 +448,20 @@ fn decide(
             }
         }
     }
+
+    let acted = prev
+        .and_then(|p| p.last_manual_request.as_ref())
+        .map(|t| t.0)
+        .max(
+            own.iter()
+                .filter(|r| r.trigger == Trigger::Manual)
+                .map(|r| r.scheduled)
+                .max(),
+        );
+    w.last_manual_request = acted;
+    // A request waiting for the schedule's run is decided again when that run's Job is created: its watch
+    // event wakes the Scheduler.
+    let run = run.or_else(|| request(input, wf, own, acted, delete, &mut w));
 
     let last_finished = |state: RunState, remembered: Option<&Time>| {
         own.iter()
@@ -375,9 +493,97 @@ fn decide(
     w.undecided = run.is_some().then(|| Undecided {
         last_schedule: before,
         missed: prev.map_or(0, |p| p.missed),
+        last_manual_request: acted,
         last_run: newest(None),
     });
     (w, run)
+}
+
+/// The manual run the workflow's run request starts, if any, when the schedule starts none in this plan
+/// (a request competing with it waits for the next plan). `acted` is the newest request acted on; what
+/// becomes of the request goes into `w`.
+fn request(
+    input: &Input<'_>,
+    wf: &Workflow,
+    own: &[&Run],
+    acted: Option<Timestamp>,
+    delete: &mut BTreeSet<String>,
+    w: &mut WorkflowPlan,
+) -> Option<RunToCreate> {
+    let Input {
+        now,
+        scheduler,
+        spec,
+        previous,
+        annotations,
+        ..
+    } = *input;
+    let value = annotations.get(&format!("{RUN_REQUEST_PREFIX}{}", wf.name))?;
+    let refuse = |why: String| {
+        Some(Refusal {
+            value: value.clone(),
+            why,
+        })
+    };
+    // Whole seconds: the status keeps no more, and a finer request would look new at every reconcile.
+    let Some(at) = value
+        .parse::<Timestamp>()
+        .ok()
+        .and_then(|t| Timestamp::from_second(t.as_second()).ok())
+    else {
+        w.refused = refuse(format!("{value:?} is not an RFC 3339 time"));
+        return None;
+    };
+    let refused_before = previous
+        .iter()
+        .find(|p| p.name == wf.name)
+        .and_then(|p| p.refused_run_request.as_deref());
+    if refused_before == Some(value.as_str()) {
+        w.refused = refuse(format!("{at} was ahead of the operator's clock when it was read"));
+        return None;
+    }
+    if acted.is_some_and(|a| at <= a) {
+        return None;
+    }
+    if at.duration_since(now) > MAX_CLOCK_SKEW {
+        w.refused = refuse(format!(
+            "{at} is more than {} s ahead of the operator's clock ({now})",
+            MAX_CLOCK_SKEW.as_secs()
+        ));
+        return None;
+    }
+    if spec.suspend {
+        return None;
+    }
+    w.last_manual_request = Some(at);
+    let deadline = SignedDuration::from_secs(
+        wf.starting_deadline_seconds
+            .unwrap_or(DEFAULT_STARTING_DEADLINE_SECONDS),
+    );
+    if now.duration_since(at) > deadline {
+        w.manual_late = Some(at);
+        return None;
+    }
+    let pending: Vec<String> = own
+        .iter()
+        .filter(|r| is_pending(r.state) && !delete.contains(&r.name))
+        .map(|r| r.name.clone())
+        .collect();
+    match wf.concurrency_policy {
+        ConcurrencyPolicy::Forbid if !pending.is_empty() => {
+            w.manual_forbidden = Some(at);
+            return None;
+        }
+        ConcurrencyPolicy::Replace => delete.extend(pending),
+        _ => {}
+    }
+    Some(RunToCreate {
+        name: manual_run_name(scheduler, &wf.name, at),
+        workflow: wf.name.clone(),
+        scheduled: at,
+        suspended: true,
+        trigger: Trigger::Manual,
+    })
 }
 
 /// Finished runs beyond the history limits, oldest first to go.

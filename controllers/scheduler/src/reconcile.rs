@@ -13,6 +13,7 @@ use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
+use crate::metrics::Published;
 use crate::plan::{Input, Run, plan};
 use crate::{act, job, status};
 
@@ -22,6 +23,8 @@ const MIN_REQUEUE: Duration = Duration::from_secs(1);
 /// The Scheduler controller's side of the runtime: its reconciles need no cache but the Jobs it lists.
 pub struct Schedulers {
     pub kit: Arc<Context>,
+    /// The series this process exports for each Scheduler.
+    pub published: Arc<Published>,
 }
 
 impl Reconciler for Schedulers {
@@ -39,19 +42,28 @@ impl Reconciler for Schedulers {
         let Some(namespace) = scheduler.namespace() else {
             return Err(Error::InvalidSpec("a Scheduler must have a namespace".to_owned()));
         };
-        converge(&scheduler, &self.kit, &namespace, &self.api(&scheduler)).await
+        converge(
+            &scheduler,
+            &self.kit,
+            &self.published,
+            &namespace,
+            &self.api(&scheduler),
+        )
+        .await
     }
 }
 
 async fn converge(
     scheduler: &Scheduler,
     ctx: &Context,
+    published: &Published,
     namespace: &str,
     api: &Api<Scheduler>,
 ) -> Result<Action> {
     let name = scheduler.name_any();
     if scheduler.meta().deletion_timestamp.is_some() {
         // The garbage collector removes the runs.
+        published.forget(&ctx.metrics, namespace, &name);
         return Ok(Action::await_change());
     }
     let owner = berth_kit::owner_ref(scheduler)
@@ -72,6 +84,7 @@ async fn converge(
         observed: old.is_some_and(|s| s.observed_generation.is_some()),
         previous: old.map(|s| s.workflows.as_slice()).unwrap_or_default(),
         runs: &runs,
+        annotations: scheduler.annotations(),
     });
 
     // Act.
@@ -88,6 +101,7 @@ async fn converge(
         now,
     );
     ctx.apply_status(api, scheduler, old, &new).await?;
+    published.publish(&ctx.metrics, namespace, &name, &new);
 
     // A run not created is decided again; soon, while its starting deadline may still allow it.
     let retry = (!carried.not_created.is_empty()).then(|| now + act::CONFLICT_RETRY);

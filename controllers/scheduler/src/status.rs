@@ -9,8 +9,11 @@
 //!   workflows still run);
 //!   `True`/`Suspended` while `spec.suspend` is set (the controller is operating, deliberately idle: not an
 //!   error, so not `False`); otherwise `True`/`Ready`.
+//! - `RunRequestsValid`: `False`/`InvalidRunRequest` while a run request annotation is refused or names a
+//!   workflow not in the spec (each in the message); else `True`/`Valid`. It leaves `Ready` alone: a bad
+//!   request stops no scheduled run.
 
-use berth_api::{SchedulerStatus, WorkflowStatus};
+use berth_api::{RUN_REQUEST_PREFIX, SchedulerStatus, WorkflowStatus};
 use berth_kit::Error;
 use berth_kit::conditions::{READY, Verdict, conditions, ready};
 use jiff::Timestamp;
@@ -21,6 +24,35 @@ use crate::plan::Plan;
 pub const SCHEDULES_VALID: &str = "SchedulesValid";
 pub const INVALID_SCHEDULE: &str = "InvalidSchedule";
 pub const SUSPENDED: &str = "Suspended";
+pub const RUN_REQUESTS_VALID: &str = "RunRequestsValid";
+pub const INVALID_RUN_REQUEST: &str = "InvalidRunRequest";
+
+/// The `RunRequestsValid` verdict of a plan.
+#[must_use]
+pub fn requests_verdict(plan: &Plan) -> Verdict {
+    let refused = plan.workflows.iter().filter_map(|w| {
+        let r = w.refused.as_ref()?;
+        Some(format!(
+            "{RUN_REQUEST_PREFIX}{}: refused, {}; set a new time to ask again",
+            w.name, r.why
+        ))
+    });
+    let unknown = plan
+        .unknown_requests
+        .iter()
+        .map(|name| format!("{RUN_REQUEST_PREFIX}{name}: ignored, no workflow {name} in the spec"));
+    let problems: Vec<String> = refused.chain(unknown).collect();
+    if problems.is_empty() {
+        Verdict::new(RUN_REQUESTS_VALID, true, "Valid", "no run request is refused")
+    } else {
+        Verdict::new(
+            RUN_REQUESTS_VALID,
+            false,
+            INVALID_RUN_REQUEST,
+            problems.join("; "),
+        )
+    }
+}
 
 /// The `SchedulesValid` verdict of a plan.
 #[must_use]
@@ -80,7 +112,12 @@ pub fn status(
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
     SchedulerStatus {
         observed_generation: generation,
-        conditions: conditions(old_conditions, &[schedules, readiness], generation, &now),
+        conditions: conditions(
+            old_conditions,
+            &[schedules, readiness, requests_verdict(plan)],
+            generation,
+            &now,
+        ),
         running: plan.running,
         queued: plan.queued,
         workflows: plan
@@ -93,6 +130,8 @@ pub fn status(
                 last_failed_time: w.last_failed.map(Time),
                 last_run: w.last_run.clone(),
                 missed: w.missed,
+                last_manual_request: w.last_manual_request.map(Time),
+                refused_run_request: w.refused.as_ref().map(|r| r.value.clone()),
             })
             .collect(),
     }
@@ -216,6 +255,39 @@ mod tests {
             ts("2025-01-01T10:00:00Z"),
         );
         assert_eq!(condition_status(&s.conditions, READY), Some(false));
+    }
+
+    /// A refused request or one for a workflow not in the spec: `RunRequestsValid=False` naming each,
+    /// while `Ready` stays true; gone once the annotations are fine.
+    #[test]
+    fn refused_run_requests_are_told_without_touching_ready() {
+        let at = ts("2025-01-01T10:00:00Z");
+        let mut p = a_plan(None);
+        p.workflows[0].refused = Some(crate::plan::Refusal {
+            value: "soon".into(),
+            why: "\"soon\" is not an RFC 3339 time".into(),
+        });
+        p.unknown_requests = vec!["gone".into()];
+        let s = status(None, Some(1), &p, &[], false, at);
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == RUN_REQUESTS_VALID)
+            .unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", INVALID_RUN_REQUEST)
+        );
+        assert_eq!(
+            c.message,
+            "run.berth.dev/etl: refused, \"soon\" is not an RFC 3339 time; set a new time to ask again; \
+             run.berth.dev/gone: ignored, no workflow gone in the spec"
+        );
+        assert_eq!(condition_status(&s.conditions, READY), Some(true));
+        assert_eq!(s.workflows[0].refused_run_request.as_deref(), Some("soon"));
+        let fine = status(Some(&s), Some(1), &a_plan(None), &[], false, at);
+        assert_eq!(condition_status(&fine.conditions, RUN_REQUESTS_VALID), Some(true));
+        assert_eq!(fine.workflows[0].refused_run_request, None);
     }
 
     /// A run whose name another's Job holds: `Ready=False/NameConflict` naming it, ahead of an invalid

@@ -104,11 +104,23 @@ pub struct WorkflowStatus {
     /// Runs skipped because they were missed by more than the starting deadline.
     #[serde(default)]
     pub missed: i32,
+    /// The newest run request (annotation `run.berth.dev/<workflow>`) acted on: its run started or queued,
+    /// skipped by `Forbid`, or found later than the starting deadline. An annotation value not newer than
+    /// this starts nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_manual_request: Option<Time>,
+    /// The run request annotation's value while it is refused: not an RFC 3339 time, or dated ahead of the
+    /// operator's clock when it was read. It stays refused even once that time has passed (a run asked for
+    /// "now" never starts late); set a new value to ask again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_run_request: Option<String>,
 }
 
 /// Prefix of the Scheduler annotation that asks for a run now: `run.berth.dev/<workflow>` set to the time of
 /// the request (RFC 3339, e.g. `2026-12-01T08:00:00Z`). The Scheduler starts one manual run per new value,
 /// under the same `workers` limit and `concurrencyPolicy` as a scheduled run (`kubectl berth run`).
+/// A value not newer than the workflow's `lastManualRequest` starts nothing; one more than a minute ahead
+/// of the operator's clock, or not a time, is refused (`RunRequestsValid=False`, a Warning Event).
 pub const RUN_REQUEST_PREFIX: &str = "run.berth.dev/";
 /// Label of a run's Job saying what started it: [`TRIGGER_SCHEDULE`] or [`TRIGGER_MANUAL`].
 pub const TRIGGER_LABEL: &str = "berth.dev/trigger";

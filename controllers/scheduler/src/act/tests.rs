@@ -3,7 +3,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
-use crate::plan::{RunToCreate, WorkflowPlan, run_name};
+use crate::plan::{RunToCreate, Trigger, WorkflowPlan, run_name};
 
 fn reasons(notes: &[Note]) -> Vec<&'static str> {
     notes.iter().map(|n| n.reason).collect()
@@ -19,6 +19,7 @@ fn to_create(workflow: &str, suspended: bool) -> RunToCreate {
         workflow: workflow.into(),
         scheduled: at(),
         suspended,
+        trigger: Trigger::Schedule,
     }
 }
 
@@ -109,6 +110,65 @@ fn a_schedule_error_is_reported_when_it_appears_or_changes() {
         reasons(&notes(&invalid("other error"), Some(&old))),
         ["InvalidSchedule"]
     );
+}
+
+/// What became of a run request is told once, with the request time; a refused one as a Warning until
+/// the status says it, again only when the refusal changes.
+#[test]
+fn run_requests_are_told_once() {
+    let mut run = to_create("m", true);
+    run.trigger = Trigger::Manual;
+    let plan = Plan {
+        create: vec![run],
+        workflows: vec![
+            WorkflowPlan {
+                name: "f".into(),
+                manual_forbidden: Some(at()),
+                ..WorkflowPlan::default()
+            },
+            WorkflowPlan {
+                name: "l".into(),
+                manual_late: Some(at()),
+                ..WorkflowPlan::default()
+            },
+        ],
+        unknown_requests: vec!["gone".into()],
+        ..Plan::default()
+    };
+    let n = notes(&all_done(plan.clone()), None);
+    assert_eq!(
+        reasons(&n),
+        [
+            "InvalidRunRequest",
+            "SkippedRun",
+            "MissedRunRequest",
+            "RunCreated"
+        ]
+    );
+    assert_eq!(n[0].type_, EventType::Warning);
+    assert!(n[0].note.contains("run.berth.dev/gone"), "{}", n[0].note);
+    assert!(
+        n[1].note
+            .contains("manual run requested at 2025-01-01T10:00:00Z skipped"),
+        "{}",
+        n[1].note
+    );
+    assert!(n[3].note.contains("manual run"), "{}", n[3].note);
+
+    let old = SchedulerStatus {
+        conditions: conditions(
+            &[],
+            &[requests_verdict(&plan)],
+            Some(1),
+            &Time(Timestamp::UNIX_EPOCH),
+        ),
+        ..SchedulerStatus::default()
+    };
+    let quiet = Plan {
+        unknown_requests: plan.unknown_requests,
+        ..Plan::default()
+    };
+    assert!(notes(&all_done(quiet), Some(&old)).is_empty(), "already said");
 }
 
 /// A run whose name someone else holds is a Warning, never a `RunCreated`; said again only when the

@@ -54,6 +54,7 @@ fn built(suspended: bool) -> Job {
         workflow: "vacuum".into(),
         scheduled,
         suspended,
+        trigger: Trigger::Schedule,
     };
     build(&s, &workflow(), &run, owner)
 }
@@ -166,6 +167,7 @@ fn a_workflow_names_its_own_resources_and_no_secret_means_no_env_from() {
         workflow: "vacuum".into(),
         scheduled: Timestamp::UNIX_EPOCH,
         suspended: false,
+        trigger: Trigger::Schedule,
     };
     let job = build(&s, &w, &run, berth_kit::owner_ref(&s).unwrap());
     let c = &job.spec.unwrap().template.spec.unwrap().containers[0];
@@ -216,6 +218,36 @@ fn view_reads_state_and_times() {
         (v.state, v.finished),
         (RunState::Failed, Some("2025-01-01T10:10:00Z".parse().unwrap()))
     );
+}
+
+/// The trigger goes onto the Job and comes back from it: the request time in the due-time label is how a
+/// restarted operator knows a request was acted on. A Job from before the label was scheduled.
+#[test]
+fn the_trigger_is_labelled_and_read_back() {
+    let s = scheduler();
+    let requested: Timestamp = "2025-01-01T10:00:07Z".parse().unwrap();
+    let run = RunToCreate {
+        name: crate::plan::manual_run_name("nightly-jobs", "vacuum", requested),
+        workflow: "vacuum".into(),
+        scheduled: requested,
+        suspended: true,
+        trigger: Trigger::Manual,
+    };
+    let job = build(&s, &workflow(), &run, berth_kit::owner_ref(&s).unwrap());
+    assert_eq!(job.labels()[TRIGGER_LABEL], "manual");
+    assert_eq!(job.labels()[SCHEDULED_TIME], "1735725607");
+    let v = view(&job).unwrap();
+    assert_eq!(
+        (v.trigger, v.scheduled, v.state),
+        (Trigger::Manual, requested, RunState::Queued)
+    );
+
+    let scheduled = built(false);
+    assert_eq!(scheduled.labels()[TRIGGER_LABEL], "schedule");
+    assert_eq!(view(&scheduled).unwrap().trigger, Trigger::Schedule);
+    let mut unlabelled = built(false);
+    unlabelled.metadata.labels.as_mut().unwrap().remove(TRIGGER_LABEL);
+    assert_eq!(view(&unlabelled).unwrap().trigger, Trigger::Schedule);
 }
 
 #[test]

@@ -38,6 +38,7 @@ fn run(workflow: &str, scheduled: &str, state: RunState) -> Run {
         scheduled,
         state,
         finished,
+        trigger: Trigger::Schedule,
     }
 }
 
@@ -59,6 +60,7 @@ fn plan_at(now: &str, spec: &SchedulerSpec, previous: &[WorkflowStatus], runs: &
         observed: true,
         previous,
         runs,
+        annotations: &BTreeMap::new(),
     })
 }
 
@@ -88,6 +90,7 @@ fn apply(runs: &[Run], p: &Plan) -> Vec<Run> {
             RunState::Active
         },
         finished: None,
+        trigger: c.trigger,
     }));
     out
 }
@@ -103,6 +106,8 @@ fn remember(p: &Plan) -> Vec<WorkflowStatus> {
             last_failed_time: w.last_failed.map(Time),
             last_run: w.last_run.clone(),
             missed: w.missed,
+            last_manual_request: w.last_manual_request.map(Time),
+            refused_run_request: w.refused.as_ref().map(|r| r.value.clone()),
         })
         .collect()
 }
@@ -154,8 +159,37 @@ fn the_longest_run_name_fits_a_dns_label() {
     let longest = "w".repeat(MAX_WORKFLOW_NAME);
     let last_minute = ts("2159-12-31T23:59:00Z");
     let name = run_name(&"s".repeat(253), &longest, last_minute);
-    assert_eq!(name.len(), MAX_RUN_NAME);
-    assert!(MAX_RUN_NAME <= 63 && is_dns_label(&name), "{name}");
+    assert_eq!(name.len(), MAX_SCHEDULED_RUN_NAME);
+    assert!(MAX_SCHEDULED_RUN_NAME <= 61 && is_dns_label(&name), "{name}");
+    let last_second = ts("2159-12-31T23:59:59Z");
+    let manual = manual_run_name(&"s".repeat(253), &longest, last_second);
+    assert_eq!(manual.len(), MAX_RUN_NAME);
+    assert!(MAX_RUN_NAME <= 63 && is_dns_label(&manual), "{manual}");
+}
+
+#[test]
+fn manual_run_names_carry_seconds_and_never_name_a_due_minute() {
+    let t = ts("2025-01-01T10:05:00Z");
+    assert_eq!(
+        manual_run_name(SCHEDULER, "backup", t),
+        "backup-1xmi6-m1735725900"
+    );
+    assert_ne!(
+        manual_run_name(SCHEDULER, "backup", t),
+        run_name(SCHEDULER, "backup", t)
+    );
+    let next = t + SignedDuration::from_secs(7);
+    assert_ne!(
+        manual_run_name(SCHEDULER, "backup", t),
+        manual_run_name(SCHEDULER, "backup", next)
+    );
+    for at in [t, next] {
+        let name = manual_run_name(SCHEDULER, "backup", at);
+        assert_eq!(run_name_time(SCHEDULER, "backup", &name), Some(at), "{name}");
+    }
+    for name in ["backup-1xmi6-m", "backup-1xmi6-mx1", "backup-1xmi6-m-1"] {
+        assert_eq!(run_name_time(SCHEDULER, "backup", name), None, "{name}");
+    }
 }
 
 /// The budget holds only while the CRD admits no longer workflow name than [`MAX_WORKFLOW_NAME`].
@@ -323,6 +357,7 @@ fn a_new_scheduler_waits_for_the_first_due_time() {
         observed: false,
         previous: &[],
         runs: &[],
+        annotations: &BTreeMap::new(),
     });
     assert!(p.create.is_empty());
     assert_eq!(p.next_wakeup, Some(ts("2025-01-01T10:05:00Z")));
@@ -724,6 +759,7 @@ fn an_operator_down_since_creation_starts_the_latest_due_run_in_time() {
         observed: false,
         previous: &[],
         runs: &[],
+        annotations: &BTreeMap::new(),
     });
     assert_eq!(p.create.len(), 1);
     assert_eq!(p.create[0].scheduled, ts("2025-01-01T10:03:00Z"));
@@ -776,6 +812,7 @@ fn an_hour_of_ticks_keeps_every_promise() {
             observed: true,
             previous: &status,
             runs: &runs,
+            annotations: &BTreeMap::new(),
         });
 
         let oldest_queued: Vec<&Run> = {
@@ -852,6 +889,7 @@ fn names_taken_by_others_are_tried_again_then_missed_never_claimed() {
             observed: true,
             previous: &status,
             runs: &runs,
+            annotations: &BTreeMap::new(),
         });
         let created: Vec<String> = p
             .create
@@ -896,4 +934,483 @@ fn names_taken_by_others_are_tried_again_then_missed_never_claimed() {
     );
     assert!(!made.contains_key(&minute(13)) && !made.contains_key(&minute(29)));
     assert_eq!(status[0].missed, 2);
+}
+
+// ------------------------------------------------------------------------------ runs asked for by hand
+
+/// The annotations of a Scheduler asking for a run of `workflow` at `at`.
+fn asking(workflow: &str, at: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(format!("{RUN_REQUEST_PREFIX}{workflow}"), at.to_owned())])
+}
+
+/// [`plan_at`] with annotations.
+fn plan_asked(
+    now: &str,
+    spec: &SchedulerSpec,
+    previous: &[WorkflowStatus],
+    runs: &[Run],
+    annotations: &BTreeMap<String, String>,
+) -> Plan {
+    plan(&Input {
+        now: ts(now),
+        scheduler: SCHEDULER,
+        spec,
+        created: Some(ts("2025-01-01T09:00:00Z")),
+        observed: true,
+        previous,
+        runs,
+        annotations,
+    })
+}
+
+fn manual(workflow: &str, requested: &str, state: RunState) -> Run {
+    let mut r = run(workflow, requested, state);
+    r.name = manual_run_name(SCHEDULER, workflow, r.scheduled);
+    r.trigger = Trigger::Manual;
+    r
+}
+
+#[test]
+fn a_request_starts_one_manual_run_and_a_restart_does_not_repeat_it() {
+    let s = spec(2, vec![wf("sync", "0 * * * *")]);
+    let prev = [remembered("sync", "2025-01-01T10:00:00Z")];
+    let ask = asking("sync", "2025-01-01T10:20:07.250+01:00");
+    let first = plan_asked("2025-01-01T09:20:10Z", &s, &prev, &[], &ask);
+    let name = manual_run_name(SCHEDULER, "sync", ts("2025-01-01T09:20:07Z"));
+    assert_eq!(created(&first), [(name.clone(), false)], "whole seconds, in UTC");
+    assert_eq!(first.create[0].trigger, Trigger::Manual);
+    let w = &first.workflows[0];
+    assert_eq!(w.last_manual_request, Some(ts("2025-01-01T09:20:07Z")));
+    assert_eq!(
+        w.last_schedule,
+        Some(ts("2025-01-01T10:00:00Z")),
+        "the cron memory stays"
+    );
+    assert_eq!(
+        (w.last_run.as_deref(), w.refused.as_ref()),
+        (Some(name.as_str()), None)
+    );
+    assert_eq!((first.running, first.queued), (1, 0));
+
+    // Restarted: the Job, the status, or both are enough; so is the status once the Job is pruned.
+    let runs = apply(&[], &first);
+    let cases = [
+        (remember(&first), runs.clone()),
+        (prev.to_vec(), runs.clone()),
+        (remember(&first), vec![]),
+    ];
+    for (status, runs) in cases {
+        let again = plan_asked("2025-01-01T09:20:30Z", &s, &status, &runs, &ask);
+        assert!(
+            again.create.is_empty() && again.delete.is_empty(),
+            "{status:?} {runs:?}"
+        );
+        assert_eq!(
+            again.workflows[0].last_manual_request,
+            Some(ts("2025-01-01T09:20:07Z"))
+        );
+    }
+    // A new value is a new request; one not newer than the last one acted on is none.
+    let newer = plan_asked(
+        "2025-01-01T09:20:40Z",
+        &s,
+        &remember(&first),
+        &runs,
+        &asking("sync", "2025-01-01T09:20:39Z"),
+    );
+    assert_eq!(newer.create.len(), 1, "two requests in one minute are two runs");
+    assert_ne!(newer.create[0].name, name);
+    let older = plan_asked(
+        "2025-01-01T09:20:40Z",
+        &s,
+        &remember(&first),
+        &runs,
+        &asking("sync", "2025-01-01T09:19:00Z"),
+    );
+    assert!(older.create.is_empty());
+}
+
+/// A manual run is never taken for a due time: a request dated (within the clock skew) after the next due
+/// time does not make that due time look done, with or without the manual memory in the status.
+#[test]
+fn a_manual_run_leaves_the_cron_memory_alone() {
+    let s = spec(4, vec![wf("sync", "*/5 * * * *")]);
+    let prev = [remembered("sync", "2025-01-01T10:00:00Z")];
+    let ask = asking("sync", "2025-01-01T10:05:20Z");
+    let p = plan_asked("2025-01-01T10:04:55Z", &s, &prev, &[], &ask);
+    assert_eq!(created(&p).len(), 1);
+    assert_eq!(p.workflows[0].last_schedule, Some(ts("2025-01-01T10:00:00Z")));
+    assert_eq!(p.next_wakeup, Some(ts("2025-01-01T10:05:00Z")));
+    let runs = apply(&[], &p);
+    for status in [remember(&p), prev.to_vec()] {
+        let due = plan_asked("2025-01-01T10:05:01Z", &s, &status, &runs, &ask);
+        assert_eq!(
+            created(&due),
+            [(run_name(SCHEDULER, "sync", ts("2025-01-01T10:05:00Z")), false)],
+            "{status:?}"
+        );
+        assert_eq!(due.workflows[0].last_schedule, Some(ts("2025-01-01T10:05:00Z")));
+        assert_eq!(due.workflows[0].newly_missed, 0);
+        assert_eq!(
+            due.workflows[0].last_manual_request,
+            Some(ts("2025-01-01T10:05:20Z"))
+        );
+    }
+}
+
+/// Asked for at the very second a run comes due: the due run is made first, the manual one in the next
+/// plan (woken by the due run's Job), each with its own name and label.
+#[test]
+fn a_request_at_a_due_time_waits_one_plan_and_both_run() {
+    let s = spec(4, vec![wf("sync", "*/5 * * * *")]);
+    let prev = [remembered("sync", "2025-01-01T10:00:00Z")];
+    let ask = asking("sync", "2025-01-01T10:05:00Z");
+    let p = plan_asked("2025-01-01T10:05:00Z", &s, &prev, &[], &ask);
+    assert_eq!(
+        created(&p),
+        [(run_name(SCHEDULER, "sync", ts("2025-01-01T10:05:00Z")), false)]
+    );
+    assert_eq!(p.create[0].trigger, Trigger::Schedule);
+    assert_eq!(p.workflows[0].last_manual_request, None, "not yet acted on");
+    assert_eq!(
+        p.next_wakeup,
+        Some(ts("2025-01-01T10:10:00Z")),
+        "the new Job's event wakes it"
+    );
+    let runs = apply(&[], &p);
+    let next = plan_asked("2025-01-01T10:05:01Z", &s, &remember(&p), &runs, &ask);
+    assert_eq!(
+        created(&next),
+        [(
+            manual_run_name(SCHEDULER, "sync", ts("2025-01-01T10:05:00Z")),
+            false
+        )]
+    );
+    assert_eq!(next.workflows[0].last_schedule, Some(ts("2025-01-01T10:05:00Z")));
+    assert_eq!(next.next_wakeup, Some(ts("2025-01-01T10:10:00Z")));
+}
+
+#[test]
+fn manual_runs_queue_for_a_worker_oldest_due_first_with_scheduled_runs() {
+    let s = spec(1, vec![wf("a", "0 * * * *"), wf("b", "0 * * * *")]);
+    let prev = [
+        remembered("a", "2025-01-01T10:00:00Z"),
+        remembered("b", "2025-01-01T10:00:00Z"),
+    ];
+    let mut runs = vec![
+        run("a", "2025-01-01T09:00:00Z", RunState::Active),
+        run("a", "2025-01-01T10:00:00Z", RunState::Queued),
+    ];
+    let ask = asking("b", "2025-01-01T10:10:00Z");
+    let p = plan_asked("2025-01-01T10:10:02Z", &s, &prev, &runs, &ask);
+    let name = manual_run_name(SCHEDULER, "b", ts("2025-01-01T10:10:00Z"));
+    assert_eq!(
+        created(&p),
+        [(name.clone(), true)],
+        "queued: the one worker is busy"
+    );
+    assert_eq!((p.running, p.queued), (1, 2));
+    runs = apply(&runs, &p);
+    let status = remember(&p);
+
+    // The worker frees: the older scheduled run goes first, then the manual one.
+    runs[0].state = RunState::Succeeded;
+    runs[0].finished = Some(ts("2025-01-01T10:11:00Z"));
+    let next = plan_asked("2025-01-01T10:11:01Z", &s, &status, &runs, &ask);
+    assert_eq!(next.unsuspend, [runs[1].name.clone()]);
+    assert!(next.create.is_empty(), "the request was acted on: it is queued");
+    runs = apply(&runs, &next);
+    runs[1].state = RunState::Failed;
+    runs[1].finished = Some(ts("2025-01-01T10:12:00Z"));
+    let last = plan_asked("2025-01-01T10:12:01Z", &s, &remember(&next), &runs, &ask);
+    assert_eq!(last.unsuspend, [name]);
+    assert_eq!((last.running, last.queued), (1, 0));
+}
+
+#[test]
+fn forbid_skips_a_request_while_a_run_is_pending_and_replace_replaces_it() {
+    let mut forbid = wf("sync", "0 * * * *");
+    forbid.concurrency_policy = ConcurrencyPolicy::Forbid;
+    let prev = [remembered("sync", "2025-01-01T10:00:00Z")];
+    let ask = asking("sync", "2025-01-01T10:30:00Z");
+    for pending in [
+        run("sync", "2025-01-01T10:00:00Z", RunState::Active),
+        manual("sync", "2025-01-01T10:20:00Z", RunState::Queued),
+    ] {
+        let s = spec(4, vec![forbid.clone()]);
+        let runs = [pending];
+        let p = plan_asked("2025-01-01T10:30:05Z", &s, &prev, &runs, &ask);
+        assert!(p.create.is_empty() && p.delete.is_empty());
+        assert_eq!(p.workflows[0].manual_forbidden, Some(ts("2025-01-01T10:30:00Z")));
+        assert_eq!(
+            p.workflows[0].last_manual_request,
+            Some(ts("2025-01-01T10:30:00Z")),
+            "decided once: it does not start when the run finishes"
+        );
+        let mut done = runs.clone();
+        done[0].state = RunState::Succeeded;
+        let later = plan_asked("2025-01-01T10:31:00Z", &s, &remember(&p), &done, &ask);
+        assert!(later.create.is_empty());
+        assert_eq!(later.workflows[0].manual_forbidden, None, "reported once");
+    }
+
+    let mut replace = wf("sync", "0 * * * *");
+    replace.concurrency_policy = ConcurrencyPolicy::Replace;
+    let s = spec(1, vec![replace]);
+    let runs = [
+        run("sync", "2025-01-01T10:00:00Z", RunState::Active),
+        manual("sync", "2025-01-01T10:20:00Z", RunState::Queued),
+        run("sync", "2025-01-01T09:00:00Z", RunState::Succeeded),
+    ];
+    let p = plan_asked("2025-01-01T10:30:05Z", &s, &prev, &runs, &ask);
+    let mut replaced = vec![runs[0].name.clone(), runs[1].name.clone()];
+    replaced.sort();
+    assert_eq!(p.delete, replaced);
+    assert_eq!(
+        created(&p),
+        [(
+            manual_run_name(SCHEDULER, "sync", ts("2025-01-01T10:30:00Z")),
+            false
+        )],
+        "the freed worker takes it"
+    );
+    assert_eq!(p.workflows[0].last_schedule, Some(ts("2025-01-01T10:00:00Z")));
+}
+
+#[test]
+fn manual_runs_count_in_the_history_of_their_workflow() {
+    let s = spec(4, vec![wf("a", "0 * * * *")]);
+    let runs = [
+        run("a", "2025-01-01T07:00:00Z", RunState::Succeeded),
+        run("a", "2025-01-01T08:00:00Z", RunState::Succeeded),
+        manual("a", "2025-01-01T08:30:00Z", RunState::Succeeded),
+        run("a", "2025-01-01T09:00:00Z", RunState::Succeeded),
+        manual("a", "2025-01-01T09:10:00Z", RunState::Failed),
+        run("a", "2025-01-01T06:00:00Z", RunState::Failed),
+    ];
+    let prev = [remembered("a", "2025-01-01T09:00:00Z")];
+    let p = plan_asked("2025-01-01T09:30:00Z", &s, &prev, &runs, &BTreeMap::new());
+    let mut expected = vec![runs[0].name.clone(), runs[5].name.clone()];
+    expected.sort();
+    assert_eq!(
+        p.delete, expected,
+        "3 succeeded and 1 failed stay, whatever started them"
+    );
+    assert_eq!(p.workflows[0].last_failed, Some(ts("2025-01-01T09:10:30Z")));
+    assert_eq!(p.workflows[0].last_run.as_deref(), Some(runs[4].name.as_str()));
+}
+
+#[test]
+fn a_request_not_created_is_asked_again_and_only_its_memory_goes_back() {
+    let s = spec(2, vec![wf("sync", "0 * * * *")]);
+    let prev = [remembered("sync", "2025-01-01T10:00:00Z")];
+    let ask = asking("sync", "2025-01-01T10:30:00Z");
+    let p = plan_asked("2025-01-01T10:30:01Z", &s, &prev, &[], &ask);
+    assert_eq!(p.create.len(), 1);
+    let carried = p.carried_out(&[], &[]);
+    assert!(carried.create.is_empty());
+    assert_eq!((carried.running, carried.queued), (0, 0));
+    let w = &carried.workflows[0];
+    assert_eq!(w.last_manual_request, None, "not acted on");
+    assert_eq!(
+        (w.last_schedule, w.last_run.as_ref()),
+        (Some(ts("2025-01-01T10:00:00Z")), None)
+    );
+    let again = plan_asked("2025-01-01T10:31:01Z", &s, &remember(&carried), &[], &ask);
+    assert_eq!(again.create.len(), 1, "tried again");
+    // Never made within the starting deadline: reported late, and not tried again.
+    let late = plan_asked("2025-01-01T10:35:01Z", &s, &remember(&carried), &[], &ask);
+    assert!(late.create.is_empty());
+    assert_eq!(late.workflows[0].manual_late, Some(ts("2025-01-01T10:30:00Z")));
+    assert_eq!(
+        late.workflows[0].last_manual_request,
+        Some(ts("2025-01-01T10:30:00Z"))
+    );
+}
+
+/// A restored backup or a status lost with the pruned Job brings an old annotation back: too late to run.
+#[test]
+fn a_request_older_than_the_starting_deadline_starts_nothing() {
+    let mut w = wf("sync", "0 * * * *");
+    w.starting_deadline_seconds = Some(60);
+    let s = spec(2, vec![w]);
+    let ask = asking("sync", "2025-01-01T10:30:00Z");
+    let in_time = plan_asked("2025-01-01T10:31:00Z", &s, &[], &[], &ask);
+    assert_eq!(in_time.create.len(), 1);
+    let late = plan_asked("2025-01-01T10:31:01Z", &s, &[], &[], &ask);
+    assert!(late.create.is_empty());
+    assert_eq!(late.workflows[0].manual_late, Some(ts("2025-01-01T10:30:00Z")));
+    assert_eq!(late.workflows[0].missed, 0, "missed counts due times only");
+}
+
+#[test]
+fn unreadable_and_future_requests_are_refused_for_good() {
+    let s = spec(2, vec![wf("sync", "0 * * * *")]);
+    let prev = [remembered("sync", "2025-01-01T10:00:00Z")];
+    for value in ["now", "2025-01-01 10:30", ""] {
+        let p = plan_asked("2025-01-01T10:30:00Z", &s, &prev, &[], &asking("sync", value));
+        assert!(p.create.is_empty(), "{value}");
+        let refused = p.workflows[0].refused.as_ref().unwrap();
+        assert_eq!(refused.value, value);
+        assert!(refused.why.contains("not an RFC 3339 time"), "{}", refused.why);
+        assert_eq!(p.workflows[0].last_manual_request, None);
+    }
+
+    // A little ahead is the requester's clock; further ahead is refused, and stays so once it has passed.
+    let slightly = plan_asked(
+        "2025-01-01T10:30:00Z",
+        &s,
+        &prev,
+        &[],
+        &asking("sync", "2025-01-01T10:31:00Z"),
+    );
+    assert_eq!(slightly.create.len(), 1);
+    let ask = asking("sync", "2025-01-01T10:31:01Z");
+    let ahead = plan_asked("2025-01-01T10:30:00Z", &s, &prev, &[], &ask);
+    assert!(ahead.create.is_empty());
+    assert!(ahead.workflows[0].refused.as_ref().unwrap().why.contains("ahead"));
+    assert_eq!(
+        ahead.next_wakeup,
+        Some(ts("2025-01-01T11:00:00Z")),
+        "no wake-up for it"
+    );
+    let status = remember(&ahead);
+    assert_eq!(
+        status[0].refused_run_request.as_deref(),
+        Some("2025-01-01T10:31:01Z")
+    );
+    let passed = plan_asked("2025-01-01T10:32:00Z", &s, &status, &[], &ask);
+    assert!(passed.create.is_empty(), "never starts late");
+    assert_eq!(remember(&passed), status, "no write");
+    // A new value is asked again, and the refusal is over.
+    let renewed = plan_asked(
+        "2025-01-01T10:32:00Z",
+        &s,
+        &status,
+        &[],
+        &asking("sync", "2025-01-01T10:32:00Z"),
+    );
+    assert_eq!(renewed.create.len(), 1);
+    assert_eq!(renewed.workflows[0].refused, None);
+}
+
+#[test]
+fn a_request_for_a_workflow_not_in_the_spec_starts_nothing() {
+    let s = spec(2, vec![wf("sync", "0 * * * *")]);
+    let mut ask = asking("gone", "2025-01-01T10:30:00Z");
+    ask.insert("pod.berth.dev/kwok-complete-after".into(), "1s".into());
+    let p = plan_asked("2025-01-01T10:30:00Z", &s, &[], &[], &ask);
+    assert!(p.create.is_empty());
+    assert_eq!(p.unknown_requests, ["gone"]);
+}
+
+#[test]
+fn a_request_waits_while_suspended_and_is_decided_on_resume() {
+    let mut s = spec(2, vec![wf("sync", "0 * * * *")]);
+    s.suspend = true;
+    let prev = [remembered("sync", "2025-01-01T10:00:00Z")];
+    let ask = asking("sync", "2025-01-01T10:30:00Z");
+    let p = plan_asked("2025-01-01T10:30:01Z", &s, &prev, &[], &ask);
+    assert!(p.create.is_empty());
+    assert_eq!((p.workflows[0].last_manual_request, p.next_wakeup), (None, None));
+    s.suspend = false;
+    let resumed = plan_asked("2025-01-01T10:33:00Z", &s, &remember(&p), &[], &ask);
+    assert_eq!(resumed.create.len(), 1, "inside the starting deadline");
+    let too_late = plan_asked("2025-01-01T10:40:00Z", &s, &remember(&p), &[], &ask);
+    assert!(too_late.create.is_empty());
+    assert_eq!(
+        too_late.workflows[0].manual_late,
+        Some(ts("2025-01-01T10:30:00Z"))
+    );
+}
+
+#[test]
+fn a_workflow_with_an_invalid_schedule_still_runs_by_hand() {
+    let s = spec(2, vec![wf("bad", "61 * * * *")]);
+    let p = plan_asked(
+        "2025-01-01T10:30:00Z",
+        &s,
+        &[],
+        &[],
+        &asking("bad", "2025-01-01T10:29:59Z"),
+    );
+    assert!(p.workflows[0].invalid.is_some());
+    assert_eq!(p.create.len(), 1);
+}
+
+/// The hour of ticks with runs asked for by hand now and then, some at a due minute's very second: every
+/// request is one manual run, every due time still one scheduled run, never more active runs than workers,
+/// and an operator that lost its status (halfway) repeats nothing.
+#[test]
+fn an_hour_of_ticks_with_requests_keeps_every_promise() {
+    let mut s = spec(2, vec![wf("one", "* * * * *"), wf("two", "*/2 * * * *")]);
+    s.successful_jobs_history_limit = 100;
+    let start = ts("2025-01-01T10:00:00Z");
+    let mut status: Vec<WorkflowStatus> = s
+        .workflows
+        .iter()
+        .map(|w| remembered(&w.name, "2025-01-01T10:00:00Z"))
+        .collect();
+    let mut annotations = BTreeMap::new();
+    let mut requests = BTreeSet::new();
+    let mut runs: Vec<Run> = vec![];
+    let mut created: HashMap<String, Trigger> = HashMap::new();
+    let mut started_at: HashMap<String, Timestamp> = HashMap::new();
+    for tick in 1..=360 {
+        let now = start + SignedDuration::from_secs(tick * 10);
+        for r in &mut runs {
+            if r.state == RunState::Active
+                && now.duration_since(started_at[&r.name]) >= SignedDuration::from_secs(150)
+            {
+                r.state = RunState::Succeeded;
+                r.finished = Some(now);
+            }
+        }
+        // Every 70 s a request for one of the workflows; every sixth comes at a due minute of `one`.
+        if tick % 7 == 0 {
+            let workflow = if tick % 14 == 0 { "one" } else { "two" };
+            annotations.insert(format!("{RUN_REQUEST_PREFIX}{workflow}"), now.to_string());
+            requests.insert((workflow.to_owned(), now));
+        }
+        if tick == 180 {
+            status.clear();
+        }
+        let p = plan(&Input {
+            now,
+            scheduler: SCHEDULER,
+            spec: &s,
+            created: Some(start),
+            observed: true,
+            previous: &status,
+            runs: &runs,
+            annotations: &annotations,
+        });
+        for c in &p.create {
+            assert!(
+                created.insert(c.name.clone(), c.trigger).is_none(),
+                "tick {tick}: {} created twice",
+                c.name
+            );
+        }
+        runs = apply(&runs, &p);
+        for r in runs.iter().filter(|r| r.state == RunState::Active) {
+            started_at.entry(r.name.clone()).or_insert(now);
+        }
+        let active = runs.iter().filter(|r| r.state == RunState::Active).count();
+        assert!(active <= 2, "tick {tick}: {active} active");
+        status = remember(&p);
+    }
+    let manual: BTreeSet<(String, Timestamp)> = runs
+        .iter()
+        .filter(|r| r.trigger == Trigger::Manual)
+        .map(|r| (r.workflow.clone(), r.scheduled))
+        .collect();
+    assert_eq!(manual, requests, "one manual run per request");
+    let scheduled = created.values().filter(|t| **t == Trigger::Schedule).count();
+    assert_eq!(
+        scheduled,
+        60 + 30,
+        "every due time once, none taken by a manual run"
+    );
+    assert!(status.iter().all(|w| w.missed == 0), "{status:?}");
 }
