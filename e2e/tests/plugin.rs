@@ -364,7 +364,10 @@ async fn an_unknown_customer_and_missing_rbac_get_clear_messages() {
     );
     // Her own Namespace she may read: a RoleBinding in a namespace reaches that Namespace object too.
     assert!(
-        stdout.lines().nth(2).is_some_and(|l| l.starts_with(&format!("└─Namespace/{name} "))),
+        stdout
+            .lines()
+            .nth(2)
+            .is_some_and(|l| l.starts_with(&format!("└─Namespace/{name} "))),
         "{stdout}"
     );
     // What alice may read is still shown.

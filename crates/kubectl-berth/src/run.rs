@@ -90,7 +90,7 @@ pub async fn run(
             anyhow::anyhow!(explain(&e, a, &c.server))
         })?;
     let suspended = if s.spec.suspend {
-        " The Scheduler is suspended: the run starts when it resumes."
+        " The Scheduler is suspended: the run starts if it is resumed within the workflow's startingDeadlineSeconds (default 300)."
     } else {
         ""
     };
