@@ -296,7 +296,8 @@ pub fn quota(q: &ResourceQuota) -> Health {
                 crate::quantity::parse(&used.0)?,
                 crate::quantity::parse(&limit.0)?,
             );
-            (u >= l).then(|| format!("{name} {}/{}", used.0, limit.0))
+            // A limit of 0 forbids (LoadBalancer Services, say): nothing was used up.
+            (l > 0.0 && u >= l).then(|| format!("{name} {}/{}", used.0, limit.0))
         })
         .collect();
     if full.is_empty() {
@@ -409,8 +410,8 @@ mod tests {
     #[test]
     fn a_quota_at_its_limit_is_named() {
         let q: ResourceQuota = from(json!({"status": {
-            "hard": {"pods": "2", "requests.storage": "300Gi", "count/secrets": "100"},
-            "used": {"pods": "2", "requests.storage": "256Gi", "count/secrets": "4"}
+            "hard": {"pods": "2", "requests.storage": "300Gi", "count/secrets": "100", "services.nodeports": "0"},
+            "used": {"pods": "2", "requests.storage": "256Gi", "count/secrets": "4", "services.nodeports": "0"}
         }}));
         assert_eq!(quota(&q).reason.as_deref(), Some("AtLimit: pods 2/2"));
     }
