@@ -111,7 +111,7 @@ async fn the_tree_of_a_healthy_tenant_shows_what_berth_made_and_no_secret_value(
         .data
         .unwrap()
         .into_iter()
-        .filter(|(key, _)| key.contains("password"))
+        .filter(|(key, _)| key.to_ascii_lowercase().contains("password"))
         .map(|(_, v)| String::from_utf8_lossy(&v.0).into_owned())
         .collect();
     assert!(!passwords.is_empty(), "the credentials hold passwords");
@@ -341,6 +341,33 @@ async fn an_unknown_customer_and_missing_rbac_get_clear_messages() {
         "error: Customer \"no-such-tenant\" not found; `kubectl get customers` lists the tenants"
     );
 
+    // A cluster that is not there: the kubeconfig's address, and what to check.
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = dir.path().join("kubeconfig");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    std::fs::write(
+        &nowhere,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: gone, cluster: {{server: 'https://127.0.0.1:{port}', insecure-skip-tls-verify: true}}}}]\nusers: [{{name: u, user: {{token: t}}}}]\ncontexts: [{{name: gone, context: {{cluster: gone, user: u}}}}]\ncurrent-context: gone\n"
+        ),
+    )
+    .unwrap();
+    let out = kubectl_berth(&["--kubeconfig", nowhere.to_str().unwrap(), "status", "acme"]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.starts_with(&format!(
+            "error: cannot reach the cluster at https://127.0.0.1:{port}/"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("check that it is running and that KUBECONFIG or --context point at it"),
+        "{stderr}"
+    );
+
     // alice administers the tenant's namespace and nothing else.
     let alice = unique("alice");
     let name = customer(
@@ -369,8 +396,7 @@ async fn an_unknown_customer_and_missing_rbac_get_clear_messages() {
     assert!(
         stdout
             .lines()
-            .nth(2)
-            .is_some_and(|l| l.starts_with(&format!("└─Namespace/{name} "))),
+            .any(|l| l.starts_with(&format!("└─Namespace/{name} "))),
         "{stdout}"
     );
     // What alice may read is still shown.
