@@ -39,6 +39,14 @@ async fn customer(c: &Client, spec: &Value) -> String {
     name
 }
 
+/// A Customer with this spec, once it is Ready.
+async fn ready_customer(c: &Client, spec: &Value) -> String {
+    let name = customer(c, spec).await;
+    let customers = Api::<Customer>::all(c.clone());
+    wait_for(&customers, &name, READY_WITHIN, "Ready", customer_ready).await;
+    name
+}
+
 async fn delete(c: &Client, name: &str) {
     let _ = Api::<Customer>::all(c.clone())
         .delete(name, &DeleteParams::default())
@@ -48,17 +56,9 @@ async fn delete(c: &Client, name: &str) {
 #[tokio::test]
 async fn the_tree_of_a_healthy_tenant_shows_what_berth_made_and_no_secret_value() {
     let c = setup().await;
-    let name = customer(
+    let name = ready_customer(
         &c,
         &json!({"deletionPolicy": "Delete", "features": {"database": {"enabled": true, "storage": "1Gi"}, "scheduler": {"enabled": true, "workers": 2}}}),
-    )
-    .await;
-    wait_for(
-        &Api::<Customer>::all(c.clone()),
-        &name,
-        READY_WITHIN,
-        "Ready",
-        customer_ready,
     )
     .await;
 
@@ -242,17 +242,9 @@ async fn run_starts_a_manual_run_and_queues_the_next_while_the_worker_is_busy() 
     let c = setup().await;
     let workflow =
         |n: &str| json!({"name": n, "schedule": "0 0 1 1 *", "image": "busybox", "command": ["true"]});
-    let name = customer(
+    let name = ready_customer(
         &c,
         &json!({"deletionPolicy": "Delete", "features": {"scheduler": {"enabled": true, "workers": 1, "workflows": [workflow("first"), workflow("second")]}}}),
-    )
-    .await;
-    wait_for(
-        &Api::<Customer>::all(c.clone()),
-        &name,
-        READY_WITHIN,
-        "Ready",
-        customer_ready,
     )
     .await;
     // kwok keeps a run's pod running this long, so the one worker stays busy.
@@ -307,20 +299,12 @@ async fn run_starts_a_manual_run_and_queues_the_next_while_the_worker_is_busy() 
 #[tokio::test]
 async fn suspend_and_resume_reach_the_database() {
     let c = setup().await;
-    let name = customer(
+    let name = ready_customer(
         &c,
         &json!({"deletionPolicy": "Delete", "features": {"database": {"enabled": true, "storage": "1Gi"}}}),
     )
     .await;
     let dbs: Api<Database> = Api::namespaced(c.clone(), &name);
-    wait_for(
-        &Api::<Customer>::all(c.clone()),
-        &name,
-        READY_WITHIN,
-        "Ready",
-        customer_ready,
-    )
-    .await;
     let out = kubectl_berth(&["suspend", &name]);
     assert!(out.status.success(), "{:?}", text(&out));
     wait_for(&dbs, "db", SHORT, "suspended", |d| d.spec.suspend).await;
@@ -370,17 +354,9 @@ async fn an_unknown_customer_and_missing_rbac_get_clear_messages() {
 
     // alice administers the tenant's namespace and nothing else.
     let alice = unique("alice");
-    let name = customer(
+    let name = ready_customer(
         &c,
         &json!({"deletionPolicy": "Delete", "admins": [{"kind": "User", "name": alice}], "features": {"database": {"enabled": true, "storage": "1Gi"}}}),
-    )
-    .await;
-    wait_for(
-        &Api::<Customer>::all(c.clone()),
-        &name,
-        READY_WITHIN,
-        "Ready",
-        customer_ready,
     )
     .await;
     let out = kubectl_berth(&["--as", &alice, "tree", &name]);

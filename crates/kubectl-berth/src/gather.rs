@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ListParams, PartialObjectMeta};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -127,12 +128,12 @@ pub async fn tenant(c: &Cluster, name: &str) -> anyhow::Result<Read> {
 }
 
 fn customer_health(c: &Customer) -> Health {
-    health::of_conditions(
-        c.status
-            .as_ref()
-            .map(|s| s.conditions.as_slice())
-            .unwrap_or_default(),
-    )
+    ready(c.status.as_ref().map(|s| &s.conditions))
+}
+
+/// A berth kind's health: its `Ready` condition, once it has a status.
+fn ready(conditions: Option<&Vec<Condition>>) -> Health {
+    health::of_conditions(conditions.map(Vec::as_slice).unwrap_or_default())
 }
 
 fn refused_item(kind: &'static str, name: &str, why: &str) -> Item {
@@ -179,16 +180,25 @@ pub fn item<K: Resource>(obj: &K, kind: &'static str, health: Health) -> Item {
 
 type Listed = Result<Vec<Item>, String>;
 
+/// Every object of a kind in the namespace, or why the user may not list them.
+async fn objects<K>(c: &Cluster, ns: &str, resource: &str) -> Result<Vec<K>, String>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    Api::<K>::namespaced(c.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .map_err(|e| explain(&e, access("list", resource, Some(ns), None), &c.server))
+}
+
 async fn list<K>(c: &Cluster, ns: &str, resource: &'static str, to_item: fn(&K) -> Item) -> Listed
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
     K::DynamicType: Default,
 {
-    let api: Api<K> = Api::namespaced(c.client.clone(), ns);
-    match api.list(&ListParams::default()).await {
-        Ok(l) => Ok(l.items.iter().map(to_item).collect()),
-        Err(e) => Err(explain(&e, access("list", resource, Some(ns), None), &c.server)),
-    }
+    Ok(objects::<K>(c, ns, resource).await?.iter().map(to_item).collect())
 }
 
 /// Names only: the values of a Secret are never requested.
@@ -225,40 +235,13 @@ async fn namespaced(c: &Cluster, ns: &str) -> Vec<Listed> {
             |r| item(r, "RoleBinding", Health::none(None)),
         )),
         Box::pin(list::<Database>(c, ns, "databases.berth.dev", |d| {
-            item(
-                d,
-                "Database",
-                health::of_conditions(
-                    d.status
-                        .as_ref()
-                        .map(|s| s.conditions.as_slice())
-                        .unwrap_or_default(),
-                ),
-            )
+            item(d, "Database", ready(d.status.as_ref().map(|s| &s.conditions)))
         })),
         Box::pin(list::<Scheduler>(c, ns, "schedulers.berth.dev", |s| {
-            item(
-                s,
-                "Scheduler",
-                health::of_conditions(
-                    s.status
-                        .as_ref()
-                        .map(|s| s.conditions.as_slice())
-                        .unwrap_or_default(),
-                ),
-            )
+            item(s, "Scheduler", ready(s.status.as_ref().map(|s| &s.conditions)))
         })),
         Box::pin(list::<Webhook>(c, ns, "webhooks.berth.dev", |w| {
-            item(
-                w,
-                "Webhook",
-                health::of_conditions(
-                    w.status
-                        .as_ref()
-                        .map(|s| s.conditions.as_slice())
-                        .unwrap_or_default(),
-                ),
-            )
+            item(w, "Webhook", ready(w.status.as_ref().map(|s| &s.conditions)))
         })),
         Box::pin(stateful_sets_and_claims(c, ns)),
         Box::pin(list::<Deployment>(c, ns, "deployments.apps", |d| {
@@ -289,32 +272,8 @@ async fn namespaced(c: &Cluster, ns: &str) -> Vec<Listed> {
 /// StatefulSets, and their volume claims hung under them: the StatefulSet controller owns its claims only
 /// under a retention policy, but always names them `<template>-<set>-<ordinal>`.
 async fn stateful_sets_and_claims(c: &Cluster, ns: &str) -> Listed {
-    let sets: Vec<StatefulSet> = match Api::namespaced(c.client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-    {
-        Ok(l) => l.items,
-        Err(e) => {
-            return Err(explain(
-                &e,
-                access("list", "statefulsets.apps", Some(ns), None),
-                &c.server,
-            ));
-        }
-    };
-    let claims: Vec<PersistentVolumeClaim> = match Api::namespaced(c.client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-    {
-        Ok(l) => l.items,
-        Err(e) => {
-            return Err(explain(
-                &e,
-                access("list", "persistentvolumeclaims", Some(ns), None),
-                &c.server,
-            ));
-        }
-    };
+    let sets: Vec<StatefulSet> = objects(c, ns, "statefulsets.apps").await?;
+    let claims: Vec<PersistentVolumeClaim> = objects(c, ns, "persistentvolumeclaims").await?;
     let mut out: Vec<Item> = sets
         .iter()
         .map(|s| item(s, "StatefulSet", health::stateful_set(s)))
@@ -346,19 +305,7 @@ fn claim_of(set: &StatefulSet, claim: &str) -> bool {
 
 /// ReplicaSets a Deployment still uses: old ones scaled to nothing are history, not part of the tenant.
 async fn replica_sets(c: &Cluster, ns: &str) -> Listed {
-    let all: Vec<ReplicaSet> = match Api::namespaced(c.client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-    {
-        Ok(l) => l.items,
-        Err(e) => {
-            return Err(explain(
-                &e,
-                access("list", "replicasets.apps", Some(ns), None),
-                &c.server,
-            ));
-        }
-    };
+    let all: Vec<ReplicaSet> = objects(c, ns, "replicasets.apps").await?;
     let newest: HashMap<String, String> = {
         let mut by_owner: HashMap<String, &ReplicaSet> = HashMap::new();
         for rs in &all {
