@@ -9,9 +9,7 @@ pub const NAMESPACE_READY: &str = "NamespaceReady";
 pub const DATABASE_READY: &str = "DatabaseReady";
 pub const SCHEDULER_READY: &str = "SchedulerReady";
 pub const WEBHOOKS_READY: &str = "WebhooksReady";
-/// Whether the Customer is suspended; `Resumed` once a suspended Customer is resumed, so that moment is
-/// an event (webhooks tell it), not only a change of spec.
-pub const SUSPENDED: &str = "Suspended";
+pub use berth_api::SUSPENDED;
 
 /// What became of the tenant namespace in this reconcile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,9 +110,10 @@ fn suspended(old: &[Condition], now: bool) -> Verdict {
             "spec.suspend is true: nothing new starts",
         );
     }
-    let was = find_condition(old, SUSPENDED).is_some_and(|c| c.status == "True" || c.reason == "Resumed");
+    let was =
+        find_condition(old, SUSPENDED).is_some_and(|c| c.status == "True" || c.reason == berth_api::RESUMED);
     if was {
-        Verdict::new(SUSPENDED, false, "Resumed", "resumed after a suspension")
+        Verdict::new(SUSPENDED, false, berth_api::RESUMED, "resumed after a suspension")
     } else {
         Verdict::new(SUSPENDED, false, "Active", "not suspended")
     }

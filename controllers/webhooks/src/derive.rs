@@ -102,10 +102,7 @@ fn customer(c: &Customer, source: &str) -> Vec<Event> {
     out
 }
 
-/// The Customer's condition saying whether it is suspended.
-pub const SUSPENDED: &str = "Suspended";
-/// Its reason once a suspended Customer is resumed (a Customer never suspended says `Active`).
-pub const RESUMED: &str = "Resumed";
+pub use berth_api::{RESUMED, SUSPENDED};
 
 /// `DatabaseReady` or `DatabaseNotReady`, from the Database's `Ready` condition and its last transition.
 fn database(db: &Database, source: &str) -> Option<Event> {

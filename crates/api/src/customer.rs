@@ -253,6 +253,13 @@ pub struct CustomerStatus {
     pub summary: Option<String>,
 }
 
+/// The Customer's condition saying whether it is suspended: `True` (reason `Suspended`), or `False` with reason
+/// `Active`, or [`RESUMED`] once a suspended Customer is resumed, so that moment is something others (the
+/// webhooks) can tell, not only a change of spec.
+pub const SUSPENDED: &str = "Suspended";
+/// The reason of [`SUSPENDED`] after a suspension ended.
+pub const RESUMED: &str = "Resumed";
+
 impl Customer {
     /// The tenant namespace: `spec.namespace`, else the Customer's name.
     #[must_use]

@@ -13,7 +13,7 @@ pub use common::{
 };
 pub use customer::{
     AdminKind, AdminSubject, Customer, CustomerSpec, CustomerStatus, DatabaseFeature, Egress, Features,
-    Network, Quota, SchedulerFeature, WebhooksFeature,
+    Network, Quota, RESUMED, SUSPENDED, SchedulerFeature, WebhooksFeature,
 };
 pub use database::{Database, DatabaseSpec, DatabaseStatus, connection_secret};
 pub use scheduler::{
