@@ -16,6 +16,10 @@ use serde_json::json;
 use crate::connect::{Access, Target, explain};
 use crate::gather::{Cluster, customer, customer_error};
 
+/// A new pod's address reaches the NetworkPolicy enforcer a moment after the pod starts, and until then the
+/// pool refuses it: psql starts once the pool answers (or after 30 s, to show psql's own error).
+const WAIT_THEN_PSQL: &str = r#"for i in $(seq 30); do pg_isready -q -d "$DATABASE_URL" && break; sleep 1; done; exec psql "$DATABASE_URL" "$@""#;
+
 /// What the pod needs, read from the tenant.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -29,14 +33,15 @@ pub struct Plan {
 /// The `kubectl` arguments that start the pod and attach to psql. `tty` when the user's terminal is one.
 #[must_use]
 pub fn command(plan: &Plan, target: &Target, pod: &str, tty: bool, psql_args: &[String]) -> Vec<String> {
-    let mut args = vec!["psql".to_owned(), "$(DATABASE_URL)".to_owned()];
+    // `$0` of the script, then psql's own arguments as `$@`.
+    let mut args = vec!["psql".to_owned()];
     args.extend(psql_args.iter().cloned());
     let mut container = json!({
         // kubectl attaches to the container named like the pod.
         "name": pod,
         "image": plan.image,
-        "command": [args[0]],
-        "args": args[1..],
+        "command": ["sh", "-c", WAIT_THEN_PSQL],
+        "args": args,
         "stdin": true,
         "stdinOnce": true,
         "tty": tty,
@@ -220,8 +225,8 @@ mod tests {
             serde_json::from_str(args[12].strip_prefix("--overrides=").unwrap()).unwrap();
         let c = &overrides["spec"]["containers"][0];
         assert_eq!(c["name"], "berth-psql-1");
-        assert_eq!(c["command"], json!(["psql"]));
-        assert_eq!(c["args"], json!(["$(DATABASE_URL)", "-c", "select 1"]));
+        assert_eq!(c["command"], json!(["sh", "-c", WAIT_THEN_PSQL]));
+        assert_eq!(c["args"], json!(["psql", "-c", "select 1"]));
         assert_eq!(c["tty"], false);
         assert_eq!(
             c["env"][0]["valueFrom"]["secretKeyRef"],
