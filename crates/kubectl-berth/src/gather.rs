@@ -49,6 +49,13 @@ pub async fn customer(c: &Cluster, name: &str) -> Result<Customer, kube::Error> 
     Api::<Customer>::all(c.client.clone()).get(name).await
 }
 
+/// The Customer, or an error a user can act on.
+pub async fn existing_customer(c: &Cluster, name: &str) -> anyhow::Result<Customer> {
+    customer(c, name)
+        .await
+        .map_err(|e| anyhow::anyhow!(customer_error(c, name, &e)))
+}
+
 /// Explains a failed Customer lookup.
 #[must_use]
 pub fn customer_error(c: &Cluster, name: &str, e: &kube::Error) -> String {

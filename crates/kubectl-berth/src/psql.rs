@@ -14,7 +14,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::connect::{Access, Target, explain};
-use crate::gather::{Cluster, customer, customer_error};
+use crate::gather::{Cluster, existing_customer};
 
 /// A new pod's address reaches the NetworkPolicy enforcer a moment after the pod starts, and until then the
 /// pool refuses it: psql starts once the pool answers (or after 30 s, to show psql's own error).
@@ -95,9 +95,7 @@ pub fn command(plan: &Plan, target: &Target, pod: &str, tty: bool, psql_args: &[
 
 /// Reads what the pod needs: the Database's connection Secret, and its server's image and security context.
 pub async fn plan(c: &Cluster, customer_name: &str) -> anyhow::Result<Plan> {
-    let cust = customer(c, customer_name)
-        .await
-        .map_err(|e| anyhow::anyhow!(customer_error(c, customer_name, &e)))?;
+    let cust = existing_customer(c, customer_name).await?;
     if !cust.spec.features.database.enabled {
         anyhow::bail!(
             "Customer \"{customer_name}\" has no database: set spec.features.database.enabled: true"

@@ -15,7 +15,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::connect::{Access, explain};
-use crate::gather::{Cluster, customer, customer_error};
+use crate::gather::{Cluster, existing_customer};
 
 /// The label of a run's workflow, set by the Scheduler on every run.
 const WORKFLOW_LABEL: &str = "berth.dev/workflow";
@@ -29,9 +29,7 @@ pub fn request(workflow: &str, now: Timestamp) -> serde_json::Value {
 
 /// The tenant's Scheduler, or why there is none to ask.
 async fn scheduler(c: &Cluster, customer_name: &str) -> anyhow::Result<Scheduler> {
-    let cust = customer(c, customer_name)
-        .await
-        .map_err(|e| anyhow::anyhow!(customer_error(c, customer_name, &e)))?;
+    let cust = existing_customer(c, customer_name).await?;
     if !cust.spec.features.scheduler.enabled {
         anyhow::bail!(
             "Customer \"{customer_name}\" has no scheduler: set spec.features.scheduler.enabled: true to run workflows"

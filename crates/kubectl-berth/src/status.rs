@@ -12,7 +12,7 @@ use kube::{Api, ResourceExt};
 use serde::Serialize;
 
 use crate::connect::{Access, explain};
-use crate::gather::{Cluster, customer, customer_error};
+use crate::gather::{Cluster, existing_customer};
 use crate::render::age;
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -251,9 +251,7 @@ pub fn webhooks_line(w: &Webhook) -> WebhooksLine {
 
 /// Reads one tenant's status.
 pub async fn read(c: &Cluster, name: &str) -> anyhow::Result<Status> {
-    let cust = customer(c, name)
-        .await
-        .map_err(|e| anyhow::anyhow!(customer_error(c, name, &e)))?;
+    let cust = existing_customer(c, name).await?;
     let ns = cust
         .status
         .as_ref()
