@@ -32,6 +32,8 @@ pub(crate) struct PoolObserved {
     pub available: i32,
     /// The Deployment's `Available` condition is `True`.
     pub available_condition: bool,
+    /// Why pgbouncer pods cannot be created, from the Deployment's `ReplicaFailure` condition.
+    pub refused: Option<String>,
 }
 
 impl Observed {
@@ -40,17 +42,32 @@ impl Observed {
             server_ready: server.map(|s| s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0)),
             pool: pool.map(|d| {
                 let status = d.status.clone().unwrap_or_default();
+                let conditions = status.conditions.unwrap_or_default();
                 PoolObserved {
                     wanted: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
                     available: status.available_replicas.unwrap_or(0),
-                    available_condition: status
-                        .conditions
-                        .unwrap_or_default()
+                    available_condition: conditions
                         .iter()
                         .any(|c| c.type_ == "Available" && c.status == "True"),
+                    refused: conditions
+                        .iter()
+                        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+                        .and_then(|c| c.message.as_deref())
+                        .map(refusal),
                 }
             }),
         }
+    }
+}
+
+/// The API server's reason for refusing a pod, without the pod's name: the ReplicaSet controller names a new
+/// pod at every attempt, and a message that changed with each would rewrite this status (and the Customer's)
+/// at every retry. `pods "x" is forbidden: exceeded quota: ...` becomes `exceeded quota: ...`.
+fn refusal(message: &str) -> String {
+    let message = message.strip_prefix("Error creating: ").unwrap_or(message);
+    match message.split_once(" is forbidden: ") {
+        Some((_, why)) => why.to_owned(),
+        None => message.to_owned(),
     }
 }
 
@@ -75,6 +92,9 @@ pub(crate) fn verdicts(db: &Database, observed: &Observed) -> [Verdict; 2] {
             // would otherwise rewrite this status and, through it, the Customer's.
             if p.available >= 1 && p.available_condition {
                 Verdict::new(POOL_READY, true, "Available", "pgbouncer accepts connections")
+            } else if let Some(why) = &p.refused {
+                let message = format!("pgbouncer pods cannot be created: {why}");
+                Verdict::new(POOL_READY, false, "PodsRefused", message)
             } else {
                 let message = format!(
                     "waiting for pgbouncer pods to become available ({} wanted)",
@@ -222,6 +242,32 @@ mod tests {
                 "Progressing",
                 "waiting for pgbouncer pods to become available (2 wanted)"
             )
+        );
+
+        let mut refused = deploy(2, 0, "False");
+        if let Some(st) = refused.status.as_mut() {
+            st.conditions.get_or_insert_with(Vec::new).push(DeploymentCondition {
+                type_: "ReplicaFailure".into(),
+                status: "True".into(),
+                reason: Some("FailedCreate".into()),
+                message: Some("pods \"db-pgbouncer-5d8-x7k2p\" is forbidden: exceeded quota: tenant-quota, requested: pods=1, used: pods=1, limited: pods=1".into()),
+                ..DeploymentCondition::default()
+            });
+        }
+        let s = status(
+            &db,
+            "n",
+            &Observed::from(Some(&sts(Some(1))), Some(&refused)),
+            &at(1),
+        );
+        let pool = find_condition(&s.conditions, POOL_READY).unwrap();
+        assert_eq!(
+            (pool.reason.as_str(), pool.message.as_str()),
+            (
+                "PodsRefused",
+                "pgbouncer pods cannot be created: exceeded quota: tenant-quota, requested: pods=1, used: pods=1, limited: pods=1"
+            ),
+            "the refusal, without the pod name that changes at every attempt"
         );
 
         let s = status(&db, "n", &Observed::default(), &at(1));

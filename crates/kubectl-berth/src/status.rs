@@ -48,6 +48,9 @@ pub struct QuotaLine {
 pub struct DatabaseLine {
     pub name: String,
     pub ready: String,
+    /// Why it is not Ready, from its `Ready` condition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     pub storage_requested: String,
@@ -160,6 +163,9 @@ pub fn database_line(
     DatabaseLine {
         name: db.name_any(),
         ready: ready_of(&status.conditions),
+        why: find_condition(&status.conditions, "Ready")
+            .filter(|c| c.status != "True" && !c.message.is_empty())
+            .map(|c| format!("{}: {}", c.reason, c.message)),
         image,
         storage_requested: db.spec.storage.0.clone(),
         storage_bound: claim
@@ -565,6 +571,9 @@ pub fn render(s: &Status, now: Timestamp) -> String {
     }
     for d in &s.databases {
         out.push_str(&format!("\nDatabase {} (Ready: {}):\n", d.name, d.ready));
+        if let Some(why) = &d.why {
+            out.push_str(&format!("  {why}\n"));
+        }
         let rows = vec![
             vec![
                 "  image".to_owned(),
