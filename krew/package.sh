@@ -16,5 +16,6 @@ sum=$(sha256sum "$archive" | cut -d' ' -f1)
 version=$(cargo metadata --no-deps --format-version 1 |
   sed -n 's/.*"name":"kubectl-berth","version":"\([^"]*\)".*/\1/p')
 [ -n "$version" ] || { echo "cannot read the version of kubectl-berth" >&2; exit 1; }
-sed -e "s/@SHA256@/$sum/" -e "s/@VERSION@/$version/g" krew/berth.yaml >"$out/berth.yaml"
+# The header comment is for this template, not for the manifest it makes.
+sed -e "/^#/d" -e "s/@SHA256@/$sum/" -e "s/@VERSION@/$version/g" krew/berth.yaml >"$out/berth.yaml"
 echo "$out/berth.yaml"
