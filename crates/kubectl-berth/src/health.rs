@@ -60,6 +60,12 @@ impl Health {
         }
     }
 
+    /// Failing as an object's own condition or status says: its reason (else `fallback`) and message.
+    #[must_use]
+    pub fn reported(reason: Option<&str>, fallback: &str, message: Option<&str>) -> Self {
+        Self::failing(reason.unwrap_or(fallback), message.unwrap_or_default())
+    }
+
     #[must_use]
     pub fn failing(reason: &str, message: impl Into<String>) -> Self {
         Self {
@@ -130,19 +136,13 @@ pub fn deployment(d: &Deployment) -> Health {
         .iter()
         .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
     {
-        return Health::failing(
-            c.reason.as_deref().unwrap_or("ReplicaFailure"),
-            c.message.clone().unwrap_or_default(),
-        );
+        return Health::reported(c.reason.as_deref(), "ReplicaFailure", c.message.as_deref());
     }
     if let Some(c) = conditions
         .iter()
         .find(|c| c.type_ == "Progressing" && c.status == "False")
     {
-        return Health::failing(
-            c.reason.as_deref().unwrap_or("NotProgressing"),
-            c.message.clone().unwrap_or_default(),
-        );
+        return Health::reported(c.reason.as_deref(), "NotProgressing", c.message.as_deref());
     }
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
@@ -159,10 +159,7 @@ pub fn replica_set(r: &ReplicaSet) -> Health {
         .iter()
         .find(|c| c.type_ == "ReplicaFailure" && c.status == "True");
     if let Some(c) = failure {
-        return Health::failing(
-            c.reason.as_deref().unwrap_or("ReplicaFailure"),
-            c.message.clone().unwrap_or_default(),
-        );
+        return Health::reported(c.reason.as_deref(), "ReplicaFailure", c.message.as_deref());
     }
     let want = r.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let ready = r.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
@@ -188,10 +185,7 @@ pub fn pod(p: &Pod) -> Health {
     match status.phase.as_deref() {
         Some("Succeeded") => return Health::ok(Some("Completed")),
         Some("Failed") => {
-            return Health::failing(
-                status.reason.as_deref().unwrap_or("Failed"),
-                status.message.clone().unwrap_or_default(),
-            );
+            return Health::reported(status.reason.as_deref(), "Failed", status.message.as_deref());
         }
         _ => {}
     }
@@ -235,17 +229,11 @@ pub fn pod(p: &Pod) -> Health {
     let conditions = status.conditions.as_deref().unwrap_or_default();
     let condition = |t: &str| conditions.iter().find(|c| c.type_ == t);
     if let Some(c) = condition("PodScheduled").filter(|c| c.status == "False") {
-        return Health::failing(
-            c.reason.as_deref().unwrap_or("Unschedulable"),
-            c.message.clone().unwrap_or_default(),
-        );
+        return Health::reported(c.reason.as_deref(), "Unschedulable", c.message.as_deref());
     }
     match condition("Ready") {
         Some(c) if c.status == "True" => Health::ok(None),
-        Some(c) => Health::failing(
-            c.reason.as_deref().unwrap_or("NotReady"),
-            c.message.clone().unwrap_or_default(),
-        ),
+        Some(c) => Health::reported(c.reason.as_deref(), "NotReady", c.message.as_deref()),
         None => Health::failing(status.phase.as_deref().unwrap_or("Pending"), ""),
     }
 }
@@ -269,10 +257,7 @@ pub fn job(j: &Job) -> Health {
         return Health::ok(Some("Succeeded"));
     }
     if let Some(c) = is("Failed") {
-        return Health::failing(
-            c.reason.as_deref().unwrap_or("Failed"),
-            c.message.clone().unwrap_or_default(),
-        );
+        return Health::reported(c.reason.as_deref(), "Failed", c.message.as_deref());
     }
     if j.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false) {
         return Health::none(Some("Queued".to_owned()));
