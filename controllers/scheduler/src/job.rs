@@ -32,7 +32,7 @@ use crate::plan::{Run, RunState, RunToCreate, Trigger};
 /// `app.kubernetes.io/component` of every run.
 pub const COMPONENT_NAME: &str = "scheduler";
 /// Label: the workflow a run belongs to.
-pub const WORKFLOW: &str = "berth.dev/workflow";
+pub const WORKFLOW: &str = berth_api::WORKFLOW_LABEL;
 /// Label (Unix seconds) and annotation (RFC 3339): the time the run was due, or for a manual run the time
 /// of its request (which is how a restarted operator knows that request was acted on).
 pub const SCHEDULED_TIME: &str = "berth.dev/scheduled-time";

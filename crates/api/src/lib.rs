@@ -18,7 +18,7 @@ pub use customer::{
 pub use database::{Database, DatabaseSpec, DatabaseStatus, connection_secret};
 pub use scheduler::{
     RUN_REQUEST_PREFIX, Scheduler, SchedulerSpec, SchedulerStatus, TRIGGER_LABEL, TRIGGER_MANUAL,
-    TRIGGER_SCHEDULE, WorkflowStatus,
+    TRIGGER_SCHEDULE, WORKFLOW_LABEL, WorkflowStatus,
 };
 pub use webhook::{
     EndpointStatus, HeldEvent, Webhook, WebhookEndpoint, WebhookEvent, WebhookSpec, WebhookStatus,

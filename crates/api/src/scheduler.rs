@@ -122,6 +122,8 @@ pub struct WorkflowStatus {
 /// A value not newer than the workflow's `lastManualRequest` starts nothing; one more than a minute ahead
 /// of the operator's clock, or not a time, is refused (`RunRequestsValid=False`, a Warning Event).
 pub const RUN_REQUEST_PREFIX: &str = "run.berth.dev/";
+/// Label of a run's Job naming its workflow.
+pub const WORKFLOW_LABEL: &str = "berth.dev/workflow";
 /// Label of a run's Job saying what started it: [`TRIGGER_SCHEDULE`] or [`TRIGGER_MANUAL`].
 pub const TRIGGER_LABEL: &str = "berth.dev/trigger";
 pub const TRIGGER_SCHEDULE: &str = "schedule";

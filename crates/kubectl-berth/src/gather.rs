@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use berth_api::{Customer, Database, Scheduler, Webhook};
+use berth_kit::labels::{BERTH, MANAGED_BY};
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -23,7 +24,6 @@ use crate::connect::{Access, explain, is_forbidden, is_not_found};
 use crate::health::{self, Health, Ready};
 use crate::tree::{Item, Warning};
 
-const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Warning events shown per object: the latest.
 const WARNINGS_PER_OBJECT: usize = 3;
 
@@ -178,7 +178,7 @@ pub fn item<K: Resource>(obj: &K, kind: &'static str, health: Health) -> Item {
             .labels
             .as_ref()
             .and_then(|l| l.get(MANAGED_BY))
-            .is_some_and(|v| v == "berth"),
+            .is_some_and(|v| v == BERTH),
         created: meta.creation_timestamp.as_ref().map(|t| t.0.to_string()),
         health,
         warnings: Vec::new(),

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use berth_api::{RUN_REQUEST_PREFIX, Scheduler, TRIGGER_LABEL, TRIGGER_MANUAL};
+use berth_api::{RUN_REQUEST_PREFIX, Scheduler, TRIGGER_LABEL, TRIGGER_MANUAL, WORKFLOW_LABEL};
 use futures::StreamExt as _;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::jiff::Timestamp;
@@ -16,9 +16,6 @@ use serde_json::json;
 
 use crate::connect::{Access, explain};
 use crate::gather::{Cluster, existing_customer};
-
-/// The label of a run's workflow, set by the Scheduler on every run.
-const WORKFLOW_LABEL: &str = "berth.dev/workflow";
 
 /// The annotation patch that asks for a run of `workflow` at `now` (RFC 3339, whole seconds).
 #[must_use]
