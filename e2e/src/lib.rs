@@ -237,6 +237,22 @@ pub async fn wait_for<K>(
 where
     K: Resource + Clone + DeserializeOwned + Serialize + Debug + Send + Sync + 'static,
 {
+    wait_for_or_explain(api, name, timeout, what, ready, String::new).await
+}
+
+/// [`wait_for`], adding what `explain` finds to the failure message: the object alone rarely tells why
+/// its children did not converge.
+pub async fn wait_for_or_explain<K>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    ready: impl Fn(&K) -> bool,
+    explain: impl FnOnce() -> String,
+) -> K
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug + Send + Sync + 'static,
+{
     let cond = move |o: Option<&K>| o.is_some_and(&ready);
     match tokio::time::timeout(timeout, await_condition(api.clone(), name, cond)).await {
         Ok(Ok(Some(obj))) => obj,
@@ -246,11 +262,52 @@ where
                 || "<absent>".to_owned(),
                 |o| serde_yaml::to_string(&o).unwrap_or_default(),
             );
+            let more = explain();
             panic!(
-                "timed out after {timeout:?} waiting for {what} of {name} ({outcome:?}); it is now:\n{dump}"
+                "timed out after {timeout:?} waiting for {what} of {name} ({outcome:?}); it is now:\n{dump}\n{more}"
             );
         }
     }
+}
+
+/// What a tenant namespace holds and what went wrong in it, as `kubectl` prints it: the workloads with
+/// their conditions, the pods and where they were scheduled, and the namespace's events.
+#[must_use]
+pub fn namespace_report(namespace: &str) -> String {
+    let kubectl = |args: &[&str]| {
+        std::process::Command::new(tool("kubectl"))
+            .args(args)
+            .args(["-n", namespace])
+            .env("KUBECONFIG", kubeconfig())
+            .output()
+            .map_or_else(
+                |e| format!("kubectl {args:?}: {e}\n"),
+                |o| {
+                    format!(
+                        "$ kubectl {} -n {namespace}\n{}{}",
+                        args.join(" "),
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    )
+                },
+            )
+    };
+    [
+        kubectl(&[
+            "get",
+            "databases,schedulers,statefulsets,deployments,replicasets,pods,pvc,resourcequota",
+            "-o",
+            "wide",
+        ]),
+        kubectl(&[
+            "get",
+            "deployments,statefulsets",
+            "-o",
+            "jsonpath={range .items[*]}{.kind}/{.metadata.name} {.status.conditions}{\"\\n\"}{end}",
+        ]),
+        kubectl(&["get", "events", "--sort-by=.lastTimestamp"]),
+    ]
+    .concat()
 }
 
 /// A Customer that is `Ready` for its current generation.
@@ -283,7 +340,9 @@ pub async fn scheduler_customer(c: &Client, prefix: &str, database: bool) -> Str
 /// Waits until Customer `name` is [`customer_ready`].
 pub async fn wait_customer_ready(c: &Client, name: &str, within: Duration) {
     let customers = Api::<berth_api::Customer>::all(c.clone());
-    wait_for(&customers, name, within, "Ready", customer_ready).await;
+    // The tests leave spec.namespace unset: the namespace is named after the Customer.
+    let explain = || namespace_report(name);
+    wait_for_or_explain(&customers, name, within, "Ready", customer_ready, explain).await;
 }
 
 /// Deletes these Customers, whether or not they still exist.
