@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use berth_api::{Customer, Scheduler};
+use berth_api::{Customer, Database, Scheduler};
 use berth_e2e::operator::external;
 use berth_e2e::otel::{Collector, collector_binary};
 use berth_e2e::{
@@ -212,6 +212,71 @@ async fn each_kind_is_listed_once_even_when_two_controllers_read_it() {
         secrets.abs() < f64::EPSILON,
         "Secrets listed cluster-wide {secrets} times"
     );
+}
+
+/// A new process has re-verified every Customer and Database there is: each reconciled at least once by it,
+/// and nothing in flight.
+async fn reverified(op: &Operator, c: &Client) {
+    let customers = Api::<Customer>::all(c.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let databases = Api::<Database>::all(c.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let wanted = [
+        ("customer", customers.items.len()),
+        ("database", databases.items.len()),
+    ];
+    eventually(Duration::from_secs(60), "every tenant re-verified", || async {
+        let scrape = op.scrape().ok()?;
+        let done = wanted.iter().all(|(controller, n)| {
+            scrape.sum("berth_reconciles_total", &[("controller", controller)]) >= *n as f64
+        });
+        let idle = scrape.sum("berth_reconciles_in_flight", &[]) == 0.0;
+        (done && idle).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_restarted_operator_finds_converged_tenants_as_it_left_them_and_applies_nothing() {
+    let Some((_serial, c)) = own_operators().await else {
+        return;
+    };
+    let first = Operator::start("restart-a", &[]);
+    first.leading(Duration::from_secs(30)).await;
+    let mut names = Vec::new();
+    for _ in 0..3 {
+        names.push(scheduler_customer(&c, "restart", true).await);
+    }
+    for n in &names {
+        wait_customer_ready(&c, n, READY_WITHIN).await;
+    }
+    let applied_before = first
+        .scrape()
+        .unwrap()
+        .sum("berth_api_writes_total", &[("verb", "apply")]);
+    assert!(applied_before > 0.0, "the first process applied the children");
+    first.stop(Duration::from_secs(25));
+
+    let second = Operator::start("restart-b", &[]);
+    second.leading(Duration::from_secs(30)).await;
+    reverified(&second, &c).await;
+    let scrape = second.scrape().unwrap();
+    let applies = scrape.sum("berth_api_writes_total", &[("verb", "apply")]);
+    assert_eq!(
+        applies,
+        0.0,
+        "every child was recorded in its parent's status as berth left it, so a restart applies none; log:\n{}",
+        second.log_tail()
+    );
+    for n in &names {
+        wait_customer_ready(&c, n, READY_WITHIN).await;
+    }
+    drop(second);
+    delete_customers(&c, &names).await;
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use berth_kit::error::{Error, Result, is_conflict};
 use berth_kit::runtime::Reconciler;
 use berth_kit::slim::Cached;
 use berth_kit::watch::{Synced, current, current_whole, listed};
-use berth_kit::{Context, Repairs, labels};
+use berth_kit::{Context, Ledger, labels};
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -289,6 +289,7 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
         standing = claim(c, ctx).await?;
     }
     let (database, scheduler, webhook);
+    let mut record = None;
     let action = match standing {
         Standing::Refused { reason, message } => {
             if !already_reported(old, status::NAMESPACE_READY, reason) {
@@ -314,8 +315,9 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
                 )
                 .await;
             }
-            let mut repairs = Repairs::default();
-            let applied = apply_children(c, kids, ctx, &mut repairs).await?;
+            let mut ledger = Ledger::new(old.and_then(|s| s.applied.as_deref()));
+            let applied = apply_children(c, kids, ctx, &mut ledger).await?;
+            record = ledger.record();
             seen.namespace = applied.namespace;
             (database, scheduler, webhook) = (applied.database, applied.scheduler, applied.webhook);
             seen.database = feature(c.spec.features.database.enabled, database.as_ref());
@@ -329,7 +331,7 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
                 );
                 kit.event(&me, EventType::Normal, "Adopted", note).await;
             }
-            repairs.tell(kit, &me).await;
+            ledger.tell(kit, &me).await;
             if matches!(seen.namespace, NamespaceState::Active) {
                 Action::requeue(berth_kit::runtime::RESYNC)
             } else {
@@ -337,7 +339,10 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
             }
         }
     };
-    let new = status::status(old, &seen, &berth_kit::conditions::now());
+    let mut new = status::status(old, &seen, &berth_kit::conditions::now());
+    if record.is_some() {
+        new.applied = record;
+    }
     let api: Api<Customer> = kit.cluster_api();
     kit.apply_status(&api, c, old, &new).await?;
     Ok(action)
@@ -365,7 +370,7 @@ struct Applied {
 
 /// Applies in dependency order: the namespace first (nothing else can exist without it), then the
 /// guard rails (quota, limits, network policy, RBAC) before any workload-bearing child.
-async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx, repairs: &mut Repairs) -> Result<Applied> {
+async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx, ledger: &mut Ledger) -> Result<Applied> {
     let Children {
         namespace,
         resource_quota,
@@ -382,14 +387,14 @@ async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx, repairs: &mut R
     let name = c.namespace_name();
     // Each child is written only when it differs from what berth last applied (see `Context::ensure`);
     // the caches say whether anyone touched it since, and what was put back is noted for one event.
-    let ns = repairs.note(
-        kit.ensure(
+    let ns = ledger
+        .ensure(
+            kit,
             &kit.cluster_api(),
             &namespace,
             current(&st.namespaces, &namespace),
         )
-        .await?,
-    );
+        .await?;
     let phase = ns
         .status
         .and_then(|s| s.phase)
@@ -404,29 +409,30 @@ async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx, repairs: &mut R
     }
     let access = kit.settings.tenant_access.as_ref();
     let fresh = match build::operator_binding(c, access) {
-        Some(binding) => bind_operator(kit, &st.role_bindings, &binding, repairs).await?,
+        Some(binding) => bind_operator(kit, &st.role_bindings, &binding, ledger).await?,
         None => false,
     };
     let quota = current(&st.quotas, &resource_quota);
     let quotas: Api<ResourceQuota> = kit.api(&name);
-    let applied = if fresh {
-        granted(|| kit.ensure(&quotas, &resource_quota, quota.clone())).await?
+    if fresh {
+        // A new tenant: nothing recorded to recall.
+        let applied = granted(|| kit.ensure(&quotas, &resource_quota, quota.clone())).await?;
+        ledger.keep(kit, &resource_quota, applied);
     } else {
-        kit.ensure(&quotas, &resource_quota, quota).await?
-    };
-    repairs.note(applied);
+        ledger.ensure(kit, &quotas, &resource_quota, quota).await?;
+    }
     let limits = current(&st.limit_ranges, &limit_range);
-    repairs.note(kit.ensure(&kit.api(&name), &limit_range, limits).await?);
+    ledger.ensure(kit, &kit.api(&name), &limit_range, limits).await?;
     for np in &network_policies {
         remove_foreign_rules(kit, &st.network_policies, np).await?;
         let cached = current(&st.network_policies, np);
-        repairs.note(kit.ensure(&kit.api(&name), np, cached).await?);
+        ledger.ensure(kit, &kit.api(&name), np, cached).await?;
     }
     let restricting = ObjectRef::<Cached<NetworkPolicy>>::new(crate::names::RESTRICT_EGRESS).within(&name);
     match egress {
         Some(np) => {
             let cached = current(&st.network_policies, &np);
-            repairs.note(kit.ensure(&kit.api(&name), &np, cached).await?);
+            ledger.ensure(kit, &kit.api(&name), &np, cached).await?;
         }
         None if st.network_policies.get(&restricting).is_some() => {
             kit.delete(&kit.api::<NetworkPolicy>(&name), crate::names::RESTRICT_EGRESS)
@@ -435,21 +441,13 @@ async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx, repairs: &mut R
         None => {}
     }
     let cached = current(&st.role_bindings, &admins);
-    repairs.note(kit.ensure(&kit.api(&name), &admins, cached).await?);
+    ledger.ensure(kit, &kit.api(&name), &admins, cached).await?;
     let databases = &ctx.stores.databases;
-    let database = sync_optional(kit, databases, &name, crate::names::DATABASE, database, repairs).await?;
+    let database = sync_optional(kit, databases, &name, crate::names::DATABASE, database, ledger).await?;
     let schedulers = &ctx.stores.schedulers;
-    let scheduler = sync_optional(
-        kit,
-        schedulers,
-        &name,
-        crate::names::SCHEDULER,
-        scheduler,
-        repairs,
-    )
-    .await?;
+    let scheduler = sync_optional(kit, schedulers, &name, crate::names::SCHEDULER, scheduler, ledger).await?;
     let webhooks = &ctx.stores.webhooks;
-    let webhook = sync_optional(kit, webhooks, &name, crate::names::WEBHOOK, webhook, repairs).await?;
+    let webhook = sync_optional(kit, webhooks, &name, crate::names::WEBHOOK, webhook, ledger).await?;
     Ok(Applied {
         namespace: NamespaceState::Active,
         database,
@@ -466,7 +464,7 @@ async fn bind_operator(
     kit: &Context,
     cache: &Store<Cached<RoleBinding>>,
     binding: &RoleBinding,
-    repairs: &mut Repairs,
+    ledger: &mut Ledger,
 ) -> Result<bool> {
     let cached = current(cache, binding);
     let api: Api<RoleBinding> = kit.api(&binding.namespace().unwrap_or_default());
@@ -483,7 +481,7 @@ async fn bind_operator(
             Err(e) => return Err(e.into()),
         }
     }
-    repairs.note(kit.ensure(&api, binding, cached).await?);
+    ledger.ensure(kit, &api, binding, cached).await?;
     Ok(false)
 }
 
@@ -551,7 +549,7 @@ async fn sync_optional<K>(
     ns: &str,
     name: &str,
     desired: Option<K>,
-    repairs: &mut Repairs,
+    ledger: &mut Ledger,
 ) -> Result<Option<K>>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
@@ -565,7 +563,7 @@ where
     match desired {
         Some(obj) => {
             let cached = current_whole(store, &obj);
-            Ok(Some(repairs.note(kit.ensure(&api, &obj, cached).await?)))
+            Ok(Some(ledger.ensure(kit, &api, &obj, cached).await?))
         }
         None => {
             if store.get(&ObjectRef::new(name).within(ns)).is_some() {

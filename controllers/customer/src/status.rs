@@ -98,6 +98,8 @@ pub fn status(old: Option<&CustomerStatus>, seen: &Observed<'_>, now: &Time) -> 
         namespace: Some(seen.namespace_name.clone()),
         conditions: conditions(old_conditions, &all, seen.generation, now),
         summary: Some(summary),
+        // Kept until a reconcile that ensured the children records anew (see `berth_kit::Ledger`).
+        applied: old.and_then(|s| s.applied.clone()),
     }
 }
 

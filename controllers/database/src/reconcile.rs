@@ -12,7 +12,7 @@ use berth_kit::namespaced::PerNamespace;
 use berth_kit::runtime::Reconciler;
 use berth_kit::slim::Cached;
 use berth_kit::watch::{Synced, current};
-use berth_kit::{Context, Error, Repairs, Result, owner_ref};
+use berth_kit::{Context, Error, Ledger, Result, owner_ref};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -158,7 +158,7 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
     });
 
     // Apply.
-    let (server, pool) = apply(kit, &ctx.caches, db, &namespace, children, &loaded).await?;
+    let (server, pool, applied) = apply(kit, &ctx.caches, db, &namespace, children, &loaded).await?;
     if let Some(from) = rotated {
         let note = format!(
             "rotated the app password (passwordRotation {from} → {wanted_rotation}): stored in Secret {}, \
@@ -183,6 +183,7 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
     let observed = Observed::from(Some(&server), Some(&pool));
     let mut status = status::status(db, &namespace, &observed, &now());
     status.password_rotation = Some(credentials.rotation);
+    status.applied = applied;
     kit.apply_status(&kit.api::<Database>(&namespace), db, db.status.as_ref(), &status)
         .await?;
     Ok(Action::requeue(berth_kit::runtime::RESYNC))
@@ -294,7 +295,8 @@ async fn held(
     Ok(Action::requeue(RECHECK))
 }
 
-/// Applies every child, in an order that lets each find what it needs.
+/// Applies every child, in an order that lets each find what it needs, and returns the workloads and
+/// the record of what was applied for the status (see [`Ledger`]).
 /// A child is written only when it differs from what berth last applied or was touched since
 /// (`Context::ensure`).
 async fn apply(
@@ -304,7 +306,7 @@ async fn apply(
     namespace: &str,
     children: Children,
     loaded: &Loaded,
-) -> Result<(StatefulSet, Deployment)> {
+) -> Result<(StatefulSet, Deployment, Option<String>)> {
     let Children {
         credentials,
         tls,
@@ -325,33 +327,34 @@ async fn apply(
     // 1. Secrets and ConfigMaps, so the pods find what they mount and reference.
     ensure_credentials(kit, db, &secrets, loaded.credentials.as_ref(), &credentials).await?;
     let c = caches;
-    let mut r = Repairs::default();
+    let mut r = Ledger::new(db.status.as_ref().and_then(|s| s.applied.as_deref()));
     let cached = loaded.tls.clone().map(|s| Arc::new(Cached::new(s)));
-    r.note(kit.ensure(&secrets, &tls, cached).await?);
+    r.ensure(kit, &secrets, &tls, cached).await?;
     let cached = current(&c.config_maps, &server_init);
-    r.note(kit.ensure(&config_maps, &server_init, cached).await?);
+    r.ensure(kit, &config_maps, &server_init, cached).await?;
     let cached = current(&c.config_maps, &pool_config);
-    r.note(kit.ensure(&config_maps, &pool_config, cached).await?);
+    r.ensure(kit, &config_maps, &pool_config, cached).await?;
     let cached = read(&secrets, &pool_auth).await?;
-    r.note(kit.ensure(&secrets, &pool_auth, cached).await?);
+    r.ensure(kit, &secrets, &pool_auth, cached).await?;
     let cached = read(&secrets, &connection).await?;
-    r.note(kit.ensure(&secrets, &connection, cached).await?);
+    r.ensure(kit, &secrets, &connection, cached).await?;
 
     // 2. Workloads: the server, then the pool in front of it.
     let cached = current(&c.servers, &server);
-    let server = r.note(kit.ensure(&kit.api(namespace), &server, cached).await?);
+    let server = r.ensure(kit, &kit.api(namespace), &server, cached).await?;
     let cached = current(&c.pools, &pool);
-    let pool = r.note(kit.ensure(&kit.api(namespace), &pool, cached).await?);
+    let pool = r.ensure(kit, &kit.api(namespace), &pool, cached).await?;
 
     // 3. Services and the disruption budget, in front of the pods.
     let cached = current(&c.services, &server_service);
-    r.note(kit.ensure(&services, &server_service, cached).await?);
+    r.ensure(kit, &services, &server_service, cached).await?;
     let cached = current(&c.services, &pool_service);
-    r.note(kit.ensure(&services, &pool_service, cached).await?);
+    r.ensure(kit, &services, &pool_service, cached).await?;
     let cached = current(&c.budgets, &pool_budget);
-    r.note(kit.ensure(&kit.api(namespace), &pool_budget, cached).await?);
+    r.ensure(kit, &kit.api(namespace), &pool_budget, cached).await?;
     r.tell(kit, &db.object_ref(&())).await;
-    Ok((server, pool))
+    let applied = r.record();
+    Ok((server, pool, applied))
 }
 
 /// A Secret as it is now, read by name where other kinds come from a cache (berth caches no Secret), and

@@ -151,6 +151,8 @@ fn assemble(
         ready_replicas: Some(observed.pool.as_ref().map_or(0, |p| p.available)),
         // Set by the reconcile, which knows the credentials.
         password_rotation: None,
+        // Kept until a reconcile that ensured the children records anew (see `berth_kit::Ledger`).
+        applied: db.status.as_ref().and_then(|s| s.applied.clone()),
     }
 }
 

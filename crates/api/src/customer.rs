@@ -251,6 +251,11 @@ pub struct CustomerStatus {
     /// One line for humans, e.g. `database ready, scheduler ready`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+    /// Digests of the children as berth last applied them and as the API server answered, one per child:
+    /// an operator that restarts finds its children unchanged by comparing these with what it sees, instead
+    /// of applying each again. Bookkeeping, not for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<String>,
 }
 
 /// The Customer's condition saying whether it is suspended: `True` (reason `Suspended`), or `False` with reason

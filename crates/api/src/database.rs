@@ -86,6 +86,11 @@ pub struct DatabaseStatus {
     /// The `spec.passwordRotation` whose password the credentials, the pool and the connection Secret hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_rotation: Option<i32>,
+    /// Digests of the children as berth last applied them and as the API server answered, one per child:
+    /// an operator that restarts finds its children unchanged by comparing these with what it sees, instead
+    /// of applying each again. Bookkeeping, not for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<String>,
 }
 
 /// The Secret a Database publishes for apps (`DATABASE_URL` and its parts), also in its

@@ -1,7 +1,7 @@
 //! What a reconcile gets besides the object: the shared client, event recorder, metrics and settings,
 //! plus per-object failure counts for exponential back-off.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -262,6 +262,38 @@ impl Context {
         }
     }
 
+    /// After a restart there is no memo, and `ensure` would apply every child once. When the parent's status
+    /// `recorded` this child's [`Context::entry`], computed from what the cache shows now, then the cache
+    /// shows the child as berth's last apply left it, for the desired state berth still wants: that is
+    /// taken as the memo, and the apply is skipped. Anything else (a child edited or deleted while no berth
+    /// ran, a new desired state) finds no entry and is applied as before.
+    pub(crate) fn recall<K>(&self, desired: &K, cached: &Cached<K>, recorded: &HashSet<String>)
+    where
+        K: Resource<DynamicType = ()> + Serialize + Clone,
+    {
+        if recorded.is_empty() || self.memo(desired).is_some() {
+            return;
+        }
+        let now = Instant::now();
+        let memo = Memo {
+            wanted: hash(desired),
+            seen: fingerprint(desired, cached),
+            version: cached.resource_version(),
+            used: now,
+        };
+        if recorded.contains(&entry(&memo_key(desired), &memo))
+            && let Ok(mut all) = self.applied.lock()
+        {
+            all.insert(memo_key(desired), memo, now);
+        }
+    }
+
+    /// What berth last applied to this child and what the API server answered, as one short digest for
+    /// the parent's status (see [`crate::Ledger`]); `None` while berth has not applied it.
+    pub(crate) fn entry<K: Resource<DynamicType = ()>>(&self, desired: &K) -> Option<String> {
+        self.memo(desired).map(|m| entry(&memo_key(desired), &m))
+    }
+
     /// The API of a namespaced kind in `namespace`.
     #[must_use]
     pub fn api<K>(&self, namespace: &str) -> Api<K>
@@ -339,7 +371,7 @@ impl Context {
         self.publish(reference, None, type_, reason, note).await;
     }
 
-    async fn publish(
+    pub(crate) async fn publish(
         &self,
         reference: &ObjectReference,
         related: Option<ObjectReference>,
@@ -480,36 +512,6 @@ pub struct Applied<K> {
     pub outcome: Outcome,
 }
 
-/// The children a reconcile put back after someone else changed or deleted them, for one event.
-#[derive(Debug, Default)]
-pub struct Repairs(Vec<(ObjectReference, &'static str)>);
-
-impl Repairs {
-    /// Notes what happened to one child; returns the child.
-    pub fn note<K: Resource<DynamicType = ()>>(&mut self, applied: Applied<K>) -> K {
-        let how = match applied.outcome {
-            Outcome::Repaired => "changed",
-            Outcome::Recreated => "deleted",
-            Outcome::Unchanged | Outcome::Created | Outcome::Updated => return applied.object,
-        };
-        self.0.push((applied.object.object_ref(&()), how));
-        applied.object
-    }
-
-    /// One `DriftRepaired` event on `parent` per child put back, naming the child as the related object:
-    /// events are aggregated by reason and related object, so a repair of another child is news of its own.
-    pub async fn tell(self, kit: &Context, parent: &ObjectReference) {
-        for (child, how) in self.0 {
-            let kind = child.kind.clone().unwrap_or_default();
-            let name = child.name.clone().unwrap_or_default();
-            let note = format!("put back {kind}/{name}, which was {how} by hand");
-            tracing::info!(%note, "repaired drift");
-            kit.publish(parent, Some(child), EventType::Normal, "DriftRepaired", note)
-                .await;
-        }
-    }
-}
-
 /// What an apply did, from versions alone. `memo`: whether berth wants what it last applied, and the
 /// version that apply left; `cached`: the watch cache's version (`None`: not in the cache); `answer`: the
 /// version after this apply. An answer at the version berth left, or at the cache's version, means the
@@ -539,6 +541,14 @@ fn memo_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
         obj.namespace().unwrap_or_default(),
         obj.name_any()
     )
+}
+
+/// Stable across processes (a fixed-key hasher over sorted JSON), which a recorded entry has to be.
+fn entry(key: &str, memo: &Memo) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (key, memo.wanted, memo.seen).hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 fn hash<K: Serialize>(obj: &K) -> u64 {
@@ -739,6 +749,42 @@ mod tests {
         assert!(
             !ctx.unchanged(&config_map("v2", None), &cached("v1", "7")),
             "berth wants something else"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_process_trusts_a_child_only_as_the_parents_record_shows_it() {
+        let before = context();
+        let desired = config_map("v1", None);
+        before.remember(&desired, &config_map("v1", Some("7")));
+        let recorded: HashSet<String> = before.entry(&desired).into_iter().collect();
+        assert_eq!(recorded.len(), 1);
+
+        let after = context();
+        after.recall(&desired, &cached("v1", "7"), &HashSet::new());
+        assert!(
+            !after.unchanged(&desired, &cached("v1", "7")),
+            "nothing recorded: applied as before"
+        );
+        after.recall(&desired, &cached("edited", "9"), &recorded);
+        assert!(
+            !after.unchanged(&desired, &cached("edited", "9")),
+            "edited while no berth ran"
+        );
+        after.recall(&config_map("v2", None), &cached("v1", "7"), &recorded);
+        assert!(
+            !after.unchanged(&config_map("v2", None), &cached("v1", "7")),
+            "berth now wants something else"
+        );
+        after.recall(&desired, &cached("v1", "8"), &recorded);
+        assert!(
+            after.unchanged(&desired, &cached("v1", "8")),
+            "as berth left it, but for a status write"
+        );
+        assert_eq!(
+            after.entry(&desired),
+            before.entry(&desired),
+            "and recorded alike"
         );
     }
 }

@@ -12,6 +12,7 @@ pub mod conditions;
 pub mod context;
 pub mod error;
 pub mod labels;
+pub mod ledger;
 pub mod managers;
 pub mod metrics;
 pub mod namespaced;
@@ -26,6 +27,7 @@ pub mod trace;
 pub mod watch;
 
 pub use apply::{apply, apply_status, delete_if_exists};
-pub use context::{Applied, Context, Outcome, Repairs, Settings, TenantAccess};
+pub use context::{Applied, Context, Outcome, Settings, TenantAccess};
 pub use error::{Error, Result};
+pub use ledger::Ledger;
 pub use owner::owner_ref;
