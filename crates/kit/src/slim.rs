@@ -169,12 +169,25 @@ impl Slim for Secret {
     }
 }
 
-// Kept whole: small, or read back (a namespace's phase, a Job's state, a volume claim's binding).
+// Guard rails berth only compares with what it applies: one of each per tenant, for the life of the process.
+impl Slim for LimitRange {
+    fn slim(&mut self) -> Option<String> {
+        Some(digest(&self.spec.take()))
+    }
+}
+
+impl Slim for RoleBinding {
+    fn slim(&mut self) -> Option<String> {
+        let role = std::mem::take(&mut self.role_ref);
+        Some(digest(&(role, self.subjects.take())))
+    }
+}
+
+// Kept whole: small, or read back (a namespace's phase, a Job's state, a volume claim's binding, the rules
+// of a policy berth keeps rule-free).
 impl Slim for PersistentVolumeClaim {}
 impl Slim for Namespace {}
-impl Slim for LimitRange {}
 impl Slim for NetworkPolicy {}
-impl Slim for RoleBinding {}
 impl Slim for Job {}
 
 #[cfg(test)]
@@ -229,6 +242,33 @@ mod tests {
         );
         let seen = serde_json::to_value(&a).unwrap();
         assert_eq!(seen["digest"].as_str(), a.digest(), "fingerprints see the digest");
+    }
+
+    #[test]
+    fn a_cached_binding_keeps_no_subjects_but_tells_them_apart() {
+        use k8s_openapi::api::rbac::v1::{RoleRef, Subject};
+        let binding = |user: &str| RoleBinding {
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".to_owned(),
+                kind: "ClusterRole".to_owned(),
+                name: "admin".to_owned(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "User".to_owned(),
+                name: user.to_owned(),
+                ..Subject::default()
+            }]),
+            ..RoleBinding::default()
+        };
+        let (a, b, a2) = (
+            Cached::new(binding("ann")),
+            Cached::new(binding("bob")),
+            Cached::new(binding("ann")),
+        );
+        assert_eq!(a.subjects, None, "subjects dropped");
+        assert_eq!(a.role_ref.name, "", "role dropped");
+        assert_eq!(a.digest(), a2.digest());
+        assert_ne!(a.digest(), b.digest(), "another subject shows in the digest");
     }
 
     #[test]
