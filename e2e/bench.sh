@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Scale benchmark (issue #9, `make bench`): berth against the API server's own floor.
+# Scale benchmark (issue #9, `make bench`): berth against the API server's own floor and against kro.
 #
 #   e2e/bench.sh              N=200 tenants (a quick run, a few minutes)
 #   N=1000 e2e/bench.sh       the full run (30+ minutes on 2 cores: the local control plane's StatefulSet
@@ -9,7 +9,9 @@
 # Phase 1 (floor): a tight client creates, per tenant, exactly the objects berth would create (berth's own
 # builders) with berth's concurrency, and waits for the same readiness. Phase 2 (berth): the release operator
 # runs as a process, N Customers are created and each is awaited until Ready, then 60 s of steady state are
-# watched. Results: a table on stdout, target/bench/result.json, target/bench/ready.png (Ready tenants over
+# watched, then the operator is restarted and measured until it has re-verified every tenant. Phase 3 (kro):
+# kro's controller (built once by e2e/build-kro.sh, version in versions.env) converges the same tenants from one
+# ResourceGraphDefinition derived from berth's builders. Results: a table on stdout, target/bench/result.json, target/bench/ready.png (Ready tenants over
 # time), the operator's log in target/bench/operator.log. Targets are reported, not asserted.
 #
 # Against the cluster in $KUBECONFIG when set (it needs room for 3 pods per tenant). Otherwise against the local
@@ -19,7 +21,8 @@
 #   BERTH_ETCD_PEER_PORT=53800 BERTH_KCM_PORT=46257 BERTH_SCHEDULER_PORT=46259 e2e/bench.sh
 #
 # Other knobs (see e2e/src/bin/bench.rs): BENCH_CONCURRENCY (8), BENCH_FLOOR_VERB (create|apply),
-# BENCH_SETTLE_SECONDS (60), BENCH_TIMEOUT_SECONDS, BENCH_OPERATOR_LOG (RUST_LOG of berth).
+# BENCH_SETTLE_SECONDS (60), BENCH_TIMEOUT_SECONDS, BENCH_OPERATOR_LOG (RUST_LOG of berth), BENCH_RESTART (1),
+# BENCH_KRO (1; 0 skips building and running kro).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -30,6 +33,12 @@ log() { printf '[bench] %s\n' "$*" >&2; }
 
 # Build first: a compile error should not cost a cluster start.
 cargo build --release --locked -p berth-operator -p berth-e2e --bin berth --bin bench
+if [ "${BENCH_KRO:-1}" != 0 ]; then
+  BENCH_KRO_DIR=$("$here/build-kro.sh")
+  # shellcheck source=versions.env
+  KRO_VERSION=$(source "$here/versions.env" && echo "$KRO_VERSION")
+  export BENCH_KRO_DIR KRO_VERSION
+fi
 
 if [ -z "${KUBECONFIG:-}" ]; then
   export BERTH_CLUSTER_DIR=${BERTH_CLUSTER_DIR:-$repo/.cluster}
@@ -51,5 +60,7 @@ if [ -z "${KUBECONFIG:-}" ]; then
   export KUBECONFIG
 fi
 
-export BERTH_BIN="${BERTH_BIN:-$repo/target/release/berth}"
-"$repo/target/release/bench"
+# A separate CARGO_TARGET_DIR (a second worktree) holds the binaries just built.
+target=${CARGO_TARGET_DIR:-$repo/target}
+export BERTH_BIN="${BERTH_BIN:-$target/release/berth}"
+"$target/release/bench"

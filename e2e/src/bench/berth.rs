@@ -1,6 +1,6 @@
 //! berth's phase: the release operator runs as a process, N Customers are created, and the bench waits
 //! until each is Ready, then watches the steady state. berth's own metrics count its writes and
-//! reconciles.
+//! reconciles. Then the operator is restarted and measured until it has re-verified every tenant.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,6 +17,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use super::phase::{Phase, PhaseReport, Snapshot, Writer};
+use super::restart::{self, RestartReport};
 use super::sys::Meters;
 use super::track::Tracker;
 use super::{BERTH, CHILDREN_PER_TENANT, Config, cleanup, log};
@@ -42,6 +43,8 @@ pub struct BerthReport {
     pub object_writes_per_child_object: f64,
     pub steady_state: Steady,
     pub operator: Operator,
+    /// After the steady state: a new process with the same arguments re-verifies every tenant.
+    pub restart: Option<RestartReport>,
 }
 
 /// After convergence, where any write or reconcile is one too many.
@@ -70,17 +73,26 @@ pub struct Operator {
 }
 
 /// Runs berth on the bench's tenants and stops it again.
-pub async fn run(client: &Client, cfg: &Config, meters: &Meters) -> anyhow::Result<BerthReport> {
-    let op = Launch {
+/// Runs berth on the bench's tenants, restarts it once they converged (when `cfg.restart`), and stops
+/// it. Its tenants are deleted when `delete_tenants` (always before another phase needs the nodes).
+pub async fn run(
+    client: &Client,
+    cfg: &Config,
+    meters: &Meters,
+    delete_tenants: bool,
+) -> anyhow::Result<BerthReport> {
+    let rust_log = std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "info,kube=warn".to_owned());
+    // The restarted process gets exactly the same arguments; only its log file differs.
+    let launch = |log: &str| Launch {
         name: "bench",
         bin: cfg.berth_bin.clone(),
         kubeconfig: cfg.kubeconfig.clone(),
-        log: Some(cfg.out.join("operator.log")),
-        rust_log: std::env::var("BENCH_OPERATOR_LOG").unwrap_or_else(|_| "info,kube=warn".to_owned()),
+        log: Some(cfg.out.join(log)),
+        rust_log: rust_log.clone(),
         args: Vec::new(),
         envs: &[],
-    }
-    .start()?;
+    };
+    let op = launch("operator.log").start()?;
     op.wait_ready(Duration::from_secs(120)).await?;
     let berth = Writer {
         pid: op.pid(),
@@ -106,9 +118,24 @@ pub async fn run(client: &Client, cfg: &Config, meters: &Meters) -> anyhow::Resu
     tokio::time::sleep(cfg.settle).await;
     let settled = phase.snapshot()?;
     let at = [&phase.start, &converged, &settled];
-    let report = BerthReport::new(common, at, cfg, create_errors, &op.log);
+    let mut report = BerthReport::new(common, at, cfg, create_errors, &op.log);
     drop(phase);
-    if cfg.final_cleanup {
+    let op = if cfg.restart {
+        log("berth: restarting the operator");
+        match restart::run(&op, launch("operator-restart.log"), cfg.timeout).await {
+            Ok((new, r)) => {
+                report.restart = Some(r);
+                new
+            }
+            Err(e) => {
+                log(&format!("restart: {e:#}"));
+                op
+            }
+        }
+    } else {
+        op
+    };
+    if delete_tenants {
         log("berth: deleting its Customers");
         cleanup::delete_customers(client, cfg).await?;
     }
@@ -153,6 +180,7 @@ impl BerthReport {
                 cpu_seconds: converged.cpu_since(start),
                 log: log.display().to_string(),
             },
+            restart: None,
         }
     }
 }

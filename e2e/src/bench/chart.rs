@@ -1,4 +1,4 @@
-//! `ready.png`: Ready tenants over time, one line per phase.
+//! `ready.png`: Ready tenants over time, one line per phase (floor, berth, kro).
 
 use std::path::Path;
 
@@ -45,11 +45,16 @@ fn steps(ready: &[f64]) -> Vec<(f64, f64)> {
     out
 }
 
-/// The floor in blue, berth in red.
+/// The floor in blue, berth in red, kro in green (when it ran).
 pub fn phases(path: &Path, n: usize, curves: &Curves) -> anyhow::Result<()> {
     let floor = ("floor", RGBColor(31, 119, 180), curves.floor.as_slice());
     let berth = ("berth", RGBColor(214, 39, 40), curves.berth.as_slice());
-    plot(path, n, &[floor, berth])
+    let kro = ("kro", RGBColor(44, 160, 44), curves.kro.as_slice());
+    if curves.kro.is_empty() {
+        plot(path, n, &[floor, berth])
+    } else {
+        plot(path, n, &[floor, berth, kro])
+    }
 }
 
 /// Ready tenants over time, one line per phase (`ready` times sorted ascending).
@@ -68,7 +73,14 @@ pub fn plot(path: &Path, n: usize, series: &[(&str, RGBColor, &[f64])]) -> anyho
     if text {
         builder
             .caption(
-                format!("Ready tenants over time, N = {n}: berth vs floor"),
+                format!(
+                    "Ready tenants over time, N = {n}: {}",
+                    series
+                        .iter()
+                        .map(|(name, _, _)| *name)
+                        .collect::<Vec<_>>()
+                        .join(" vs ")
+                ),
                 ("sans-serif", 24),
             )
             .x_label_area_size(50)

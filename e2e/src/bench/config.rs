@@ -16,6 +16,10 @@ pub struct Config {
     /// For each phase to converge, and for each cleanup.
     pub timeout: Duration,
     pub final_cleanup: bool,
+    /// Restart berth after its steady state and measure the new process (`BENCH_RESTART`, default 1).
+    pub restart: bool,
+    /// Where `e2e/build-kro.sh` put kro's controller and CRDs (`BENCH_KRO_DIR`); no kro phase without it.
+    pub kro_dir: Option<PathBuf>,
     pub berth_bin: PathBuf,
     pub kubeconfig: PathBuf,
     /// Only for a control plane of `e2e/cluster.sh`: its PID files; the bench may widen its Service range.
@@ -52,6 +56,10 @@ impl Config {
             settle: Duration::from_secs(env_or("BENCH_SETTLE_SECONDS", 60)?),
             timeout: Duration::from_secs(env_or("BENCH_TIMEOUT_SECONDS", default_timeout)?),
             final_cleanup: std::env::var("BENCH_SKIP_FINAL_CLEANUP").map_or(true, |v| v != "1"),
+            restart: std::env::var("BENCH_RESTART").map_or(true, |v| v != "0"),
+            kro_dir: std::env::var_os("BENCH_KRO_DIR")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
             berth_bin: std::env::var_os("BERTH_BIN")
                 .map_or_else(|| repo.join("target/release/berth"), PathBuf::from),
             kubeconfig: crate::kubeconfig(),

@@ -25,12 +25,17 @@ pub type Counts = Arc<Mutex<BTreeMap<&'static str, u64>>>;
 /// Watches every kind a tenant is made of (and its pods) until the handles are aborted. The first
 /// PodDisruptionBudget of a tenant (the last child both berth and the floor write) marks it in
 /// `created`: from then on every object of the tenant exists.
-pub fn count(client: &Client, prefix: &str, created: &Arc<Tracker>) -> (Counts, Vec<JoinHandle<()>>) {
+pub fn count(
+    client: &Client,
+    prefix: &str,
+    selector: String,
+    created: &Arc<Tracker>,
+) -> (Counts, Vec<JoinHandle<()>>) {
     let w = Watches {
         client,
         prefix,
         counts: Arc::default(),
-        selector: berth_kit::labels::managed_selector(),
+        selector,
     };
     let handles = vec![
         w.spawn::<Namespace>("Namespace", true, None),

@@ -203,14 +203,21 @@ pub async fn create_all(
     futures::join!(customers, databases);
 }
 
-/// The Customer controller's children, in its order; returns the Database for the second stage.
-async fn customer_children(
-    client: &Client,
-    name: &str,
-    index: usize,
-    verb: Verb,
-    stats: &Stats,
-) -> anyhow::Result<Option<berth_api::Database>> {
+/// What the Customer controller writes for the seed Customer `name` (the `index`-th tenant), owner
+/// references stripped: the floor writes them, and the kro phase's graph is made of them.
+pub struct CustomerObjects {
+    pub namespace: k8s_openapi::api::core::v1::Namespace,
+    /// berth's own RoleBinding, which it creates first in every tenant.
+    pub binding: k8s_openapi::api::rbac::v1::RoleBinding,
+    pub resource_quota: k8s_openapi::api::core::v1::ResourceQuota,
+    pub limit_range: k8s_openapi::api::core::v1::LimitRange,
+    pub network_policies: [k8s_openapi::api::networking::v1::NetworkPolicy; 3],
+    pub admins: k8s_openapi::api::rbac::v1::RoleBinding,
+    pub database: Option<berth_api::Database>,
+    pub scheduler: Option<berth_api::Scheduler>,
+}
+
+pub fn customer_objects(name: &str, index: usize) -> anyhow::Result<CustomerObjects> {
     let customer = synthetic_customer(name, index)?;
     let berth_customer::build::Children {
         mut namespace,
@@ -219,8 +226,8 @@ async fn customer_children(
         mut network_policies,
         egress: _,
         mut admins,
-        database,
-        scheduler,
+        mut database,
+        mut scheduler,
         // The bench's tenants have webhooks off, as in the README's example.
         webhook: _,
     } = berth_customer::build::children(&customer).context("the synthetic Customer has a UID")?;
@@ -233,51 +240,69 @@ async fn customer_children(
     };
     let mut binding = berth_customer::build::operator_binding(&customer, Some(&access))
         .context("the synthetic Customer has a UID")?;
-    let ns = customer.namespace_name();
     let strip = |m: &mut kube::api::ObjectMeta| m.owner_references = None;
     strip(&mut namespace.metadata);
-    put(&Api::all(client.clone()), &namespace, verb, stats).await?;
     strip(&mut binding.metadata);
-    put(&Api::namespaced(client.clone(), &ns), &binding, verb, stats).await?;
     strip(&mut resource_quota.metadata);
+    strip(&mut limit_range.metadata);
+    for np in &mut network_policies {
+        strip(&mut np.metadata);
+    }
+    strip(&mut admins.metadata);
+    if let Some(db) = &mut database {
+        strip(&mut db.metadata);
+    }
+    if let Some(s) = &mut scheduler {
+        strip(&mut s.metadata);
+    }
+    Ok(CustomerObjects {
+        namespace,
+        binding,
+        resource_quota,
+        limit_range,
+        network_policies,
+        admins,
+        database,
+        scheduler,
+    })
+}
+
+/// The Customer controller's children, in its order; returns the Database for the second stage.
+async fn customer_children(
+    client: &Client,
+    name: &str,
+    index: usize,
+    verb: Verb,
+    stats: &Stats,
+) -> anyhow::Result<Option<berth_api::Database>> {
+    let o = customer_objects(name, index)?;
+    let ns = o.namespace.name_any();
+    put(&Api::all(client.clone()), &o.namespace, verb, stats).await?;
+    put(&Api::namespaced(client.clone(), &ns), &o.binding, verb, stats).await?;
     put(
         &Api::namespaced(client.clone(), &ns),
-        &resource_quota,
+        &o.resource_quota,
         verb,
         stats,
     )
     .await?;
-    strip(&mut limit_range.metadata);
-    put(&Api::namespaced(client.clone(), &ns), &limit_range, verb, stats).await?;
-    for np in &mut network_policies {
-        strip(&mut np.metadata);
+    put(&Api::namespaced(client.clone(), &ns), &o.limit_range, verb, stats).await?;
+    for np in &o.network_policies {
         put(&Api::namespaced(client.clone(), &ns), np, verb, stats).await?;
     }
-    strip(&mut admins.metadata);
-    put(&Api::namespaced(client.clone(), &ns), &admins, verb, stats).await?;
-    let database = match database {
-        Some(mut db) => {
-            strip(&mut db.metadata);
-            put(&Api::namespaced(client.clone(), &ns), &db, verb, stats).await?;
-            Some(db)
-        }
-        None => None,
-    };
-    if let Some(mut s) = scheduler {
-        strip(&mut s.metadata);
-        put(&Api::namespaced(client.clone(), &ns), &s, verb, stats).await?;
+    put(&Api::namespaced(client.clone(), &ns), &o.admins, verb, stats).await?;
+    if let Some(db) = &o.database {
+        put(&Api::namespaced(client.clone(), &ns), db, verb, stats).await?;
     }
-    Ok(database)
+    if let Some(s) = &o.scheduler {
+        put(&Api::namespaced(client.clone(), &ns), s, verb, stats).await?;
+    }
+    Ok(o.database)
 }
 
-/// The Database controller's children, in its order.
-async fn database_children(
-    client: &Client,
-    customer: &str,
-    db: &berth_api::Database,
-    verb: Verb,
-    stats: &Stats,
-) -> anyhow::Result<()> {
+/// What the Database controller writes for `db` of `customer`, owner references stripped, with fresh
+/// passwords and certificates (as berth generates them per Database).
+pub fn database_objects(customer: &str, db: &berth_api::Database) -> anyhow::Result<Children> {
     let ns = db.namespace().context("the Database has a namespace")?;
     let name = db.name_any();
     let credentials = Credentials::generate(
@@ -309,6 +334,19 @@ async fn database_children(
     for (_, meta) in kids.metas_mut() {
         meta.owner_references = None;
     }
+    Ok(kids)
+}
+
+/// The Database controller's children, in its order.
+async fn database_children(
+    client: &Client,
+    customer: &str,
+    db: &berth_api::Database,
+    verb: Verb,
+    stats: &Stats,
+) -> anyhow::Result<()> {
+    let ns = db.namespace().context("the Database has a namespace")?;
+    let kids = database_objects(customer, db)?;
     let Children {
         credentials,
         tls,

@@ -9,8 +9,10 @@ pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod floor;
+pub mod kro;
 pub mod phase;
 pub mod report;
+pub mod restart;
 pub mod sys;
 pub mod table;
 pub mod track;
@@ -32,15 +34,25 @@ pub const PODS_PER_TENANT: usize = 3;
 pub struct Tenants {
     pub phase: &'static str,
     pub prefix: &'static str,
+    /// Selects the tenants' child objects; `None` is berth's `managed-by` label (the floor writes it too).
+    pub children: Option<&'static str>,
 }
 
 pub const FLOOR: Tenants = Tenants {
     phase: "floor",
     prefix: "bench-floor-",
+    children: None,
 };
 pub const BERTH: Tenants = Tenants {
     phase: "berth",
     prefix: "bench-berth-",
+    children: None,
+};
+/// kro labels what it creates as its own, over the `managed-by` label of berth's templates.
+pub const KRO: Tenants = Tenants {
+    phase: "kro",
+    prefix: "bench-kro-",
+    children: Some("kro.run/owned=true"),
 };
 
 impl Tenants {

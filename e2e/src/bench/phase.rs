@@ -133,7 +133,14 @@ impl Phase {
         // Both trackers start together, so "every object exists" and "Ready" share one clock.
         let ready = Arc::new(Tracker::new(tenants.prefix, parts));
         let created = Arc::new(Tracker::new(tenants.prefix, 1));
-        let (events, watches) = events::count(client, tenants.prefix, &created);
+        let (events, watches) = events::count(
+            client,
+            tenants.prefix,
+            tenants
+                .children
+                .map_or_else(berth_kit::labels::managed_selector, str::to_owned),
+            &created,
+        );
         let start = Snapshot::take(meters, writer, &events)?;
         Ok(Self {
             tenants,

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::Config;
 use super::berth::BerthReport;
 use super::floor::FloorReport;
+use super::kro::KroReport;
 use super::sys;
 
 #[derive(Debug, Serialize)]
@@ -20,8 +21,14 @@ pub struct Report {
     pub versions: Versions,
     pub floor: FloorReport,
     pub berth: BerthReport,
+    /// The peer phase; `None` when it did not run (no `BENCH_KRO_DIR`) or failed (`kro_error`).
+    pub kro: Option<KroReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kro_error: Option<String>,
     /// T_berth / T_floor, when both phases completed.
     pub ratio: Option<f64>,
+    /// T_berth / T_kro, when both phases completed.
+    pub ratio_berth_kro: Option<f64>,
     pub targets: Targets,
     pub ready_curves: Curves,
 }
@@ -64,6 +71,7 @@ pub struct Target {
 pub struct Curves {
     pub floor: Vec<f64>,
     pub berth: Vec<f64>,
+    pub kro: Vec<f64>,
 }
 
 /// Where and what the run measures, in one line, before it starts.
@@ -117,13 +125,22 @@ impl Report {
         versions: Versions,
         mut floor: FloorReport,
         mut berth: BerthReport,
+        kro: Result<Option<KroReport>, String>,
     ) -> Self {
-        let ratio = berth
-            .phase
-            .t_seconds
-            .zip(floor.phase.t_seconds)
-            .filter(|(_, f)| *f > 0.0)
-            .map(|(b, f)| b / f);
+        let over = |other: Option<f64>| {
+            berth
+                .phase
+                .t_seconds
+                .zip(other)
+                .filter(|(_, o)| *o > 0.0)
+                .map(|(b, o)| b / o)
+        };
+        let ratio = over(floor.phase.t_seconds);
+        let (mut kro, kro_error) = match kro {
+            Ok(k) => (k, None),
+            Err(e) => (None, Some(e)),
+        };
+        let ratio_berth_kro = over(kro.as_ref().and_then(|k| k.phase.t_seconds));
         let steady_writes = berth.steady_state.writes;
         let per_child = berth.writes_per_child_object;
         let rss = berth.operator.peak_rss_mib;
@@ -140,6 +157,10 @@ impl Report {
         let ready_curves = Curves {
             floor: std::mem::take(&mut floor.phase.curve),
             berth: std::mem::take(&mut berth.phase.curve),
+            kro: kro
+                .as_mut()
+                .map(|k| std::mem::take(&mut k.phase.curve))
+                .unwrap_or_default(),
         };
         Self {
             n: cfg.n,
@@ -149,7 +170,10 @@ impl Report {
             versions,
             floor,
             berth,
+            kro,
+            kro_error,
             ratio,
+            ratio_berth_kro,
             targets,
             ready_curves,
         }
