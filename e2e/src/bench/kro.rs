@@ -500,12 +500,12 @@ fn tenant(name: &str, index: usize) -> anyhow::Result<Vec<(String, Value)>> {
     }
     out.push(("admins".to_owned(), serde_json::to_value(&c.admins)?));
     let kids = [
-        ("credentials", serde_json::to_value(&d.credentials)?),
-        ("tls", serde_json::to_value(&d.tls)?),
+        ("credentials", string_data(&d.credentials)?),
+        ("tls", string_data(&d.tls)?),
         ("serverInit", serde_json::to_value(&d.server_init)?),
         ("poolConfig", serde_json::to_value(&d.pool_config)?),
-        ("poolAuth", serde_json::to_value(&d.pool_auth)?),
-        ("connection", serde_json::to_value(&d.connection)?),
+        ("poolAuth", string_data(&d.pool_auth)?),
+        ("connection", string_data(&d.connection)?),
         ("server", serde_json::to_value(&d.server)?),
         ("pool", serde_json::to_value(&d.pool)?),
         ("serverService", serde_json::to_value(&d.server_service)?),
@@ -514,6 +514,25 @@ fn tenant(name: &str, index: usize) -> anyhow::Result<Vec<(String, Value)>> {
     ];
     out.extend(kids.into_iter().map(|(id, v)| (id.to_owned(), v)));
     Ok(out)
+}
+
+/// The Secret with its `data` as `stringData`: kro type-checks `data` as bytes and cannot write a CEL bytes
+/// value, so a templated Secret has to be written as text (the API server stores it as `data` again).
+fn string_data(secret: &k8s_openapi::api::core::v1::Secret) -> anyhow::Result<Value> {
+    let mut v = serde_json::to_value(secret)?;
+    if let (Some(map), Some(data)) = (v.as_object_mut(), &secret.data) {
+        map.remove("data");
+        let text: anyhow::Result<Map<String, Value>> = data
+            .iter()
+            .map(|(k, b)| {
+                let s =
+                    String::from_utf8(b.0.clone()).with_context(|| format!("Secret key {k} is not text"))?;
+                Ok((k.clone(), Value::String(s)))
+            })
+            .collect();
+        map.insert("stringData".to_owned(), Value::Object(text?));
+    }
+    Ok(v)
 }
 
 impl Graph {
