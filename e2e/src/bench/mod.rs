@@ -21,11 +21,12 @@ use berth_api::Customer;
 
 pub use config::Config;
 
-/// Objects berth creates per tenant with the seed spec: Namespace, ResourceQuota, LimitRange, two
-/// NetworkPolicies, RoleBinding, Database, Scheduler (Customer controller) + credentials, init and
-/// pgbouncer ConfigMaps, userlist and connection Secrets, StatefulSet, Deployment, two Services, PDB
-/// (Database controller). The Scheduler creates nothing until a workflow is due.
-pub const CHILDREN_PER_TENANT: f64 = 18.0;
+/// Objects berth creates per tenant with the seed spec: Namespace, berth's own RoleBinding, ResourceQuota,
+/// LimitRange, three NetworkPolicies, the admins' RoleBinding, Database, Scheduler (Customer controller) +
+/// credentials and TLS Secrets, init and pgbouncer ConfigMaps, userlist and connection Secrets,
+/// StatefulSet, Deployment, two Services, PDB (Database controller). The Scheduler creates nothing until a
+/// workflow is due. The floor writes the same objects (its table row counts them).
+pub const CHILDREN_PER_TENANT: f64 = 21.0;
 /// Pods per tenant: PostgreSQL plus two pgbouncers.
 pub const PODS_PER_TENANT: usize = 3;
 
