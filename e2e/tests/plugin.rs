@@ -223,22 +223,24 @@ async fn a_quota_that_blocks_the_pool_is_named_in_full_and_status_shows_the_real
             .then_some(())
     })
     .await;
-    // The Database tells why its pool is not there, and status shows it. The server and the pool race for
-    // the one pod: this holds when the server won it (it usually does; when the pool wins, the server's pod
-    // is the one refused, which the Database does not report yet).
+    // The Database tells why its pods are not there, and status shows it. The server and the pool race for
+    // the one pod the quota allows: whichever lost is the one named (a StatefulSet's refusal comes from the
+    // StatefulSet controller's event, a Deployment's from its ReplicaFailure condition).
     let server_won = Api::<Pod>::namespaced(c.clone(), &name)
         .get_opt("db-postgres-0")
         .await
         .unwrap()
         .is_some();
-    if server_won {
-        eventually(SHORT, "status to say why the pool has no pods", || async {
-            let (out, _) = text(&kubectl_berth(&["status", &name]));
-            out.contains("pgbouncer pods cannot be created: exceeded quota: tenant-quota, requested: pods=1")
-                .then_some(())
-        })
-        .await;
-    }
+    let refused = if server_won {
+        "pgbouncer pods cannot be created: exceeded quota: tenant-quota, requested: pods=1"
+    } else {
+        "the PostgreSQL pod cannot be created: exceeded quota: tenant-quota, requested: pods=1"
+    };
+    eventually(SHORT, "status to say why the pods are missing", || async {
+        let (out, _) = text(&kubectl_berth(&["status", &name]));
+        out.contains(refused).then_some(())
+    })
+    .await;
     assert!(stdout.contains("1Gi requested"), "{stdout}");
     assert!(stdout.contains("Secret db-connection"), "{stdout}");
 

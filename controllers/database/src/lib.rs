@@ -15,6 +15,7 @@ pub mod pgbouncer;
 pub mod postgres;
 pub mod readback;
 mod reconcile;
+mod refused;
 mod status;
 pub mod tls;
 mod validate;

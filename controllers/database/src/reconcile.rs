@@ -28,6 +28,7 @@ use crate::credentials::Credentials;
 use crate::names;
 use crate::origin::{self, Origin, Seen};
 use crate::readback;
+use crate::refused;
 use crate::status::{self, Observed};
 use crate::tls;
 use crate::validate::validate;
@@ -180,7 +181,8 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
 
     // Status: from the workloads as the apply answered them (this spec, latest status); their own
     // status changes wake the controller again through the `owns` watches.
-    let observed = Observed::from(Some(&server), Some(&pool));
+    let mut observed = Observed::from(Some(&server), Some(&pool));
+    observed.server_refused = refused::server_refusal(kit, &namespace, &server).await;
     let mut status = status::status(db, &namespace, &observed, &now());
     status.password_rotation = Some(credentials.rotation);
     status.applied = applied;

@@ -13,6 +13,8 @@ use crate::names;
 pub(crate) const SERVER_READY: &str = "ServerReady";
 pub(crate) const POOL_READY: &str = "PoolReady";
 const SUSPENDED: &str = "Suspended";
+/// Reason of `ServerReady` and `PoolReady` when the API server refuses their pods (a quota, say).
+const PODS_REFUSED: &str = "PodsRefused";
 /// Reason of `Ready` when the credentials Secret is gone and the volume may hold data (see `origin`).
 pub(crate) const CREDENTIALS_MISSING: &str = "CredentialsMissing";
 /// Reason of `Ready` when a value in the credentials Secret cannot be used as it is (see `readback`).
@@ -23,6 +25,8 @@ pub(crate) const CREDENTIALS_INVALID: &str = "CredentialsInvalid";
 pub(crate) struct Observed {
     /// Ready replicas of the StatefulSet.
     pub server_ready: Option<i32>,
+    /// Why the server's pod cannot be created, from the StatefulSet controller's event (see `refused`).
+    pub server_refused: Option<String>,
     pub pool: Option<PoolObserved>,
 }
 
@@ -40,6 +44,8 @@ impl Observed {
     pub(crate) fn from(server: Option<&StatefulSet>, pool: Option<&Deployment>) -> Self {
         Self {
             server_ready: server.map(|s| s.status.as_ref().and_then(|st| st.ready_replicas).unwrap_or(0)),
+            // Read by the reconcile, from an event, only while the pod is missing.
+            server_refused: None,
             pool: pool.map(|d| {
                 let status = d.status.clone().unwrap_or_default();
                 let conditions = status.conditions.unwrap_or_default();
@@ -83,7 +89,13 @@ pub(crate) fn verdicts(db: &Database, observed: &Observed) -> [Verdict; 2] {
     let server = match observed.server_ready {
         None => Verdict::new(SERVER_READY, false, "Creating", "StatefulSet not created yet"),
         Some(n) if n >= 1 => Verdict::new(SERVER_READY, true, "Running", "PostgreSQL accepts connections"),
-        Some(_) => Verdict::new(SERVER_READY, false, "Starting", "PostgreSQL is not ready yet"),
+        Some(_) => match &observed.server_refused {
+            Some(why) => {
+                let message = format!("the PostgreSQL pod cannot be created: {}", refusal(why));
+                Verdict::new(SERVER_READY, false, PODS_REFUSED, message)
+            }
+            None => Verdict::new(SERVER_READY, false, "Starting", "PostgreSQL is not ready yet"),
+        },
     };
     let pool = match &observed.pool {
         None => Verdict::new(POOL_READY, false, "Creating", "Deployment not created yet"),
@@ -94,7 +106,7 @@ pub(crate) fn verdicts(db: &Database, observed: &Observed) -> [Verdict; 2] {
                 Verdict::new(POOL_READY, true, "Available", "pgbouncer accepts connections")
             } else if let Some(why) = &p.refused {
                 let message = format!("pgbouncer pods cannot be created: {why}");
-                Verdict::new(POOL_READY, false, "PodsRefused", message)
+                Verdict::new(POOL_READY, false, PODS_REFUSED, message)
             } else {
                 let message = format!(
                     "waiting for pgbouncer pods to become available ({} wanted)",
@@ -216,6 +228,29 @@ mod tests {
         assert_eq!(s.ready_replicas, Some(2));
         assert_eq!(s.observed_generation, Some(4));
         assert!(s.conditions.iter().all(|c| c.observed_generation == Some(4)));
+    }
+
+    #[test]
+    fn a_refused_server_pod_is_named_without_the_pods_name() {
+        let db = database("storage: 1Gi\n");
+        let mut seen = Observed::from(Some(&sts(Some(0))), Some(&deploy(2, 2, "True")));
+        seen.server_refused = Some(
+            "create Pod ledger-postgres-0 in StatefulSet ledger-postgres failed error: pods \"ledger-postgres-0\" \
+             is forbidden: exceeded quota: tenant-quota, requested: pods=1, used: pods=2, limited: pods=2"
+                .to_owned(),
+        );
+        let s = status(&db, "n", &seen, &at(1));
+        let server = find_condition(&s.conditions, SERVER_READY).unwrap();
+        assert_eq!(
+            (server.reason.as_str(), server.message.as_str()),
+            (
+                PODS_REFUSED,
+                "the PostgreSQL pod cannot be created: exceeded quota: tenant-quota, requested: pods=1, \
+                 used: pods=2, limited: pods=2"
+            )
+        );
+        let ready = find_condition(&s.conditions, "Ready").unwrap();
+        assert_eq!(ready.reason, PODS_REFUSED, "the overall condition says why");
     }
 
     #[test]
