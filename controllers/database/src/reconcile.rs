@@ -92,7 +92,8 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
-    ctx.secret_watches.watch(&namespace);
+    // Before any read: what the watch's first list shows is then read here, not a second wake-up.
+    ctx.secret_watches.watch(&namespace).await;
 
     // Validate: pure, before anything is read or written.
     validate(db).map_err(Error::InvalidSpec)?;

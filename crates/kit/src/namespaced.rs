@@ -15,11 +15,14 @@ use kube::core::NamespaceResourceScope;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::labels::managed_selector;
 use crate::watch::retry;
+
+/// How long the first reconcile in a namespace waits for the watch's first list before it reads anyway.
+const FIRST_LIST_WAIT: Duration = Duration::from_secs(5);
 
 /// How often a running watch asks whether its namespace still holds anything of the controller's, besides
 /// whenever it fails (a deleted namespace fails it at once).
@@ -66,22 +69,36 @@ where
         )
     }
 
-    /// Starts watching `namespace` unless that watch runs. Its first list reports every object there.
-    pub fn watch(&self, namespace: &str) {
-        let Ok(mut running) = self.running.lock() else {
-            return;
-        };
+    /// Starts watching `namespace` unless that watch runs, and resolves once its first list is done (at once
+    /// when the watch ran already; after [`FIRST_LIST_WAIT`] at the latest, when it cannot list). The caller
+    /// reads what it needs after that list, so the objects the list reports are not news to it, and are not
+    /// passed on: they would wake it a second time for nothing (after a restart, every tenant's Database
+    /// twice). A caller that stopped waiting gets them passed on as usual.
+    pub fn watch(&self, namespace: &str) -> impl Future<Output = ()> + Send + 'static {
+        let listed = self.start(namespace);
+        async move {
+            if let Some(listed) = listed {
+                let _ = tokio::time::timeout(FIRST_LIST_WAIT, listed).await;
+            }
+        }
+    }
+
+    fn start(&self, namespace: &str) -> Option<oneshot::Receiver<()>> {
+        let mut running = self.running.lock().ok()?;
         running.retain(|_, t| !t.is_finished());
         if running.contains_key(namespace) {
-            return;
+            return None;
         }
+        let (listed, waiting) = oneshot::channel();
         let task = tokio::spawn(one(
             Api::namespaced(self.client.clone(), namespace),
             namespace.to_owned(),
             self.keep.clone(),
             self.sender.clone(),
+            listed,
         ));
         running.insert(namespace.to_owned(), task.abort_handle());
+        Some(waiting)
     }
 
     /// How many namespaces are watched (for tests and metrics).
@@ -112,26 +129,44 @@ async fn one<K>(
     namespace: String,
     keep: Keep,
     sender: mpsc::UnboundedSender<PartialObjectMeta<K>>,
+    listed: oneshot::Sender<()>,
 ) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let config = watcher::Config::default().labels(&managed_selector());
-    let mut events = std::pin::pin!(watcher(api, config).backoff(retry()).touched_objects());
+    let mut events = std::pin::pin!(watcher(api, config).backoff(retry()));
     let mut look = tokio::time::interval(LOOK_AGAIN);
     look.tick().await;
+    // The first list, held until it is done: passed on only if nobody waited for it (see `watch`).
+    let mut first = Some((listed, Vec::new()));
     loop {
-        tokio::select! {
+        let object = tokio::select! {
             event = events.next() => match event {
-                Some(Ok(object)) => {
-                    if sender.send(object).is_err() {
-                        return;
+                Some(Ok(watcher::Event::InitApply(o))) if first.is_some() => {
+                    if let Some((_, held)) = first.as_mut() {
+                        held.push(o);
                     }
+                    continue;
                 }
+                Some(Ok(watcher::Event::InitDone)) => {
+                    let Some((listed, held)) = first.take() else {
+                        continue;
+                    };
+                    if listed.send(()).is_ok() {
+                        continue;
+                    }
+                    held
+                }
+                Some(Ok(watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o))) => {
+                    vec![o]
+                }
+                Some(Ok(watcher::Event::Init)) => continue,
                 Some(Err(e)) => {
                     if !keep(&namespace) {
                         break;
                     }
                     tracing::debug!(%namespace, kind = %K::kind(&()), error = %e, "namespace watch failed; retrying");
+                    continue;
                 }
                 None => break,
             },
@@ -139,6 +174,12 @@ async fn one<K>(
                 if !keep(&namespace) {
                     break;
                 }
+                continue;
+            }
+        };
+        for o in object {
+            if sender.send(o).is_err() {
+                return;
             }
         }
     }
