@@ -47,7 +47,7 @@ cluster-down: ## Stop the demo operator and the local control plane, and delete 
 operator: ## Build the berth binary
 	$(CARGO) build -p berth-operator --locked
 
-bench: ## Scale benchmark: berth vs the API server's own floor (N=200; N=1000 for the full run)
+bench: ## Scale benchmark: berth vs the API server's own floor and vs kro, plus a restart (N=200; N=1000 for the full run)
 	e2e/bench.sh
 
 clean: cluster-down ## Stop the cluster and remove build output
