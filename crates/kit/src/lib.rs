@@ -11,6 +11,7 @@ mod chart_metrics;
 pub mod conditions;
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod labels;
 pub mod ledger;
 pub mod managers;
