@@ -1,4 +1,4 @@
-//! What a reconcile gets besides the object: the shared client, event recorder, metrics and settings,
+//! What a reconcile gets besides the object: the shared client, event publisher, metrics and settings,
 //! plus per-object failure counts for exponential back-off.
 
 use std::collections::{HashMap, HashSet};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectM
 use kube::api::{Patch, PatchParams};
 
 use crate::error::{Error, Result, backoff};
+use crate::events::Publisher;
 use crate::managers;
 use crate::metrics::{ErrorLabels, Metrics, WriteLabels};
 use crate::ownership::{self, Holder};
@@ -72,7 +73,7 @@ pub struct Context {
     pub controller: &'static str,
     /// The controller's field manager for every write (see [`crate::managers`]).
     pub manager: String,
-    pub recorder: Recorder,
+    pub publisher: Publisher,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     failures: Mutex<HashMap<String, u32>>,
@@ -87,7 +88,7 @@ impl Context {
     pub fn new(
         client: kube::Client,
         controller: &'static str,
-        recorder: Recorder,
+        publisher: Publisher,
         metrics: Arc<Metrics>,
         settings: Settings,
     ) -> Arc<Self> {
@@ -96,7 +97,7 @@ impl Context {
             client,
             controller,
             manager: crate::managers::of(controller),
-            recorder,
+            publisher,
             metrics,
             settings,
             failures: Mutex::default(),
@@ -387,7 +388,7 @@ impl Context {
             secondary: related,
         };
         self.count_write("event");
-        if let Err(e) = self.recorder.publish(&ev, reference).await {
+        if let Err(e) = self.publisher.publish(&ev, reference).await {
             tracing::warn!(error = %e, reason, "could not record event");
         }
     }
@@ -612,11 +613,11 @@ mod tests {
         // Never connects: these tests exercise the bookkeeping only.
         let client =
             kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
-        let recorder = Recorder::new(client.clone(), "test".into());
+        let publisher = Publisher::new(client.clone(), "test".into(), None);
         Context::new(
             client,
             "test",
-            recorder,
+            publisher,
             Arc::new(Metrics::default()),
             Settings::default(),
         )

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use berth_api::{Customer, Database, Scheduler, Webhook};
 use berth_kit::changes::{all_but_status, all_but_status_except_readiness, any_change};
+use berth_kit::events::Publisher;
 use berth_kit::metrics::Metrics;
 use berth_kit::seal::Seal;
 use berth_kit::shared::Shared;
 use berth_kit::{Context, Settings, TenantAccess};
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
-use kube::runtime::events::{Recorder, Reporter};
 use prometheus_client::registry::Registry;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -219,14 +219,15 @@ impl Term<'_> {
         self.health.ready.store(false, Ordering::Relaxed);
         let stop = renewer.map_or_else(|| self.shutdown.child_token(), |r| r.stop.clone());
         let kit = |name: &'static str| {
-            let reporter = Reporter {
-                controller: format!("berth-{name}"),
-                instance: Some(self.identity.to_owned()),
-            };
+            let events = Publisher::new(
+                client.clone(),
+                format!("berth-{name}"),
+                Some(self.identity.to_owned()),
+            );
             Context::new(
                 client.clone(),
                 name,
-                Recorder::new(client.clone(), reporter),
+                events,
                 self.metrics.clone(),
                 settings(args, self.access, self.seal),
             )
