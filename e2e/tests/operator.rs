@@ -255,6 +255,26 @@ async fn a_restarted_operator_finds_converged_tenants_as_it_left_them_and_writes
     for n in &names {
         wait_customer_ready(&c, n, READY_WITHIN).await;
     }
+    // Ready needs one pgbouncer pod; the status counts every ready one, and a count that still moves after
+    // the restart is news the new process rightly writes. Converged means every pool pod counted.
+    eventually(
+        READY_WITHIN,
+        "every pool pod counted in its Database's status",
+        || async {
+            let mut all = Vec::new();
+            for n in &names {
+                let dbs = Api::<Database>::namespaced(c.clone(), n)
+                    .list(&ListParams::default())
+                    .await
+                    .ok()?;
+                all.extend(dbs.items);
+            }
+            let counted =
+                |d: &Database| d.status.as_ref().and_then(|s| s.ready_replicas) == Some(d.spec.pool.replicas);
+            (all.len() == names.len() && all.iter().all(counted)).then_some(())
+        },
+    )
+    .await;
     let applied_before = first
         .scrape()
         .unwrap()
