@@ -242,19 +242,15 @@ fn watch_customers(client: &Client, tracker: &Arc<Tracker>) -> JoinHandle<()> {
 /// Creates the Customers with `concurrency` requests in flight; returns how many failed.
 async fn create_customers(client: &Client, names: &[String], concurrency: usize, tracker: &Tracker) -> usize {
     let api: Api<Customer> = Api::all(client.clone());
-    futures::stream::iter(names)
-        .map(|name| {
-            let api = api.clone();
-            async move {
-                tracker.created(name);
-                let customer = super::seed_customer(name)?;
-                api.create(&PostParams::default(), &customer)
-                    .await
-                    .with_context(|| format!("creating Customer {name}"))
-            }
-        })
-        .buffer_unordered(concurrency)
-        .filter_map(|r| async move { r.err().map(|e| log(&format!("{e:#}"))) })
-        .count()
-        .await
+    super::count_failures(names, concurrency, |name| {
+        let api = api.clone();
+        async move {
+            tracker.created(name);
+            let customer = super::seed_customer(name)?;
+            api.create(&PostParams::default(), &customer)
+                .await
+                .with_context(|| format!("creating Customer {name}"))
+        }
+    })
+    .await
 }

@@ -286,23 +286,19 @@ async fn create_instances(
 ) -> usize {
     let ar = instance_resource();
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-    futures::stream::iter(names.iter().enumerate())
-        .map(|(i, name)| {
-            let api = api.clone();
-            async move {
-                // The tenant's secrets are generated before its clock starts, as berth's are not part of
-                // the Customer either.
-                let instance = graph.instance(name, i)?;
-                tracker.created(name);
-                api.create(&PostParams::default(), &serde_json::from_value(instance)?)
-                    .await
-                    .with_context(|| format!("creating {KIND} {name}"))
-            }
-        })
-        .buffer_unordered(concurrency)
-        .filter_map(|r| async move { r.err().map(|e| log(&format!("{e:#}"))) })
-        .count()
-        .await
+    super::count_failures(names.iter().enumerate(), concurrency, |(i, name)| {
+        let api = api.clone();
+        async move {
+            // The tenant's secrets are generated before its clock starts, as berth's are not part of the
+            // Customer either.
+            let instance = graph.instance(name, i)?;
+            tracker.created(name);
+            api.create(&PostParams::default(), &serde_json::from_value(instance)?)
+                .await
+                .with_context(|| format!("creating {KIND} {name}"))
+        }
+    })
+    .await
 }
 
 /// kro's Ready: the instance's `Ready` condition is `True` and its state `ACTIVE` (every node synced,

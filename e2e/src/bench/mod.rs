@@ -84,3 +84,20 @@ pub fn seed_customer(name: &str) -> anyhow::Result<Customer> {
 pub fn log(line: &str) {
     eprintln!("[bench] {line}");
 }
+
+/// Runs `each` over `items` with `concurrency` in flight, as a phase creates its tenants' objects; logs every
+/// failure and returns how many failed.
+pub async fn count_failures<I, F, Fut, T>(items: I, concurrency: usize, each: F) -> usize
+where
+    I: IntoIterator,
+    F: FnMut(I::Item) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    use futures::StreamExt;
+    futures::stream::iter(items)
+        .map(each)
+        .buffer_unordered(concurrency)
+        .filter_map(|r| async move { r.err().map(|e| log(&format!("{e:#}"))) })
+        .count()
+        .await
+}

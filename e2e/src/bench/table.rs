@@ -252,7 +252,8 @@ fn events(r: &Report, n: f64) {
 /// `value` with `digits` decimals, or `-`.
 #[must_use]
 pub fn num(value: Option<f64>, digits: usize) -> String {
-    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+    // `+ 0.0` turns a difference of equal counters that came out as -0.0 into 0.
+    value.map_or_else(|| "-".to_owned(), |v| format!("{:.digits$}", v + 0.0))
 }
 
 /// `met` / `MISSED` / `n/a`.
