@@ -9,10 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use berth_api::Customer;
-use futures::StreamExt;
+use kube::Client;
 use kube::api::{Api, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
 use serde::Serialize;
 use tokio::task::JoinHandle;
 
@@ -218,24 +216,11 @@ fn per_customer(m: &BTreeMap<Vec<String>, f64>, n: f64) -> BTreeMap<String, f64>
 
 /// Marks a Customer ready in `tracker` when its `Ready` condition is `True`.
 fn watch_customers(client: &Client, tracker: &Arc<Tracker>) -> JoinHandle<()> {
-    let api: Api<Customer> = Api::all(client.clone());
-    let tracker = tracker.clone();
-    tokio::spawn(async move {
-        let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .applied_objects();
-        futures::pin_mut!(stream);
-        while let Some(next) = stream.next().await {
-            let Ok(c) = next else { continue };
-            let ready = c
-                .status
-                .as_ref()
-                .and_then(|s| berth_api::find_condition(&s.conditions, "Ready"))
-                .is_some_and(|c| c.status == "True");
-            if ready {
-                tracker.part_ready(&c.name_any(), 1);
-            }
-        }
+    super::watch_ready(Api::all(client.clone()), tracker, |c: &Customer| {
+        c.status
+            .as_ref()
+            .and_then(|s| berth_api::find_condition(&s.conditions, "Ready"))
+            .is_some_and(|c| c.status == "True")
     })
 }
 

@@ -22,7 +22,6 @@ use kube::api::{
     PostParams,
 };
 use kube::runtime::wait::{await_condition, conditions};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -312,20 +311,11 @@ fn instance_ready(o: &DynamicObject) -> bool {
 }
 
 fn watch_instances(client: &Client, tracker: &Arc<Tracker>) -> JoinHandle<()> {
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &instance_resource());
-    let tracker = tracker.clone();
-    tokio::spawn(async move {
-        let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .applied_objects();
-        futures::pin_mut!(stream);
-        while let Some(next) = stream.next().await {
-            let Ok(o) = next else { continue };
-            if instance_ready(&o) {
-                tracker.part_ready(&o.name_any(), 1);
-            }
-        }
-    })
+    super::watch_ready(
+        Api::all_with(client.clone(), &instance_resource()),
+        tracker,
+        instance_ready,
+    )
 }
 
 /// Deletes the instances (kro deletes their objects, in reverse dependency order), then waits for the

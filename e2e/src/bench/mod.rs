@@ -101,3 +101,31 @@ where
         .count()
         .await
 }
+
+/// Watches `api` and marks a tenant (named like the object) ready in `tracker` once `ready` holds, for a
+/// phase whose tenant is one object that reports its own readiness (a Customer, a kro instance).
+pub fn watch_ready<K>(
+    api: kube::Api<K>,
+    tracker: &std::sync::Arc<track::Tracker>,
+    ready: fn(&K) -> bool,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    use futures::StreamExt;
+    use kube::ResourceExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let tracker = tracker.clone();
+    tokio::spawn(async move {
+        let stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects();
+        futures::pin_mut!(stream);
+        while let Some(next) = stream.next().await {
+            let Ok(o) = next else { continue };
+            if ready(&o) {
+                tracker.part_ready(&o.name_any(), 1);
+            }
+        }
+    })
+}
