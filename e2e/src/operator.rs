@@ -81,8 +81,9 @@ impl Launch<'_> {
             .arg("--stop-on-stdin-eof")
             .args(&self.args)
             .env("KUBECONFIG", &self.kubeconfig)
-            .envs(self.envs.iter().copied())
             .env("RUST_LOG", &self.rust_log)
+            // After RUST_LOG, so a test can turn a module's level up.
+            .envs(self.envs.iter().copied())
             .stdin(Stdio::piped())
             .stdout(out)
             .stderr(err)

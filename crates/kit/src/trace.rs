@@ -36,6 +36,9 @@ where
         "outcome",
         result.as_ref().map_or_else(crate::Error::category, |_| "ok"),
     );
+    // One line per finished reconcile, at debug: the only per-object record of a reconcile that wrote
+    // nothing (the restart test reads it, and so can anyone asking "did berth look at this one?").
+    span.in_scope(|| tracing::debug!("reconciled"));
     result
 }
 
