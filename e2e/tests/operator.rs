@@ -309,6 +309,15 @@ async fn a_restarted_operator_finds_converged_tenants_as_it_left_them_and_writes
         "berth_api_writes_total",
         &["controller", "verb"],
     );
+    // The Secret watches it started there (one per tenant with a Database) came over HTTP/2, sharing a
+    // connection, not one HTTP/1.1 connection each.
+    let answered = |version| scrape.sum("berth_watch_responses_total", &[("version", version)]);
+    assert!(
+        answered("HTTP/2.0") >= names.len() as f64 && answered("HTTP/1.1") == 0.0,
+        "watch answers by HTTP version: 2.0: {}, 1.1: {}",
+        answered("HTTP/2.0"),
+        answered("HTTP/1.1")
+    );
     let written: f64 = writes.values().sum();
     assert_eq!(
         written,

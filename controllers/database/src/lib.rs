@@ -27,6 +27,7 @@ use std::sync::Arc;
 use berth_api::Database;
 use berth_kit::Context;
 use berth_kit::changes::{all_but_status, any_change};
+use berth_kit::connections::Connections;
 use berth_kit::namespaced::{Keep, PerNamespace};
 use berth_kit::shared::Subscription;
 use berth_kit::watch::{Synced, listed, owned};
@@ -49,7 +50,7 @@ pub const NAME: &str = "database";
 /// Children are watched through kit's label-selected caches (`app.kubernetes.io/managed-by=berth`),
 /// so the operator never caches the cluster's other ConfigMaps. Secrets are not watched cluster-wide at
 /// all: one metadata-only watch per namespace that holds a Database wakes the controller, and a reconcile
-/// reads the Secrets it needs by name.
+/// reads the Secrets it needs by name. Those watches run on clients from `watch_connections`.
 ///
 /// RBAC it needs, cluster-wide (the chart's ClusterRole): `databases`, `configmaps`, `services`,
 /// `statefulsets`, `deployments`, `poddisruptionbudgets`, `persistentvolumeclaims` list/watch;
@@ -60,6 +61,7 @@ pub const NAME: &str = "database";
 pub async fn run(
     kit: Arc<Context>,
     databases: Subscription<Database>,
+    watch_connections: Arc<Connections>,
     config: controller::Config,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -71,7 +73,7 @@ pub async fn run(
             .iter()
             .any(|d| d.namespace().as_deref() == Some(ns))
     });
-    let (secret_watches, secret_stream) = PerNamespace::<Secret>::new(client.clone(), keep);
+    let (secret_watches, secret_stream) = PerNamespace::<Secret>::new(watch_connections, keep);
     let (config_maps, config_map_stream) = owned(Api::<ConfigMap>::all(client.clone()), all_but_status);
     let (servers, server_stream) = owned(Api::<StatefulSet>::all(client.clone()), any_change);
     let (pools, pool_stream) = owned(Api::<Deployment>::all(client.clone()), any_change);

@@ -9,6 +9,7 @@ pub mod changes;
 #[cfg(test)]
 mod chart_metrics;
 pub mod conditions;
+pub mod connections;
 pub mod context;
 pub mod error;
 pub mod events;

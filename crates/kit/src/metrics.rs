@@ -68,6 +68,12 @@ pub struct WorkflowLabels {
     pub result: &'static str,
 }
 
+/// An HTTP version as the API server answered in it: `HTTP/1.1` or `HTTP/2.0`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
@@ -96,6 +102,9 @@ pub struct Metrics {
     pub workflow_last_finish: Family<WorkflowLabels, Gauge>,
     /// Requests the API server answered with 429 Too Many Requests (API Priority and Fairness).
     pub api_throttled: Family<RequestLabels, Counter>,
+    /// Answers to the per-namespace watches' requests, by the HTTP version they came in: whether those
+    /// watches share connections (HTTP/2) or hold one each.
+    pub watch_responses: Family<VersionLabel, Counter>,
     build: Family<BuildLabels, Gauge>,
 }
 
@@ -120,6 +129,7 @@ impl Default for Metrics {
             scheduler_runs: Family::default(),
             workflow_last_finish: Family::default(),
             api_throttled: Family::default(),
+            watch_responses: Family::default(),
             build: Family::default(),
         }
     }
@@ -196,6 +206,11 @@ impl Metrics {
             "Requests the API server refused with 429 Too Many Requests",
             self.api_throttled.clone(),
         );
+        r.register(
+            "watch_responses",
+            "Answers to the per-namespace watches' requests, by HTTP version",
+            self.watch_responses.clone(),
+        );
         r.register("build_info", "Version of the running binary", self.build.clone());
         self.build
             .get_or_create(&BuildLabels {
@@ -260,6 +275,7 @@ pub(crate) mod tests {
             scheduler_runs,
             workflow_last_finish,
             api_throttled,
+            watch_responses,
             build: _,
         } = m.as_ref();
         let controller = ControllerLabel { controller: "c" };
@@ -285,6 +301,11 @@ pub(crate) mod tests {
             })
             .inc();
         requests.get_or_create(&request).inc();
+        watch_responses
+            .get_or_create(&VersionLabel {
+                version: "HTTP/2.0".to_owned(),
+            })
+            .inc();
         leader.set(1);
         webhook_deliveries
             .get_or_create(&DeliveryLabels { result: "delivered" })

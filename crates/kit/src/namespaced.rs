@@ -10,14 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use kube::Resource;
 use kube::api::{Api, PartialObjectMeta};
 use kube::core::NamespaceResourceScope;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use crate::connections::{Connections, Seat};
 use crate::labels::managed_selector;
 use crate::watch::retry;
 
@@ -33,7 +34,7 @@ pub type Keep = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// The per-namespace watches of one kind, feeding one trigger stream.
 pub struct PerNamespace<K> {
-    client: Client,
+    connections: Arc<Connections>,
     keep: Keep,
     sender: mpsc::UnboundedSender<PartialObjectMeta<K>>,
     running: Arc<Mutex<HashMap<String, AbortHandle>>>,
@@ -46,7 +47,7 @@ where
 {
     /// The watches (none yet) and the stream of what they see, for `Controller::watches_stream`.
     pub fn new(
-        client: Client,
+        connections: Arc<Connections>,
         keep: Keep,
     ) -> (
         Self,
@@ -60,7 +61,7 @@ where
         let running = Arc::default();
         (
             Self {
-                client,
+                connections,
                 keep,
                 sender,
                 running,
@@ -90,8 +91,10 @@ where
             return None;
         }
         let (listed, waiting) = oneshot::channel();
+        let (client, seat) = self.connections.take();
         let task = tokio::spawn(one(
-            Api::namespaced(self.client.clone(), namespace),
+            Api::namespaced(client, namespace),
+            seat,
             namespace.to_owned(),
             self.keep.clone(),
             self.sender.clone(),
@@ -126,6 +129,7 @@ impl<K> Drop for PerNamespace<K> {
 /// One namespace's watch, until the controller no longer works there or nobody listens.
 async fn one<K>(
     api: Api<PartialObjectMeta<K>>,
+    _seat: Seat,
     namespace: String,
     keep: Keep,
     sender: mpsc::UnboundedSender<PartialObjectMeta<K>>,

@@ -44,6 +44,12 @@ pub struct Args {
     #[arg(long, env = "BERTH_API_MAX_IN_FLIGHT", default_value_t = 32)]
     pub api_max_in_flight: usize,
 
+    /// Per-namespace Secret watches (one per tenant with a Database) sharing one HTTP/2 connection at most;
+    /// 0 runs them on the controllers' HTTP/1.1 client, a connection each. Keep it below the API server's
+    /// `--http2-max-streams-per-connection` (Go's default: 250).
+    #[arg(long, env = "BERTH_WATCHES_PER_CONNECTION", default_value_t = 100)]
+    pub watches_per_connection: usize,
+
     /// Take part in leader election; without it this process reconciles unconditionally.
     #[arg(long, env = "BERTH_LEADER_ELECT", default_value_t = true, action = ArgAction::Set)]
     pub leader_elect: bool,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use berth_api::{Customer, Database, Scheduler, Webhook};
 use berth_kit::changes::{all_but_status, all_but_status_except_readiness, any_change};
+use berth_kit::connections::Connections;
 use berth_kit::events::Publisher;
 use berth_kit::metrics::Metrics;
 use berth_kit::seal::Seal;
@@ -88,6 +89,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         shutdown: &shutdown,
         access: access.as_ref(),
         seal: &seal,
+        watch_connections: &clients.watches,
     };
     loop {
         let mut valid_until = None;
@@ -142,6 +144,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 struct Clients {
     main: kube::Client,
     lease: kube::Client,
+    /// The per-namespace Secret watches' (see `crate::watch_client`).
+    watches: Arc<Connections>,
 }
 
 /// The controllers' client and the Lease's own. The controllers' client bounds concurrent requests (a
@@ -169,6 +173,7 @@ fn clients(
     config.default_retry = false;
     let mut lease_config = config.clone();
     lease_config.read_timeout = Some(call_timeout);
+    let watch_config = config.clone();
     let lease = kube::Client::try_from(lease_config).context("building the Lease client")?;
     let retry =
         kube::client::retry::RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(10), 8, true)
@@ -184,7 +189,20 @@ fn clients(
         .with_layer(&tower::limit::ConcurrencyLimitLayer::new(args.api_max_in_flight))
         .with_layer(&crate::requests::layer(metrics.clone()))
         .build();
-    Ok(Clients { main, lease })
+    let watches = if args.watches_per_connection == 0 {
+        Connections::one(main.clone())
+    } else {
+        // Built once here so a bad configuration stops the start, not a watch later.
+        crate::watch_client::build(&watch_config, metrics)?;
+        let (fallback, metrics) = (main.clone(), metrics.clone());
+        Connections::batched(args.watches_per_connection, move || {
+            crate::watch_client::build(&watch_config, &metrics).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot build a watch client; watching on the controllers' client");
+                fallback.clone()
+            })
+        })
+    };
+    Ok(Clients { main, lease, watches })
 }
 
 /// How a term of leadership ends, seen from outside it.
@@ -205,6 +223,7 @@ struct Term<'a> {
     shutdown: &'a CancellationToken,
     access: Option<&'a TenantAccess>,
     seal: &'a Seal,
+    watch_connections: &'a Arc<Connections>,
 }
 
 impl Term<'_> {
@@ -266,6 +285,7 @@ impl Term<'_> {
                 Controller::Database => controllers.spawn(berth_database::run(
                     ctx,
                     databases.subscribe(all_but_status, false),
+                    self.watch_connections.clone(),
                     config.clone(),
                     done,
                 )),
