@@ -335,17 +335,23 @@ impl Context {
         self.write_status(api, obj, status).await
     }
 
-    /// Applies `status` on `obj`, counted as a write.
+    /// Applies `status` on `obj`, counted as a write; an object gone meanwhile is done.
     ///
     /// # Errors
-    /// Whatever the API server answers.
+    /// Whatever the API server answers but 404.
     pub async fn write_status<K, S>(&self, api: &Api<K>, obj: &K, status: &S) -> Result<()>
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
         S: Serialize,
     {
         self.count_write("status");
-        let written = crate::apply::apply_status(api, obj, status, &self.manager).await?;
+        let written = match crate::apply::apply_status(api, obj, status, &self.manager).await {
+            Ok(written) => written,
+            // Deleted while this reconcile ran (its tenant going away): nobody is left to read a status,
+            // and a failed reconcile would only be noise in the log and the error metric.
+            Err(Error::Kube(e)) if crate::error::is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         if let Some(entries) = managers::inherited(written.managed_fields(), &self.manager, Some("status")) {
             self.inherit(api, &written, entries).await?;
             self.count_write("status");
