@@ -372,7 +372,21 @@ where
 }
 
 /// Polls `check` until it returns `Some`, for facts no single watch shows (counts across objects).
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_or_explain(timeout, what, check, String::new).await
+}
+
+/// [`eventually`], and on timeout the panic adds what `explain` says then (what is still missing, a log).
+pub async fn eventually_or_explain<T, F, Fut>(
+    timeout: Duration,
+    what: &str,
+    mut check: F,
+    explain: impl FnOnce() -> String,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -382,10 +396,9 @@ where
         if let Some(t) = check().await {
             return t;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}\n{}", explain());
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

@@ -12,8 +12,8 @@ use berth_e2e::metrics::Scrape;
 use berth_e2e::operator::external;
 use berth_e2e::otel::{Collector, collector_binary};
 use berth_e2e::{
-    Operator, apply_yaml, delete_customers, eventually, prepare, scheduler_customer, unique,
-    wait_customer_ready,
+    Operator, apply_yaml, delete_customers, eventually, eventually_or_explain, prepare, scheduler_customer,
+    unique, wait_customer_ready,
 };
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
@@ -223,7 +223,7 @@ const RECONCILE_LINES: (&str, &str) = ("RUST_LOG", "info,kube=warn,berth_kit::tr
 /// earlier tests may still be going away, and one deleted before the new process lists it is never
 /// reconciled by it.
 async fn reverified(op: &Operator, names: &[String]) {
-    let pending = || {
+    let missing = || {
         let log = std::fs::read_to_string(&op.log).unwrap_or_default();
         let done: Vec<&str> = log.lines().filter(|l| l.contains("reconciled")).collect();
         let mut missing = Vec::new();
@@ -243,20 +243,13 @@ async fn reverified(op: &Operator, names: &[String]) {
         op.scrape()
             .is_ok_and(|s| s.sum("berth_reconciles_in_flight", &[]) == 0.0)
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let missing = pending();
-        if missing.is_empty() && idle() {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "after 60 s the new process has not reconciled {missing:?} (or still has reconciles in flight); \
-             log:\n{}",
-            op.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually_or_explain(
+        Duration::from_secs(60),
+        "the new process to reconcile every named tenant, with nothing in flight",
+        || async { (missing().is_empty() && idle()).then_some(()) },
+        || format!("not reconciled: {:?}; log:\n{}", missing(), op.log_tail()),
+    )
+    .await;
 }
 
 #[tokio::test]
