@@ -459,7 +459,8 @@ async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx, ledger: &mut Le
 /// Binds berth's tenant role to berth in the namespace, before anything else is written there: every
 /// other child is written with the rights it grants. Created with a plain create when the cache does not
 /// hold it, since the API server authorizes an apply as `patch`, which berth holds only through this very
-/// binding. Returns whether it was created just now.
+/// binding. What the create wrote is noted as if applied, so the next reconcile finds nothing to write.
+/// Returns whether it was created just now.
 async fn bind_operator(
     kit: &Context,
     cache: &Store<Cached<RoleBinding>>,
@@ -475,7 +476,10 @@ async fn bind_operator(
         };
         kit.count_write("create");
         match api.create(&params, binding).await {
-            Ok(_) => return Ok(true),
+            Ok(created) => {
+                ledger.keep(kit, binding, kit.created(binding, created));
+                return Ok(true);
+            }
             // There already: whose it is, and whether it is as it should be, is `ensure`'s to find out.
             Err(e) if is_conflict(&e) => {}
             Err(e) => return Err(e.into()),

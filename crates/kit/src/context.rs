@@ -148,6 +148,20 @@ impl Context {
         Ok(applied)
     }
 
+    /// Takes note of a child berth wrote with a plain create of `desired` (where an apply could not be the
+    /// first write), as [`Context::apply`] does of an apply: the next reconcile that finds it as created
+    /// then has nothing to write, where it would otherwise apply the same body once more.
+    pub fn created<K>(&self, desired: &K, created: K) -> Applied<K>
+    where
+        K: Resource<DynamicType = ()> + Serialize + Clone + Slim,
+    {
+        self.remember(desired, &created);
+        Applied {
+            object: created,
+            outcome: Outcome::Created,
+        }
+    }
+
     /// Writes `entries` as `obj`'s managedFields (see [`crate::managers`]).
     async fn inherit<K>(&self, api: &Api<K>, obj: &K, entries: Vec<ManagedFieldsEntry>) -> Result<()>
     where
@@ -722,6 +736,21 @@ mod tests {
         );
         put(&mut memos, "w", 62 * 60);
         assert_eq!(keys(&memos), ["w", "y", "z"]);
+    }
+
+    #[tokio::test]
+    async fn a_plain_create_counts_as_applied() {
+        let ctx = context();
+        let desired = config_map("v1", None);
+        assert_eq!(ctx.entry(&desired), None);
+        let created = ctx.created(&desired, config_map("v1", Some("3")));
+        assert_eq!(created.outcome, Outcome::Created);
+        assert!(
+            ctx.unchanged(&desired, &cached("v1", "3")),
+            "nothing to apply after it"
+        );
+        assert!(ctx.entry(&desired).is_some(), "recorded for the parent's status");
+        assert!(!ctx.unchanged(&desired, &cached("v2", "4")), "edited since");
     }
 
     #[tokio::test]
