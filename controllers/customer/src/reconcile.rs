@@ -25,6 +25,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::build::{self, Children};
 use crate::names::{CUSTOMER_UID, FINALIZER};
+use crate::pace::Pace;
 use crate::status::{self, Feature, NamespaceState, Observed};
 
 /// Caches of what the Customer controller owns, filled by the same watches that wake it.
@@ -61,6 +62,7 @@ pub struct Ctx {
     pub kit: Arc<Context>,
     pub stores: Stores,
     pub synced: Synced,
+    pub(crate) pace: Pace,
 }
 
 impl Reconciler for Ctx {
@@ -343,8 +345,16 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
     if record.is_some() {
         new.applied = record;
     }
+    let uid = c.uid().unwrap_or_default();
+    let now = std::time::Instant::now();
+    if let Some(wait) = ctx.pace.hold(&uid, old, &new, now) {
+        return Ok(Action::requeue(wait));
+    }
     let api: Api<Customer> = kit.cluster_api();
     kit.apply_status(&api, c, old, &new).await?;
+    if old != Some(&new) {
+        ctx.pace.wrote(&uid, now);
+    }
     Ok(action)
 }
 
