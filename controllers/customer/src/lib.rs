@@ -3,7 +3,6 @@
 
 pub mod build;
 pub mod names;
-mod pace;
 pub mod readiness;
 mod reconcile;
 pub mod status;
@@ -89,12 +88,7 @@ pub async fn run(
     berth_kit::watch::mark_synced_when(&kit, shared.customers.listed());
     let controller = Controller::for_shared_stream(shared.customers.changes, shared.customers.store);
     let synced = stores.synced(shared_listed);
-    let ctx = Arc::new(Ctx {
-        kit,
-        stores,
-        synced,
-        pace: pace::Pace::default(),
-    });
+    let ctx = Arc::new(Ctx { kit, stores, synced });
     let controller = controller
         .watches_stream(ns_stream, |o| owner(&o))
         .watches_stream(quota_stream, |o| owner(&o))

@@ -10,7 +10,7 @@ use berth_kit::error::{Error, Result, is_conflict};
 use berth_kit::runtime::Reconciler;
 use berth_kit::slim::Cached;
 use berth_kit::watch::{Synced, current, current_whole, listed};
-use berth_kit::{Context, Ledger, labels};
+use berth_kit::{Context, Ledger, labels, pace};
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -25,7 +25,6 @@ use kube::{Resource, ResourceExt};
 
 use crate::build::{self, Children};
 use crate::names::{CUSTOMER_UID, FINALIZER};
-use crate::pace::Pace;
 use crate::status::{self, Feature, NamespaceState, Observed};
 
 /// Caches of what the Customer controller owns, filled by the same watches that wake it.
@@ -62,7 +61,6 @@ pub struct Ctx {
     pub kit: Arc<Context>,
     pub stores: Stores,
     pub synced: Synced,
-    pub(crate) pace: Pace,
 }
 
 impl Reconciler for Ctx {
@@ -345,17 +343,16 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
     if record.is_some() {
         new.applied = record;
     }
-    let uid = c.uid().unwrap_or_default();
-    let now = std::time::Instant::now();
-    if let Some(wait) = ctx.pace.hold(&uid, old, &new, now) {
-        return Ok(Action::requeue(wait));
-    }
+    // The children's progress on the way to Ready is paced (see `berth_kit::pace`).
+    let urgent = pace::urgent(
+        old.map(|o| (o.observed_generation, o.conditions.as_slice())),
+        (new.observed_generation, &new.conditions),
+    );
     let api: Api<Customer> = kit.cluster_api();
-    kit.apply_status(&api, c, old, &new).await?;
-    if old != Some(&new) {
-        ctx.pace.wrote(&uid, now);
+    match kit.paced_status(&api, c, old, &new, urgent).await? {
+        Some(wait) => Ok(Action::requeue(wait)),
+        None => Ok(action),
     }
-    Ok(action)
 }
 
 fn feature<K>(enabled: bool, applied: Option<&K>) -> Feature<'_, K> {

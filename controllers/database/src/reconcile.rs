@@ -187,9 +187,17 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
     let mut status = status::status(db, &namespace, &observed, &now());
     status.password_rotation = Some(credentials.rotation);
     status.applied = applied;
-    kit.apply_status(&kit.api::<Database>(&namespace), db, db.status.as_ref(), &status)
-        .await?;
-    Ok(Action::requeue(berth_kit::runtime::RESYNC))
+    // Progress on the way to Ready (the pool's pods one by one) is paced (see `berth_kit::pace`).
+    let old = db.status.as_ref();
+    let urgent = berth_kit::pace::urgent(
+        old.map(|o| (o.observed_generation, o.conditions.as_slice())),
+        (status.observed_generation, &status.conditions),
+    );
+    let api = kit.api::<Database>(&namespace);
+    match kit.paced_status(&api, db, old, &status, urgent).await? {
+        Some(wait) => Ok(Action::requeue(wait)),
+        None => Ok(Action::requeue(berth_kit::runtime::RESYNC)),
+    }
 }
 
 /// Everything a reconcile reads from the cluster.

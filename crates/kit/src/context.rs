@@ -81,6 +81,8 @@ pub struct Context {
     /// Per child (kind/namespace/name): what berth last applied and what the API server answered. Lost
     /// on restart, or once unused for a while, which only costs one apply per child.
     applied: Mutex<Memos>,
+    /// When each object's status was last written (see [`crate::pace`]).
+    pace: crate::pace::Pace,
 }
 
 impl Context {
@@ -103,6 +105,7 @@ impl Context {
             failures: Mutex::default(),
             synced,
             applied: Mutex::default(),
+            pace: crate::pace::Pace::default(),
         })
     }
 
@@ -347,6 +350,38 @@ impl Context {
             return Ok(());
         }
         self.write_status(api, obj, status).await
+    }
+
+    /// [`Context::apply_status`] at the pace of [`crate::pace`]: a change that is not `urgent` (see
+    /// [`crate::pace::urgent`]) waits until [`crate::pace::PACE`] after this process last wrote `obj`'s
+    /// status. Returns how long it waits, for the caller to look again then; `None` when written, or when
+    /// there is nothing to write.
+    ///
+    /// # Errors
+    /// As [`Context::apply_status`].
+    pub async fn paced_status<K, S>(
+        &self,
+        api: &Api<K>,
+        obj: &K,
+        current: Option<&S>,
+        status: &S,
+        urgent: bool,
+    ) -> Result<Option<Duration>>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+        S: Serialize + PartialEq,
+    {
+        if current == Some(status) {
+            return Ok(None);
+        }
+        let uid = obj.meta().uid.clone().unwrap_or_default();
+        let now = Instant::now();
+        if let Some(wait) = self.pace.hold(&uid, urgent, now) {
+            return Ok(Some(wait));
+        }
+        self.write_status(api, obj, status).await?;
+        self.pace.wrote(&uid, now);
+        Ok(None)
     }
 
     /// Applies `status` on `obj`, counted as a write; an object gone meanwhile is done.

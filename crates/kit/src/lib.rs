@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod namespaced;
 pub mod owner;
 pub mod ownership;
+pub mod pace;
 pub mod report;
 pub mod runtime;
 pub mod seal;
