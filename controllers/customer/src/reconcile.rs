@@ -10,7 +10,7 @@ use berth_kit::error::{Error, Result, is_conflict};
 use berth_kit::runtime::Reconciler;
 use berth_kit::slim::Cached;
 use berth_kit::watch::{Synced, current, current_whole, listed};
-use berth_kit::{Context, Ledger, labels, pace};
+use berth_kit::{Context, Ledger, labels};
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -344,12 +344,8 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
         new.applied = record;
     }
     // The children's progress on the way to Ready is paced (see `berth_kit::pace`).
-    let urgent = pace::urgent(
-        old.map(|o| (o.observed_generation, o.conditions.as_slice())),
-        (new.observed_generation, &new.conditions),
-    );
     let api: Api<Customer> = kit.cluster_api();
-    match kit.paced_status(&api, c, old, &new, urgent).await? {
+    match kit.paced_status(&api, c, old, &new).await? {
         Some(wait) => Ok(Action::requeue(wait)),
         None => Ok(action),
     }

@@ -188,13 +188,8 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
     status.password_rotation = Some(credentials.rotation);
     status.applied = applied;
     // Progress on the way to Ready (the pool's pods one by one) is paced (see `berth_kit::pace`).
-    let old = db.status.as_ref();
-    let urgent = berth_kit::pace::urgent(
-        old.map(|o| (o.observed_generation, o.conditions.as_slice())),
-        (status.observed_generation, &status.conditions),
-    );
     let api = kit.api::<Database>(&namespace);
-    match kit.paced_status(&api, db, old, &status, urgent).await? {
+    match kit.paced_status(&api, db, db.status.as_ref(), &status).await? {
         Some(wait) => Ok(Action::requeue(wait)),
         None => Ok(Action::requeue(berth_kit::runtime::RESYNC)),
     }

@@ -275,3 +275,13 @@ impl Customer {
             .unwrap_or_else(|| kube::ResourceExt::name_any(self))
     }
 }
+
+impl berth_kit::pace::Progress for CustomerStatus {
+    fn generation(&self) -> Option<i64> {
+        self.observed_generation
+    }
+
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}

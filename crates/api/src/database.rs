@@ -99,3 +99,13 @@ pub struct DatabaseStatus {
 pub fn connection_secret(database: &str) -> String {
     format!("{database}-connection")
 }
+
+impl berth_kit::pace::Progress for DatabaseStatus {
+    fn generation(&self) -> Option<i64> {
+        self.observed_generation
+    }
+
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+}

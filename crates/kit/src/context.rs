@@ -352,7 +352,7 @@ impl Context {
         self.write_status(api, obj, status).await
     }
 
-    /// [`Context::apply_status`] at the pace of [`crate::pace`]: a change that is not `urgent` (see
+    /// [`Context::apply_status`] at the pace of [`crate::pace`]: a change that is not urgent (see
     /// [`crate::pace::urgent`]) waits until [`crate::pace::PACE`] after this process last wrote `obj`'s
     /// status. Returns how long it waits, for the caller to look again then; `None` when written, or when
     /// there is nothing to write.
@@ -365,17 +365,17 @@ impl Context {
         obj: &K,
         current: Option<&S>,
         status: &S,
-        urgent: bool,
     ) -> Result<Option<Duration>>
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
-        S: Serialize + PartialEq,
+        S: Serialize + PartialEq + crate::pace::Progress,
     {
         if current == Some(status) {
             return Ok(None);
         }
         let uid = obj.meta().uid.clone().unwrap_or_default();
         let now = Instant::now();
+        let urgent = crate::pace::urgent(current, status);
         if let Some(wait) = self.pace.hold(&uid, urgent, now) {
             return Ok(Some(wait));
         }

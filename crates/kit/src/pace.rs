@@ -41,20 +41,39 @@ impl Pace {
 }
 
 /// A status as far as its pace goes: the generation it was computed for and its conditions.
-pub type Progress<'a> = (Option<i64>, &'a [Condition]);
+pub trait Progress {
+    fn generation(&self) -> Option<i64>;
+    fn conditions(&self) -> &[Condition];
+}
 
 /// Whether going from `old` to `new` is written at once: the first status, another generation, or a flip
 /// of `Ready`.
 #[must_use]
-pub fn urgent(old: Option<Progress<'_>>, new: Progress<'_>) -> bool {
-    let ready = |c: &[Condition]| c.iter().find(|c| c.type_ == "Ready").map(|c| c.status.clone());
-    old.is_none_or(|(generation, conditions)| generation != new.0 || ready(conditions) != ready(new.1))
+pub fn urgent<S: Progress>(old: Option<&S>, new: &S) -> bool {
+    let ready = |s: &S| {
+        s.conditions()
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.status.clone())
+    };
+    old.is_none_or(|old| old.generation() != new.generation() || ready(old) != ready(new))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    struct Seen(Option<i64>, Vec<Condition>);
+
+    impl Progress for Seen {
+        fn generation(&self) -> Option<i64> {
+            self.0
+        }
+        fn conditions(&self) -> &[Condition] {
+            &self.1
+        }
+    }
 
     fn ready(ok: bool, reason: &str) -> Vec<Condition> {
         vec![Condition {
@@ -86,23 +105,18 @@ mod tests {
 
     #[test]
     fn first_status_ready_flips_and_new_generations_are_urgent() {
-        let (pending, starting, ok) = (
-            ready(false, "Pending"),
-            ready(false, "Starting"),
-            ready(true, "Ready"),
-        );
-        assert!(urgent(None, (Some(1), &pending)), "the first status");
-        assert!(urgent(Some((Some(1), &pending)), (Some(1), &ok)));
-        assert!(urgent(Some((Some(1), &ok)), (Some(1), &starting)));
-        assert!(urgent(Some((Some(1), &pending)), (Some(2), &pending)));
+        let pending = Seen(Some(1), ready(false, "Pending"));
+        let starting = Seen(Some(1), ready(false, "Starting"));
+        let ok = Seen(Some(1), ready(true, "Ready"));
+        assert!(urgent(None, &pending), "the first status");
+        assert!(urgent(Some(&pending), &ok));
+        assert!(urgent(Some(&ok), &starting));
+        assert!(urgent(Some(&pending), &Seen(Some(2), ready(false, "Pending"))));
         assert!(
-            urgent(Some((Some(1), &[])), (Some(1), &pending)),
+            urgent(Some(&Seen(Some(1), vec![])), &pending),
             "Ready reported at last"
         );
-        assert!(
-            !urgent(Some((Some(1), &pending)), (Some(1), &starting)),
-            "progress"
-        );
+        assert!(!urgent(Some(&pending), &starting), "progress");
     }
 
     #[test]
