@@ -15,6 +15,7 @@ use berth_e2e::{
     Operator, apply_yaml, delete_customers, eventually, eventually_or_explain, prepare, scheduler_customer,
     unique, wait_customer_ready,
 };
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -259,6 +260,20 @@ async fn a_restarted_operator_finds_converged_tenants_as_it_left_them_and_writes
     };
     let first = Operator::start("restart-a", &[]);
     first.leading(Duration::from_secs(30)).await;
+    // The writes counted below are the whole process's, so no other tenant may still be changing: an earlier
+    // suite's namespaces, deleted while no operator ran, finish here (their Databases' finalizers need one).
+    eventually(
+        READY_WITHIN,
+        "the namespaces earlier tests deleted to be gone",
+        || async {
+            let all = Api::<Namespace>::all(c.clone())
+                .list(&ListParams::default())
+                .await
+                .ok()?;
+            (!all.items.iter().any(|n| n.metadata.deletion_timestamp.is_some())).then_some(())
+        },
+    )
+    .await;
     let mut names = Vec::new();
     for _ in 0..3 {
         names.push(scheduler_customer(&c, "restart", true).await);
