@@ -620,37 +620,28 @@ fn hash_json(value: &serde_json::Value) -> u64 {
 
 /// What berth's last apply left of `obj`: not its status and version stamps, nor the labels and
 /// annotations others add (the Deployment controller's revision, say), which an apply would leave alone.
+/// Labels and annotations are compared as the view holds them, hashed, for the keys `desired` has.
 fn fingerprint<K: Resource + Serialize>(desired: &K, obj: &Cached<K>) -> u64 {
-    let mut value = serde_json::to_value(obj).unwrap_or_default();
+    use std::hash::{Hash, Hasher};
+    let mut value = serde_json::to_value(&**obj).unwrap_or_default();
     if let Some(o) = value.as_object_mut() {
         o.remove("status");
         if let Some(meta) = o.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
-            meta.remove("resourceVersion");
-            meta.remove("managedFields");
-            let ours = |field: &str,
-                        keys: &std::collections::BTreeMap<String, String>,
-                        meta: &mut serde_json::Map<String, serde_json::Value>| {
-                if let Some(map) = meta.get_mut(field).and_then(serde_json::Value::as_object_mut) {
-                    map.retain(|k, _| keys.contains_key(k));
-                    // None left of berth's: as if there were none at all.
-                    if map.is_empty() {
-                        meta.remove(field);
-                    }
-                }
-            };
-            ours(
-                "labels",
-                desired.meta().labels.as_ref().unwrap_or(&Default::default()),
-                meta,
-            );
-            ours(
-                "annotations",
-                desired.meta().annotations.as_ref().unwrap_or(&Default::default()),
-                meta,
-            );
+            for field in ["resourceVersion", "managedFields", "labels", "annotations"] {
+                meta.remove(field);
+            }
         }
     }
-    hash_json(&value)
+    let wanted = desired.meta();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        value.to_string(),
+        obj.digest(),
+        obj.labels_within(wanted.labels.as_ref()),
+        obj.annotations_within(wanted.annotations.as_ref()),
+    )
+        .hash(&mut h);
+    h.finish()
 }
 
 /// By UID: an object re-created under the same name starts with a clean slate.
@@ -802,16 +793,17 @@ mod tests {
             ctx.unchanged(&desired, &cached("v1", "8")),
             "a new version alone, as after a status write"
         );
-        let mut annotated = cached("v1", "8");
+        let mut annotated = config_map("v1", Some("8"));
         annotated
             .annotations_mut()
             .insert("deployment.kubernetes.io/revision".to_owned(), "1".to_owned());
         assert!(
-            ctx.unchanged(&desired, &annotated),
+            ctx.unchanged(&desired, &Cached::new(annotated)),
             "another controller's annotation, which an apply would keep"
         );
-        let mut edited = cached("v1", "9");
+        let mut edited = config_map("v1", Some("9"));
         edited.meta_mut().labels = None;
+        let edited = Cached::new(edited);
         assert!(!ctx.unchanged(&desired, &edited), "someone removed berth's label");
         assert!(
             !ctx.unchanged(&desired, &cached("other", "9")),

@@ -1,19 +1,23 @@
 //! What the watch caches keep of each kind. A cache holds every tenant's children for the life of the
-//! process, and most of a workload's bytes are its pod template, which no reconcile reads back: berth
-//! only needs to know whether the template is still what it applied. So a cache holds a [`Cached`] view:
-//! the object without those parts, and a digest of them. [`crate::Context`] views what it applies the same
-//! way before comparing it with the cache, so a change to a dropped part still changes the digest, and
+//! process, and most of a child's bytes are parts no reconcile reads back: a workload's pod template, a
+//! Service's ports, a policy's selectors, the labels on each. berth only needs to know whether those are
+//! still what it applied. So a cache holds a [`Cached`] view: the object without those parts, a digest of
+//! them, and its labels and annotations as hashed pairs. [`crate::Context`] views what it applies the same
+//! way before comparing it with the cache, so a change to a dropped part still changes the fingerprint, and
 //! drift is still seen and repaired. A view is never applied or sent anywhere.
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStatus, StatefulSet, StatefulSetSpec, StatefulSetStatus,
+};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, PodTemplateSpec, ResourceQuota, Secret, Service,
+    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service,
 };
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -22,35 +26,75 @@ use serde::Serialize;
 
 /// Drops, in place, what the caches need not keep of an object.
 pub trait Slim {
+    /// Whether the view folds the labels and annotations of an object its parent controls into hashed
+    /// pairs. Kinds whose labels a reconcile or a watch mapping reads keep them whole (the default).
+    const FOLD_MAPS: bool = false;
+
     /// Returns a digest of what was dropped when that is worth comparing later (`None`: nothing was, or
     /// only parts another controller owns, such as status).
-    fn slim(&mut self) -> Option<String> {
+    fn slim(&mut self) -> Option<u64> {
         None
     }
 }
 
-/// A cache's view of a `K`: the object as [`Slim`] leaves it, and the digest of what it dropped. It reads
-/// as the object (`Deref`), and has the object's identity (`Resource`), so owner and label mappings work on
-/// it unchanged.
+/// A cache's view of a `K`: the object as [`Slim`] leaves it, the digest of what it dropped, and its labels
+/// and annotations folded. It reads as the object (`Deref`), and has the object's identity (`Resource`), so
+/// owner and label mappings work on it unchanged.
 #[derive(Clone, Debug)]
 pub struct Cached<K> {
     object: K,
-    digest: Option<String>,
+    digest: Option<u64>,
+    labels: Folded,
+    annotations: Folded,
 }
 
-impl<K: Slim> Cached<K> {
+impl<K: Slim + Resource> Cached<K> {
     #[must_use]
     pub fn new(mut object: K) -> Self {
         let digest = object.slim();
-        Self { object, digest }
+        let meta = object.meta_mut();
+        let labels = Folded::of(meta.labels.as_ref());
+        let annotations = Folded::of(meta.annotations.as_ref());
+        if K::FOLD_MAPS && controlled(meta) {
+            meta.annotations = None;
+            meta.labels = None;
+        }
+        Self {
+            object,
+            digest,
+            labels,
+            annotations,
+        }
     }
 }
 
+/// Whether an owner reference ties the object to its parent. One that has none (kept under `Retain`) keeps
+/// its labels and annotations whole: they are what tells berth's from someone else's (see
+/// [`crate::ownership`]), and what the Customer controller's watches map it by.
+fn controlled(meta: &ObjectMeta) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true))
+}
+
 impl<K> Cached<K> {
-    /// The digest of the parts the cache does not keep.
+    /// The digest of the parts the view does not keep.
     #[must_use]
-    pub fn digest(&self) -> Option<&str> {
-        self.digest.as_deref()
+    pub fn digest(&self) -> Option<u64> {
+        self.digest
+    }
+
+    /// The object's labels whose keys `keys` has, hashed.
+    #[must_use]
+    pub fn labels_within(&self, keys: Option<&BTreeMap<String, String>>) -> Vec<(u64, u64)> {
+        self.labels.within(keys)
+    }
+
+    /// The object's annotations whose keys `keys` has, hashed.
+    #[must_use]
+    pub fn annotations_within(&self, keys: Option<&BTreeMap<String, String>>) -> Vec<(u64, u64)> {
+        self.annotations.within(keys)
     }
 }
 
@@ -92,110 +136,201 @@ impl<K: Resource> Resource for Cached<K> {
 }
 
 /// A view of the object as read, as the watch delivers it.
-impl<'de, K: serde::Deserialize<'de> + Slim> serde::Deserialize<'de> for Cached<K> {
+impl<'de, K: serde::Deserialize<'de> + Slim + Resource> serde::Deserialize<'de> for Cached<K> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         K::deserialize(deserializer).map(Self::new)
     }
 }
 
-/// As the object, with the digest beside its fields: what the watch filters' fingerprints hash.
+/// As the object, with the digest and the folded maps beside its fields: what the watch filters'
+/// fingerprints hash.
 impl<K: Serialize> Serialize for Cached<K> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut value = serde_json::to_value(&self.object).map_err(serde::ser::Error::custom)?;
-        if let (Some(map), Some(d)) = (value.as_object_mut(), &self.digest) {
-            map.insert("digest".to_owned(), serde_json::Value::String(d.clone()));
+        if let Some(map) = value.as_object_mut() {
+            if let Some(d) = self.digest {
+                map.insert("digest".to_owned(), d.into());
+            }
+            let pairs = |f: &Folded| serde_json::to_value(&f.0).unwrap_or_default();
+            map.insert("labels".to_owned(), pairs(&self.labels));
+            map.insert("annotations".to_owned(), pairs(&self.annotations));
         }
         value.serialize(serializer)
     }
 }
 
-fn digest(parts: &impl Serialize) -> String {
+/// A label or annotation map as `(hash of the key, hash of key and value)` pairs, sorted: 16 bytes an
+/// entry where the map's node and strings take hundreds, and still compared entry by entry, so the labels
+/// others add can be told from berth's (see `Context`'s fingerprint).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Folded(Box<[(u64, u64)]>);
+
+impl Folded {
+    fn of(map: Option<&BTreeMap<String, String>>) -> Self {
+        let mut pairs: Vec<_> = map
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (hash_of(k), hash_of(&(k, v))))
+            .collect();
+        pairs.sort_unstable();
+        Self(pairs.into_boxed_slice())
+    }
+
+    fn within(&self, keys: Option<&BTreeMap<String, String>>) -> Vec<(u64, u64)> {
+        let wanted: HashSet<u64> = keys.into_iter().flatten().map(|(k, _)| hash_of(k)).collect();
+        self.0
+            .iter()
+            .filter(|(k, _)| wanted.contains(k))
+            .copied()
+            .collect()
+    }
+}
+
+/// Stable across processes (a fixed-key hasher), which a fingerprint recorded in a parent's status needs.
+fn hash_of(value: &impl Hash) -> u64 {
     let mut h = DefaultHasher::new();
-    serde_json::to_string(parts).unwrap_or_default().hash(&mut h);
-    format!("{:016x}", h.finish())
+    value.hash(&mut h);
+    h.finish()
 }
 
-fn slim_template(template: &mut PodTemplateSpec) -> String {
-    let d = digest(template);
-    *template = PodTemplateSpec::default();
-    d
+fn digest(parts: &impl Serialize) -> u64 {
+    hash_of(&serde_json::to_string(parts).unwrap_or_default())
 }
 
+// A workload keeps what the Database's status reads (replicas wanted and ready, the server's volume claims,
+// the pool's conditions); its selector, strategy and pod template are only compared.
 impl Slim for StatefulSet {
-    fn slim(&mut self) -> Option<String> {
-        self.spec.as_mut().map(|s| slim_template(&mut s.template))
+    const FOLD_MAPS: bool = true;
+
+    fn slim(&mut self) -> Option<u64> {
+        let mut spec = self.spec.take()?;
+        let kept = StatefulSetSpec {
+            replicas: spec.replicas.take(),
+            volume_claim_templates: spec.volume_claim_templates.take(),
+            ..StatefulSetSpec::default()
+        };
+        let d = digest(&spec);
+        self.spec = Some(kept);
+        self.status = self.status.take().map(|s| StatefulSetStatus {
+            replicas: s.replicas,
+            ready_replicas: s.ready_replicas,
+            observed_generation: s.observed_generation,
+            ..StatefulSetStatus::default()
+        });
+        Some(d)
     }
 }
 
 impl Slim for Deployment {
-    fn slim(&mut self) -> Option<String> {
-        self.spec.as_mut().map(|s| slim_template(&mut s.template))
+    const FOLD_MAPS: bool = true;
+
+    fn slim(&mut self) -> Option<u64> {
+        let mut spec = self.spec.take()?;
+        let kept = DeploymentSpec {
+            replicas: spec.replicas.take(),
+            ..DeploymentSpec::default()
+        };
+        let d = digest(&spec);
+        self.spec = Some(kept);
+        self.status = self.status.take().map(|s| DeploymentStatus {
+            available_replicas: s.available_replicas,
+            conditions: s.conditions,
+            ..DeploymentStatus::default()
+        });
+        Some(d)
     }
 }
 
 impl Slim for ConfigMap {
-    fn slim(&mut self) -> Option<String> {
+    const FOLD_MAPS: bool = true;
+
+    fn slim(&mut self) -> Option<u64> {
         Some(digest(&(self.data.take(), self.binary_data.take())))
     }
 }
 
 // Status no controller reads: usage counted by the quota controller, disruption and load-balancer state.
 impl Slim for ResourceQuota {
-    fn slim(&mut self) -> Option<String> {
+    const FOLD_MAPS: bool = true;
+
+    fn slim(&mut self) -> Option<u64> {
         self.status = None;
-        None
+        Some(digest(&self.spec.take()))
     }
 }
 
 impl Slim for PodDisruptionBudget {
-    fn slim(&mut self) -> Option<String> {
+    const FOLD_MAPS: bool = true;
+
+    fn slim(&mut self) -> Option<u64> {
         self.status = None;
-        None
+        Some(digest(&self.spec.take()))
     }
 }
 
 impl Slim for Service {
-    fn slim(&mut self) -> Option<String> {
+    const FOLD_MAPS: bool = true;
+
+    fn slim(&mut self) -> Option<u64> {
         self.status = None;
-        None
+        Some(digest(&self.spec.take()))
     }
 }
 
 // A Secret berth compares is one it reads by name (it caches none), and its values need not outlive that
 // comparison; the credentials berth reads back are read as a plain Secret, not this view.
 impl Slim for Secret {
-    fn slim(&mut self) -> Option<String> {
+    fn slim(&mut self) -> Option<u64> {
         Some(digest(&(self.data.take(), self.string_data.take())))
     }
 }
 
 // Guard rails berth only compares with what it applies: one of each per tenant, for the life of the process.
 impl Slim for LimitRange {
-    fn slim(&mut self) -> Option<String> {
+    const FOLD_MAPS: bool = true;
+
+    fn slim(&mut self) -> Option<u64> {
         Some(digest(&self.spec.take()))
     }
 }
 
 impl Slim for RoleBinding {
-    fn slim(&mut self) -> Option<String> {
+    const FOLD_MAPS: bool = true;
+
+    fn slim(&mut self) -> Option<u64> {
         let role = std::mem::take(&mut self.role_ref);
         Some(digest(&(role, self.subjects.take())))
     }
 }
 
-// Kept whole: small, or read back (a namespace's phase, a Job's state, a volume claim's binding, the rules
-// of a policy berth keeps rule-free).
+// A policy keeps its ingress rules: berth removes any found on a policy it keeps rule-free.
+impl Slim for NetworkPolicy {
+    const FOLD_MAPS: bool = true;
+
+    fn slim(&mut self) -> Option<u64> {
+        let mut spec = self.spec.take()?;
+        let kept = NetworkPolicySpec {
+            ingress: spec.ingress.take(),
+            ..NetworkPolicySpec::default()
+        };
+        let d = digest(&spec);
+        self.spec = Some(kept);
+        Some(d)
+    }
+}
+
+// Kept whole: small, or read back (a namespace's phase and labels, a Job's state, a volume claim's binding
+// and the labels that name its Database).
 impl Slim for PersistentVolumeClaim {}
 impl Slim for Namespace {}
-impl Slim for NetworkPolicy {}
 impl Slim for Job {}
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
-    use k8s_openapi::api::apps::v1::DeploymentSpec;
-    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     use kube::ResourceExt;
 
@@ -241,7 +376,120 @@ mod tests {
             "the object itself carries no marker"
         );
         let seen = serde_json::to_value(&a).unwrap();
-        assert_eq!(seen["digest"].as_str(), a.digest(), "fingerprints see the digest");
+        assert_eq!(seen["digest"].as_u64(), a.digest(), "fingerprints see the digest");
+    }
+
+    fn labelled(labels: &[(&str, &str)], owned: bool) -> Service {
+        let mut s = Service::default();
+        s.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+        s.metadata.annotations = Some(BTreeMap::from([("note".to_owned(), "x".to_owned())]));
+        if owned {
+            s.metadata.owner_references = Some(vec![OwnerReference {
+                controller: Some(true),
+                ..OwnerReference::default()
+            }]);
+        }
+        s
+    }
+
+    #[test]
+    fn folded_labels_are_compared_only_for_the_keys_asked_about() {
+        let ours = [("berth.dev/customer", "acme"), ("app", "pool")];
+        let a = Cached::new(labelled(&ours, true));
+        let theirs = Cached::new(labelled(&[ours[0], ours[1], ("added", "by-hand")], true));
+        let edited = Cached::new(labelled(&[ours[0], ("app", "server")], true));
+        assert_eq!(a.labels(), &BTreeMap::new(), "an owned child keeps no label map");
+        assert_eq!(a.annotations(), &BTreeMap::new());
+        let keys: BTreeMap<String, String> = ours
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        assert_eq!(a.labels_within(Some(&keys)).len(), 2);
+        assert_eq!(
+            a.labels_within(Some(&keys)),
+            theirs.labels_within(Some(&keys)),
+            "a label someone else added is not one berth asks about"
+        );
+        assert_ne!(
+            a.labels_within(Some(&keys)),
+            edited.labels_within(Some(&keys)),
+            "an edited value of berth's label shows"
+        );
+        assert_eq!(a.labels_within(None), vec![]);
+        assert_eq!(a.annotations_within(None), vec![]);
+        let note = BTreeMap::from([("note".to_owned(), String::new())]);
+        assert_eq!(a.annotations_within(Some(&note)).len(), 1);
+    }
+
+    #[test]
+    fn a_child_no_owner_controls_keeps_its_labels_and_annotations() {
+        let labels = [
+            ("berth.dev/customer", "acme"),
+            ("app.kubernetes.io/managed-by", "berth"),
+        ];
+        let c = Cached::new(labelled(&labels, false));
+        assert_eq!(c.labels().len(), 2, "what tells berth's from someone else's");
+        assert_eq!(c.annotations().len(), 1);
+    }
+
+    #[test]
+    fn a_workload_view_keeps_what_the_status_reads_and_digests_the_rest() {
+        use k8s_openapi::api::apps::v1::StatefulSetStatus;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+        let server = |service: &str| StatefulSet {
+            spec: Some(StatefulSetSpec {
+                replicas: Some(1),
+                service_name: Some(service.to_owned()),
+                selector: LabelSelector::default(),
+                volume_claim_templates: Some(vec![PersistentVolumeClaim::default()]),
+                ..StatefulSetSpec::default()
+            }),
+            status: Some(StatefulSetStatus {
+                replicas: 1,
+                ready_replicas: Some(1),
+                observed_generation: Some(3),
+                current_revision: Some("server-abc".to_owned()),
+                ..StatefulSetStatus::default()
+            }),
+            ..StatefulSet::default()
+        };
+        let (a, b) = (Cached::new(server("db")), Cached::new(server("other")));
+        let spec = a.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(1));
+        assert_eq!(spec.volume_claim_templates.as_ref().map(Vec::len), Some(1));
+        assert_eq!(spec.service_name, None);
+        let status = a.status.as_ref().unwrap();
+        assert_eq!(
+            (status.ready_replicas, status.observed_generation),
+            (Some(1), Some(3))
+        );
+        assert_eq!(status.current_revision, None);
+        assert_ne!(a.digest(), b.digest(), "another service name shows in the digest");
+    }
+
+    #[test]
+    fn a_policy_view_keeps_its_ingress_rules() {
+        use k8s_openapi::api::networking::v1::NetworkPolicyIngressRule;
+        let np = |types: &str| NetworkPolicy {
+            spec: Some(NetworkPolicySpec {
+                ingress: Some(vec![NetworkPolicyIngressRule::default()]),
+                policy_types: Some(vec![types.to_owned()]),
+                ..NetworkPolicySpec::default()
+            }),
+            ..NetworkPolicy::default()
+        };
+        let (a, b) = (Cached::new(np("Ingress")), Cached::new(np("Egress")));
+        assert_eq!(
+            a.spec.as_ref().and_then(|s| s.ingress.as_ref()).map(Vec::len),
+            Some(1)
+        );
+        assert_eq!(a.spec.as_ref().and_then(|s| s.policy_types.as_ref()), None);
+        assert_ne!(a.digest(), b.digest());
     }
 
     #[test]
