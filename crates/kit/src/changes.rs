@@ -6,8 +6,8 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
+use kube::Resource;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -69,14 +69,15 @@ fn hash(v: &impl Hash) -> u64 {
     h.finish()
 }
 
-/// Remembers each object's last fingerprint, by uid (a re-created object is new). What kube-runtime's
+/// Remembers each object's last fingerprint, by uid (a re-created object is new; the uid is kept hashed,
+/// a tenth of its bytes). What kube-runtime's
 /// `predicate_filter` does, but passing deletions on (it swallows them) and forgetting an object as soon
 /// as it is deleted, or found missing from a re-list (a deletion the watch never saw).
 pub struct Filter<K> {
     fingerprint: Fingerprint<K>,
-    seen: HashMap<String, u64>,
+    seen: HashMap<u64, u64>,
     /// The uids listed so far while a (re-)list is in progress.
-    listing: Option<HashSet<String>>,
+    listing: Option<HashSet<u64>>,
 }
 
 impl<K: Resource> Filter<K> {
@@ -92,12 +93,12 @@ impl<K: Resource> Filter<K> {
     /// An object was added or changed: does it differ from last time in what the fingerprint covers?
     pub fn changed(&mut self, o: &K) -> bool {
         let print = (self.fingerprint)(o);
-        self.seen.insert(o.uid().unwrap_or_default(), print) != Some(print)
+        self.seen.insert(uid(o), print) != Some(print)
     }
 
     /// An object was deleted: always worth a reconcile, and forgotten.
     pub fn deleted(&mut self, o: &K) {
-        self.seen.remove(&o.uid().unwrap_or_default());
+        self.seen.remove(&uid(o));
     }
 
     /// A watch event as a controller trigger: the object when it changed (or, with `deletions`, was
@@ -110,7 +111,7 @@ impl<K: Resource> Filter<K> {
         match event {
             Ok(watcher::Event::InitApply(o)) => {
                 if let Some(listed) = self.listing.as_mut() {
-                    listed.insert(o.uid().unwrap_or_default());
+                    listed.insert(uid(&o));
                 }
                 self.changed(&o).then_some(Ok(o))
             }
@@ -134,10 +135,16 @@ impl<K: Resource> Filter<K> {
     }
 }
 
+fn uid<K: Resource>(o: &K) -> u64 {
+    hash(&o.meta().uid)
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::{Pod, PodCondition, PodSpec, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use kube::ResourceExt;
 
     use super::*;
 

@@ -276,7 +276,7 @@ impl Context {
             used: now,
         };
         if let Ok(mut all) = self.applied.lock() {
-            all.insert(memo_key(desired), memo, now);
+            all.insert(&memo_key(desired), memo, now);
         }
     }
 
@@ -302,7 +302,7 @@ impl Context {
         if recorded.contains(&entry(&memo_key(desired), &memo))
             && let Ok(mut all) = self.applied.lock()
         {
-            all.insert(memo_key(desired), memo, now);
+            all.insert(&memo_key(desired), memo, now);
         }
     }
 
@@ -510,7 +510,8 @@ struct Memo {
 /// parents and turned-off features would otherwise stay for the life of the process.
 #[derive(Debug, Default)]
 struct Memos {
-    entries: HashMap<String, Memo>,
+    /// By the hash of the child's key (kind, namespace, name): a few bytes where the key takes dozens.
+    entries: HashMap<u64, Memo>,
     /// When stale entries were last swept out (`None`: never).
     swept: Option<Instant>,
 }
@@ -525,13 +526,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 impl Memos {
     /// The entry of `key`, which counts as a use at `now`.
     fn get(&mut self, key: &str, now: Instant) -> Option<Memo> {
-        let memo = self.entries.get_mut(key)?;
+        let memo = self.entries.get_mut(&slot(key))?;
         memo.used = now;
         Some(memo.clone())
     }
 
-    fn insert(&mut self, key: String, memo: Memo, now: Instant) {
-        self.entries.insert(key, memo);
+    fn insert(&mut self, key: &str, memo: Memo, now: Instant) {
+        self.entries.insert(slot(key), memo);
         if self.swept.is_none_or(|at| sweep_due(at, now)) {
             self.entries.retain(|_, m| !stale(m.used, now));
             self.swept = Some(now);
@@ -588,6 +589,13 @@ fn outcome(
         (_, None) => Outcome::Created,
         (_, Some(_)) => Outcome::Updated,
     }
+}
+
+fn slot(key: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
 }
 
 fn memo_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
@@ -738,11 +746,14 @@ mod tests {
                 version: None,
                 used: at(secs),
             };
-            memos.insert(key.to_owned(), memo, at(secs));
+            memos.insert(key, memo, at(secs));
         };
         let keys = |memos: &Memos| {
-            let mut keys: Vec<String> = memos.entries.keys().cloned().collect();
-            keys.sort();
+            let mut keys: Vec<&str> = ["live", "dead", "new", "w", "y", "z"]
+                .into_iter()
+                .filter(|k| memos.entries.contains_key(&slot(k)))
+                .collect();
+            keys.sort_unstable();
             keys
         };
         let mut memos = Memos::default();
