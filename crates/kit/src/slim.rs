@@ -249,33 +249,22 @@ impl Slim for ConfigMap {
     }
 }
 
-// Status no controller reads: usage counted by the quota controller, disruption and load-balancer state.
-impl Slim for ResourceQuota {
-    const FOLD_MAPS: bool = true;
+// Kept as a digest of the spec only: status no controller reads (usage counted by the quota controller,
+// disruption and load-balancer state), and a spec berth only compares with what it applies.
+macro_rules! spec_digest_only {
+    ($($kind:ty),+) => {$(
+        impl Slim for $kind {
+            const FOLD_MAPS: bool = true;
 
-    fn slim(&mut self) -> Option<u64> {
-        self.status = None;
-        Some(digest(&self.spec.take()))
-    }
+            fn slim(&mut self) -> Option<u64> {
+                self.status = None;
+                Some(digest(&self.spec.take()))
+            }
+        }
+    )+};
 }
 
-impl Slim for PodDisruptionBudget {
-    const FOLD_MAPS: bool = true;
-
-    fn slim(&mut self) -> Option<u64> {
-        self.status = None;
-        Some(digest(&self.spec.take()))
-    }
-}
-
-impl Slim for Service {
-    const FOLD_MAPS: bool = true;
-
-    fn slim(&mut self) -> Option<u64> {
-        self.status = None;
-        Some(digest(&self.spec.take()))
-    }
-}
+spec_digest_only!(ResourceQuota, PodDisruptionBudget, Service);
 
 // A Secret berth compares is one it reads by name (it caches none), and its values need not outlive that
 // comparison; the credentials berth reads back are read as a plain Secret, not this view.
