@@ -70,9 +70,9 @@ fn hash(v: &impl Hash) -> u64 {
 }
 
 /// Remembers each object's last fingerprint, by uid (a re-created object is new; the uid is kept hashed,
-/// a tenth of its bytes). What kube-runtime's
-/// `predicate_filter` does, but passing deletions on (it swallows them) and forgetting an object as soon
-/// as it is deleted, or found missing from a re-list (a deletion the watch never saw).
+/// a tenth of its bytes). What kube-runtime's `predicate_filter` does, but passing deletions on (it
+/// swallows them) and forgetting an object as soon as it is deleted, or found missing from a re-list (a
+/// deletion the watch never saw).
 pub struct Filter<K> {
     fingerprint: Fingerprint<K>,
     seen: HashMap<u64, u64>,
