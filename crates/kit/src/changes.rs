@@ -63,7 +63,9 @@ fn without_status<K: Serialize>(o: &K) -> Value {
     v
 }
 
-fn hash(v: &impl Hash) -> u64 {
+/// One value's hash, by a fixed-key hasher: stable across processes, which a fingerprint a parent records in
+/// its status needs.
+pub(crate) fn hash(v: &impl Hash) -> u64 {
     let mut h = DefaultHasher::new();
     v.hash(&mut h);
     h.finish()

@@ -592,10 +592,7 @@ fn outcome(
 }
 
 fn slot(key: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish()
+    crate::changes::hash(&key)
 }
 
 fn memo_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
@@ -609,10 +606,7 @@ fn memo_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
 
 /// Stable across processes (a fixed-key hasher over sorted JSON), which a recorded entry has to be.
 fn entry(key: &str, memo: &Memo) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (key, memo.wanted, memo.seen).hash(&mut h);
-    format!("{:016x}", h.finish())
+    format!("{:016x}", crate::changes::hash(&(key, memo.wanted, memo.seen)))
 }
 
 fn hash<K: Serialize>(obj: &K) -> u64 {
@@ -620,17 +614,13 @@ fn hash<K: Serialize>(obj: &K) -> u64 {
 }
 
 fn hash_json(value: &serde_json::Value) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    value.to_string().hash(&mut h);
-    h.finish()
+    crate::changes::hash(&value.to_string())
 }
 
 /// What berth's last apply left of `obj`: not its status and version stamps, nor the labels and
 /// annotations others add (the Deployment controller's revision, say), which an apply would leave alone.
 /// Labels and annotations are compared as the view holds them, hashed, for the keys `desired` has.
 fn fingerprint<K: Resource + Serialize>(desired: &K, obj: &Cached<K>) -> u64 {
-    use std::hash::{Hash, Hasher};
     let mut value = serde_json::to_value(&**obj).unwrap_or_default();
     if let Some(o) = value.as_object_mut() {
         o.remove("status");
@@ -641,15 +631,12 @@ fn fingerprint<K: Resource + Serialize>(desired: &K, obj: &Cached<K>) -> u64 {
         }
     }
     let wanted = desired.meta();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (
+    crate::changes::hash(&(
         value.to_string(),
         obj.digest(),
         obj.labels_within(wanted.labels.as_ref()),
         obj.annotations_within(wanted.annotations.as_ref()),
-    )
-        .hash(&mut h);
-    h.finish()
+    ))
 }
 
 /// By UID: an object re-created under the same name starts with a clean slate.

@@ -8,7 +8,6 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
 
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStatus, StatefulSet, StatefulSetSpec, StatefulSetStatus,
@@ -23,6 +22,8 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde::Serialize;
+
+use crate::changes::hash;
 
 /// Drops, in place, what the caches need not keep of an object.
 pub trait Slim {
@@ -170,14 +171,14 @@ impl Folded {
         let mut pairs: Vec<_> = map
             .into_iter()
             .flatten()
-            .map(|(k, v)| (hash_of(k), hash_of(&(k, v))))
+            .map(|(k, v)| (hash(k), hash(&(k, v))))
             .collect();
         pairs.sort_unstable();
         Self(pairs.into_boxed_slice())
     }
 
     fn within(&self, keys: Option<&BTreeMap<String, String>>) -> Vec<(u64, u64)> {
-        let wanted: HashSet<u64> = keys.into_iter().flatten().map(|(k, _)| hash_of(k)).collect();
+        let wanted: HashSet<u64> = keys.into_iter().flatten().map(|(k, _)| hash(k)).collect();
         self.0
             .iter()
             .filter(|(k, _)| wanted.contains(k))
@@ -186,15 +187,8 @@ impl Folded {
     }
 }
 
-/// Stable across processes (a fixed-key hasher), which a fingerprint recorded in a parent's status needs.
-fn hash_of(value: &impl Hash) -> u64 {
-    let mut h = DefaultHasher::new();
-    value.hash(&mut h);
-    h.finish()
-}
-
 fn digest(parts: &impl Serialize) -> u64 {
-    hash_of(&serde_json::to_string(parts).unwrap_or_default())
+    hash(&serde_json::to_string(parts).unwrap_or_default())
 }
 
 // A workload keeps what the Database's status reads (replicas wanted and ready, the server's volume claims,
