@@ -191,27 +191,31 @@ fn digest(parts: &impl Serialize) -> u64 {
     hash(&serde_json::to_string(parts).unwrap_or_default())
 }
 
+/// Leaves in `spec` only what `keep` takes out of it, and returns the digest of the rest.
+fn keep_of_spec<S: Serialize>(spec: &mut Option<S>, keep: impl FnOnce(&mut S) -> S) -> Option<u64> {
+    let mut rest = spec.take()?;
+    *spec = Some(keep(&mut rest));
+    Some(digest(&rest))
+}
+
 // A workload keeps what the Database's status reads (replicas wanted and ready, the server's volume claims,
 // the pool's conditions); its selector, strategy and pod template are only compared.
 impl Slim for StatefulSet {
     const FOLD_MAPS: bool = true;
 
     fn slim(&mut self) -> Option<u64> {
-        let mut spec = self.spec.take()?;
-        let kept = StatefulSetSpec {
+        let d = keep_of_spec(&mut self.spec, |spec| StatefulSetSpec {
             replicas: spec.replicas.take(),
             volume_claim_templates: spec.volume_claim_templates.take(),
             ..StatefulSetSpec::default()
-        };
-        let d = digest(&spec);
-        self.spec = Some(kept);
+        });
         self.status = self.status.take().map(|s| StatefulSetStatus {
             replicas: s.replicas,
             ready_replicas: s.ready_replicas,
             observed_generation: s.observed_generation,
             ..StatefulSetStatus::default()
         });
-        Some(d)
+        d
     }
 }
 
@@ -219,19 +223,16 @@ impl Slim for Deployment {
     const FOLD_MAPS: bool = true;
 
     fn slim(&mut self) -> Option<u64> {
-        let mut spec = self.spec.take()?;
-        let kept = DeploymentSpec {
+        let d = keep_of_spec(&mut self.spec, |spec| DeploymentSpec {
             replicas: spec.replicas.take(),
             ..DeploymentSpec::default()
-        };
-        let d = digest(&spec);
-        self.spec = Some(kept);
+        });
         self.status = self.status.take().map(|s| DeploymentStatus {
             available_replicas: s.available_replicas,
             conditions: s.conditions,
             ..DeploymentStatus::default()
         });
-        Some(d)
+        d
     }
 }
 
@@ -291,14 +292,10 @@ impl Slim for NetworkPolicy {
     const FOLD_MAPS: bool = true;
 
     fn slim(&mut self) -> Option<u64> {
-        let mut spec = self.spec.take()?;
-        let kept = NetworkPolicySpec {
+        keep_of_spec(&mut self.spec, |spec| NetworkPolicySpec {
             ingress: spec.ingress.take(),
             ..NetworkPolicySpec::default()
-        };
-        let d = digest(&spec);
-        self.spec = Some(kept);
-        Some(d)
+        })
     }
 }
 
