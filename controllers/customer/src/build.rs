@@ -81,27 +81,6 @@ pub fn operator_binding(customer: &Customer, access: Option<&TenantAccess>) -> O
     })
 }
 
-/// The tenant namespace as berth first creates it: no more than says whose it is (berth's labels and the
-/// Customer's UID), so the create that decides between two Customers naming one namespace writes nothing
-/// the apply after it would not. `None` when the Customer has no UID.
-///
-/// No ownerReference even under `Delete`, as for the database credentials: the fields a create sets stay
-/// owned by that create, so a reference set here could never be taken away by a later apply (a switch to
-/// `Retain`) and garbage collection would delete the tenant with its Customer. The apply adds it.
-#[must_use]
-pub fn namespace_claim(customer: &Customer) -> Option<Namespace> {
-    let b = Builder::of(customer)?;
-    Some(Namespace {
-        metadata: ObjectMeta {
-            name: Some(b.ns.clone()),
-            labels: Some(labels(&customer.name_any(), TENANT)),
-            annotations: Some(b.recorded_uid()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    })
-}
-
 /// The tenant namespace as it is left behind under `deletionPolicy: Retain`: as it was, marked as retained.
 /// `None` when the Customer has no UID.
 #[must_use]
@@ -580,32 +559,6 @@ spec:
         assert_eq!(ns.metadata.labels.unwrap()[labels::RETAINED], "true");
         c.metadata.uid = None;
         assert_eq!(retained_namespace(&c), None);
-    }
-
-    #[test]
-    fn the_claim_says_whose_namespace_it_is_and_nothing_the_apply_would_not() {
-        for policy in ["Retain", "Delete"] {
-            let c = customer(&format!("{SEED}  deletionPolicy: {policy}\n"));
-            let claim = namespace_claim(&c).unwrap().metadata;
-            let desired = children(&c).unwrap().namespace.metadata;
-            assert_eq!(claim.name.as_deref(), Some("tenant-zeta"), "{policy}");
-            assert_eq!(
-                claim.annotations.as_ref().unwrap()[names::CUSTOMER_UID],
-                "0a1b2c3d-uid",
-                "{policy}"
-            );
-            assert_eq!(claim.annotations, desired.annotations, "{policy}");
-            let (have, want) = (claim.labels.unwrap(), desired.labels.unwrap());
-            assert_eq!(have[labels::CUSTOMER], "tenant-zeta", "{policy}");
-            assert_eq!(have[labels::MANAGED_BY], "berth", "{policy}");
-            for (k, v) in &have {
-                assert_eq!(want.get(k), Some(v), "{policy}: {k} is applied too");
-            }
-            assert_eq!(claim.owner_references, None, "{policy}: the apply adds it");
-        }
-        let mut c = customer(SEED);
-        c.metadata.uid = None;
-        assert_eq!(namespace_claim(&c), None);
     }
 
     #[test]

@@ -128,8 +128,8 @@ enum Holder {
 enum Standing {
     /// Nobody holds it: claim it (see [`claim`]).
     Free,
-    /// Claimed by this reconcile.
-    Created,
+    /// Claimed by this reconcile: the namespace as created.
+    Created(Box<Namespace>),
     Ours,
     /// Retained by the earlier Customer of this name with this UID, which the spec asks to take over.
     Adopt(String),
@@ -230,24 +230,16 @@ fn holder(c: &Customer, ns: Option<&ObjectMeta>) -> Holder {
     ))
 }
 
-/// Takes a free namespace by creating it with a claim (see [`build::namespace_claim`]): a create fails
-/// when the name exists, where an apply would take over whatever another Customer made a moment earlier,
-/// so of two Customers naming one namespace at once exactly one wins. The other reads what the winner
-/// made and decides again, as if it had found it there.
-async fn claim(c: &Customer, ctx: &Ctx) -> Result<Standing> {
-    let Some(ns) = build::namespace_claim(c) else {
-        return Err(Error::InvalidSpec("the Customer has no UID yet".to_owned()));
-    };
+/// Takes a free namespace by creating it as it should be (see [`berth_kit::apply::create`]): the create
+/// fails when the name exists, where an apply would take over whatever another Customer made a moment
+/// earlier, so of two Customers naming one namespace at once exactly one wins. The other reads what the
+/// winner made and decides again, as if it had found it there.
+async fn claim(c: &Customer, ns: &Namespace, ctx: &Ctx) -> Result<Standing> {
     let kit = &ctx.kit;
     let api: Api<Namespace> = kit.cluster_api();
-    let params = PostParams {
-        field_manager: Some(kit.manager.clone()),
-        ..PostParams::default()
-    };
-    kit.count_write("create");
-    match api.create(&params, &ns).await {
-        Ok(_) => Ok(Standing::Created),
-        Err(e) if is_conflict(&e) => {
+    match kit.create(&api, ns).await {
+        Ok(created) => Ok(Standing::Created(Box::new(created))),
+        Err(Error::Kube(e)) if is_conflict(&e) => {
             let name = ns.name_any();
             let live = api.get_metadata_opt(&name).await?;
             match standing(c, holder(c, live.as_ref().map(|m| &m.metadata))) {
@@ -257,7 +249,7 @@ async fn claim(c: &Customer, ctx: &Ctx) -> Result<Standing> {
                 other => Ok(other),
             }
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 
@@ -286,7 +278,7 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
     };
     let mut standing = standing(c, namespace_holder(c, ctx).await?);
     if matches!(standing, Standing::Free) {
-        standing = claim(c, ctx).await?;
+        standing = claim(c, &kids.namespace, ctx).await?;
     }
     let (database, scheduler, webhook);
     let mut record = None;
@@ -302,11 +294,11 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
         }
         // `claim` never answers `Free` (a namespace gone again is an error, retried), so this is only ever
         // what the type requires.
-        Standing::Free | Standing::Created | Standing::Ours | Standing::Adopt(_) => {
+        Standing::Free | Standing::Created(_) | Standing::Ours | Standing::Adopt(_) => {
             let me = c.object_ref(&());
             // Told as soon as it is true: a reconcile cut short after the claim would otherwise never say
             // it, since the next one finds the namespace already ours.
-            if matches!(standing, Standing::Created) {
+            if matches!(standing, Standing::Created(_)) {
                 kit.event(
                     &me,
                     EventType::Normal,
@@ -316,7 +308,11 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
                 .await;
             }
             let mut ledger = Ledger::new(old.and_then(|s| s.applied.as_deref()));
-            let applied = apply_children(c, kids, ctx, &mut ledger).await?;
+            let fresh = match &standing {
+                Standing::Created(ns) => Some(Namespace::clone(ns)),
+                _ => None,
+            };
+            let applied = apply_children(c, kids, fresh, ctx, &mut ledger).await?;
             record = ledger.record();
             seen.namespace = applied.namespace;
             (database, scheduler, webhook) = (applied.database, applied.scheduler, applied.webhook);
@@ -372,8 +368,15 @@ struct Applied {
 }
 
 /// Applies in dependency order: the namespace first (nothing else can exist without it), then the
-/// guard rails (quota, limits, network policy, RBAC) before any workload-bearing child.
-async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx, ledger: &mut Ledger) -> Result<Applied> {
+/// guard rails (quota, limits, network policy, RBAC) before any workload-bearing child. `created`: the
+/// namespace as this reconcile's claim created it, already as it should be.
+async fn apply_children(
+    c: &Customer,
+    kids: Children,
+    created: Option<Namespace>,
+    ctx: &Ctx,
+    ledger: &mut Ledger,
+) -> Result<Applied> {
     let Children {
         namespace,
         resource_quota,
@@ -390,14 +393,19 @@ async fn apply_children(c: &Customer, kids: Children, ctx: &Ctx, ledger: &mut Le
     let name = c.namespace_name();
     // Each child is written only when it differs from what berth last applied (see `Context::ensure`);
     // the caches say whether anyone touched it since, and what was put back is noted for one event.
-    let ns = ledger
-        .ensure(
-            kit,
-            &kit.cluster_api(),
-            &namespace,
-            current(&st.namespaces, &namespace),
-        )
-        .await?;
+    let ns = match created {
+        Some(ns) => ledger.keep(kit, &namespace, kit.created(&namespace, ns)),
+        None => {
+            ledger
+                .ensure(
+                    kit,
+                    &kit.cluster_api(),
+                    &namespace,
+                    current(&st.namespaces, &namespace),
+                )
+                .await?
+        }
+    };
     let phase = ns
         .status
         .and_then(|s| s.phase)

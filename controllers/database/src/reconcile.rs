@@ -17,7 +17,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -375,11 +375,10 @@ async fn read(api: &Api<Secret>, desired: &Secret) -> Result<Option<Arc<Cached<S
 /// The credentials Secret is created once and never overwritten, but for the app password when a rotation
 /// asks for a new one.
 ///
-/// Absent: it is *created* (POST), not applied, so if it appeared since it was read (say, a second
-/// operator instance) the create fails with 409 and the next reconcile reads that one back instead of
-/// replacing its passwords. The create carries no ownerReference; a server-side apply of the same
-/// values then adds it (under `Delete`), so the reference is owned by berth's apply and a later switch
-/// to `Retain` removes it again.
+/// Absent: it is *created*, not applied (see [`berth_kit::apply::create`]), so if it appeared since it was
+/// read (say, a second operator instance) the create fails with 409 and the next reconcile reads that one
+/// back instead of replacing its passwords. The create is itself an apply of the whole Secret, owner
+/// reference included, so the reference is owned by berth's apply and a later switch to `Retain` removes it.
 ///
 /// Present: `desired` was built from the very values it holds, so it is applied only when labels or the
 /// owner reference differ (a changed deletionPolicy), or the app password was rotated, never otherwise.
@@ -390,29 +389,19 @@ async fn ensure_credentials(
     existing: Option<&Secret>,
     desired: &Secret,
 ) -> Result<()> {
-    let current = match existing {
-        Some(current) => current.clone(),
-        None => {
-            let mut fresh = desired.clone();
-            fresh.metadata.owner_references = None;
-            let params = PostParams {
-                field_manager: Some(kit.manager.clone()),
-                ..PostParams::default()
-            };
-            kit.count_write("create");
-            let created = api.create(&params, &fresh).await?;
-            let note = format!("generated credentials in Secret {}", desired.name_any());
-            kit.event(
-                &db.object_ref(&()),
-                EventType::Normal,
-                "CredentialsGenerated",
-                note,
-            )
-            .await;
-            created
-        }
+    let Some(current) = existing else {
+        kit.create(api, desired).await?;
+        let note = format!("generated credentials in Secret {}", desired.name_any());
+        kit.event(
+            &db.object_ref(&()),
+            EventType::Normal,
+            "CredentialsGenerated",
+            note,
+        )
+        .await;
+        return Ok(());
     };
-    if needs_apply(&current, desired) {
+    if needs_apply(current, desired) {
         kit.apply(api, desired).await?;
     }
     Ok(())

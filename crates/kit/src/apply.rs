@@ -23,6 +23,28 @@ where
     Ok(api.patch(&obj.name_any(), &params, &Patch::Apply(obj)).await?)
 }
 
+/// Creates `obj` by a server-side apply that carries a resourceVersion no object can have
+/// ([`NEVER_A_VERSION`]): where nothing of that name exists the API server creates it (an apply ignores the
+/// version on create), and where something does it refuses with 409 (the version does not match). So one
+/// write both decides "only if absent", as a POST would, and leaves every field owned by `manager`'s apply,
+/// which a POST would not: a field a create sets stays the create's, and a later apply could never remove
+/// it (an ownerReference that a switch to `Retain` must take away).
+///
+/// # Errors
+/// Whatever the API server answers: 409 when the name is taken.
+pub async fn create<K>(api: &Api<K>, obj: &K, manager: &str) -> Result<K>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let mut fresh = obj.clone();
+    fresh.meta_mut().resource_version = Some(NEVER_A_VERSION.to_owned());
+    let params = PatchParams::apply(manager).force();
+    Ok(api.patch(&obj.name_any(), &params, &Patch::Apply(&fresh)).await?)
+}
+
+/// The largest etcd revision (an int64): the version of no stored object, yet a valid one to send.
+pub const NEVER_A_VERSION: &str = "9223372036854775807";
+
 /// Applies only the status subresource of `obj` as `manager`; returns the object as it then is.
 ///
 /// # Errors

@@ -151,8 +151,21 @@ impl Context {
         Ok(applied)
     }
 
-    /// Takes note of a child berth wrote with a plain create of `desired` (where an apply could not be the
-    /// first write), as [`Context::apply`] does of an apply: the next reconcile that finds it as created
+    /// Creates `obj` only if nothing of its name exists (see [`crate::apply::create`]), counted as a create.
+    ///
+    /// # Errors
+    /// 409 ([`crate::error::is_conflict`]) when the name is taken; else whatever the API server answers.
+    #[tracing::instrument(name = "create", skip_all, fields(kind = %K::kind(&()), name = %obj.name_any()))]
+    pub async fn create<K>(&self, api: &Api<K>, obj: &K) -> Result<K>
+    where
+        K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+    {
+        self.count_write("create");
+        crate::apply::create(api, obj, &self.manager).await
+    }
+
+    /// Takes note of a child berth wrote with a create of `desired` (where an unconditional apply could not
+    /// be the first write), as [`Context::apply`] does of an apply: the next reconcile that finds it as created
     /// then has nothing to write, where it would otherwise apply the same body once more.
     pub fn created<K>(&self, desired: &K, created: K) -> Applied<K>
     where

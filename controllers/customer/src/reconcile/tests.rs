@@ -127,7 +127,7 @@ fn adopting(adopt: Option<&str>) -> Customer {
 fn stands(s: &Standing) -> String {
     match s {
         Standing::Free => "free".to_owned(),
-        Standing::Created => "created".to_owned(),
+        Standing::Created(_) => "created".to_owned(),
         Standing::Ours => "ours".to_owned(),
         Standing::Adopt(uid) => format!("adopt {uid}"),
         Standing::Refused { reason, .. } => format!("refused {reason}"),
