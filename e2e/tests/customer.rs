@@ -372,6 +372,59 @@ async fn delete_removes_the_namespace_through_garbage_collection() {
     delete_with_namespace(&c, &name).await;
 }
 
+/// The namespace and the database credentials are created only if absent, yet their ownerReferences are
+/// berth's apply's like every other child's: a live tenant switched to `Retain` loses them (so deleting the
+/// Customer would keep it), and switched back gets them again.
+#[tokio::test]
+async fn switching_a_live_tenant_to_retain_and_back_moves_the_owner_references() {
+    let c = setup().await;
+    let name = unique("switch");
+    let customers: Api<Customer> = Api::all(c.clone());
+    let namespaces: Api<Namespace> = Api::all(c.clone());
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), &name);
+    let credentials = berth_database::names::credentials(names::DATABASE);
+    let customer = create(&c, &seed(&name, "Delete")).await;
+    let database: Database = Api::namespaced(c.clone(), &name)
+        .get(names::DATABASE)
+        .await
+        .unwrap();
+    let owned_by_database = |s: &Secret| {
+        s.owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == database.metadata.uid.as_ref())
+    };
+    assert!(owned_by(
+        &namespaces.get(&name).await.unwrap().metadata,
+        &customer
+    ));
+    assert!(owned_by_database(&secrets.get(&credentials).await.unwrap()));
+
+    apply_yaml(&customers, &seed(&name, "Retain")).await.unwrap();
+    wait_for(&namespaces, &name, SHORT, "the namespace unowned", |ns| {
+        ns.owner_references().is_empty()
+    })
+    .await;
+    wait_for(&secrets, &credentials, SHORT, "the credentials unowned", |s| {
+        s.owner_references().is_empty()
+    })
+    .await;
+
+    apply_yaml(&customers, &seed(&name, "Delete")).await.unwrap();
+    wait_for(&namespaces, &name, SHORT, "the namespace owned again", |ns| {
+        owned_by(&ns.metadata, &customer)
+    })
+    .await;
+    wait_for(
+        &secrets,
+        &credentials,
+        SHORT,
+        "the credentials owned again",
+        |s| owned_by_database(s),
+    )
+    .await;
+    delete_with_namespace(&c, &name).await;
+}
+
 #[tokio::test]
 async fn someone_elses_namespace_is_left_alone() {
     let c = setup().await;

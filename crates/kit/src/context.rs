@@ -237,7 +237,7 @@ impl Context {
         let existing = match &cached {
             // A cache of a kind people also create by hand (Databases, Schedulers) holds theirs too.
             Some(c) => {
-                refuse_unless_berths(obj, c.meta())?;
+                refuse_unless_berths(obj, &c.meta_against(obj.meta()))?;
                 Some(c.resource_version())
             }
             None => self.claimable(api, obj).await?,

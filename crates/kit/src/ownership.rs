@@ -8,6 +8,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::labels::{BERTH, CUSTOMER, MANAGED_BY};
 
+/// The API group of berth's own kinds, the only controllers berth takes its children back from.
+const GROUP: &str = "berth.dev";
+
 /// The Customer controller's claim on a tenant namespace: its Customer's UID. The constant belongs to the
 /// customer crate, which this crate cannot depend on.
 const CUSTOMER_UID: &str = "berth.dev/customer-uid";
@@ -23,13 +26,16 @@ pub enum Holder {
 
 /// Who holds `existing`, judged by what berth would apply there (`desired`):
 /// - claimed with the same `berth.dev/customer-uid` annotation (a tenant namespace): berth;
-/// - else, with a controller ownerReference: berth only when that owner is one of `desired`'s owners,
-///   the parent's own UID, so a child of a deleted parent of the same name is not adopted;
+/// - else, with a controller ownerReference: berth when that owner is one of `desired`'s owners, the
+///   parent's own UID, so a child of a deleted parent of the same name is not adopted; or when `desired`
+///   has no owner (its parent turned to `Retain`) and the controller is a berth kind, with berth's labels
+///   for the same customer;
 /// - else (berth leaves some objects unowned on purpose: a retained namespace and its guard rails, a
 ///   Database's credentials under `Retain`): berth when labelled managed by berth for the same customer.
 #[must_use]
 pub fn holder(desired: &ObjectMeta, existing: &ObjectMeta) -> Holder {
     let claim = |m: &ObjectMeta| m.annotations.as_ref().and_then(|a| a.get(CUSTOMER_UID)).cloned();
+    let label = |m: &ObjectMeta, key: &str| m.labels.as_ref().and_then(|l| l.get(key)).cloned();
     if claim(desired).is_some_and(|uid| claim(existing) == Some(uid)) {
         return Holder::Berth;
     }
@@ -38,19 +44,27 @@ pub fn holder(desired: &ObjectMeta, existing: &ObjectMeta) -> Holder {
         .iter()
         .flatten()
         .find(|o| o.controller == Some(true));
+    let berths = |m: &ObjectMeta| label(m, MANAGED_BY).is_some_and(|by| by == BERTH);
     if let Some(owner) = controller {
         let ours = desired
             .owner_references
             .iter()
             .flatten()
             .any(|o| o.uid == owner.uid);
-        return if ours {
+        // The parent's deletionPolicy turned to `Retain`: berth's child, still controlled by its berth parent,
+        // which the desired object no longer names, since the apply over it takes that reference away.
+        // (Not for a namespace: its claim alone says whose it is, and an earlier Customer's stays its own.)
+        let unowning = desired.owner_references.as_ref().is_none_or(Vec::is_empty)
+            && claim(desired).is_none()
+            && owner.api_version.split('/').next() == Some(GROUP)
+            && berths(existing)
+            && label(existing, CUSTOMER).is_some_and(|have| label(desired, CUSTOMER) == Some(have));
+        return if ours || unowning {
             Holder::Berth
         } else {
             Holder::Other(format!("is controlled by {} {}", owner.kind, owner.name))
         };
     }
-    let label = |m: &ObjectMeta, key: &str| m.labels.as_ref().and_then(|l| l.get(key)).cloned();
     let customer = label(existing, CUSTOMER);
     match label(existing, MANAGED_BY) {
         Some(by) if by == BERTH => match (label(desired, CUSTOMER), customer) {
@@ -112,6 +126,11 @@ mod tests {
         let claim = [(CUSTOMER_UID, "uid-cust-1")];
         let namespace = meta(&BERTHS, &[], &claim);
         let other = |who: &str| Holder::Other(who.to_owned());
+        let foreign = OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            ..owner("uid-x", true)
+        };
         let cases = [
             (
                 "a child of the same parent",
@@ -128,7 +147,29 @@ mod tests {
             (
                 "someone else's controller, whatever its labels",
                 &unowned,
-                meta(&BERTHS, &[owner("uid-x", true)], &[]),
+                meta(&BERTHS, std::slice::from_ref(&foreign), &[]),
+                other("is controlled by ReplicaSet ledger"),
+            ),
+            (
+                "controlled by its berth parent, which turned to Retain",
+                &unowned,
+                meta(&BERTHS, &[owner("uid-db-1", true)], &[]),
+                Holder::Berth,
+            ),
+            (
+                "controlled by a berth parent, for another customer",
+                &unowned,
+                meta(
+                    &[(MANAGED_BY, BERTH), (CUSTOMER, "globex-2")],
+                    &[owner("uid-db-1", true)],
+                    &[],
+                ),
+                other("is controlled by Database ledger"),
+            ),
+            (
+                "controlled by a berth parent, not labelled berth's",
+                &unowned,
+                meta(&[(CUSTOMER, "acme-9")], &[owner("uid-db-1", true)], &[]),
                 other("is controlled by Database ledger"),
             ),
             (

@@ -79,6 +79,22 @@ fn controlled(meta: &ObjectMeta) -> bool {
         .any(|o| o.controller == Some(true))
 }
 
+impl<K: Resource> Cached<K> {
+    /// The object's metadata with as much of the labels and annotations as `desired`'s can ask about: where
+    /// the view folded them, those of `desired`'s entries the object has with the same value.
+    #[must_use]
+    pub fn meta_against(&self, desired: &ObjectMeta) -> Cow<'_, ObjectMeta> {
+        let meta = self.object.meta();
+        if meta.labels.is_some() || meta.annotations.is_some() {
+            return Cow::Borrowed(meta);
+        }
+        let mut meta = meta.clone();
+        meta.labels = self.labels.restore(desired.labels.as_ref());
+        meta.annotations = self.annotations.restore(desired.annotations.as_ref());
+        Cow::Owned(meta)
+    }
+}
+
 impl<K> Cached<K> {
     /// The digest of the parts the view does not keep.
     #[must_use]
@@ -175,6 +191,17 @@ impl Folded {
             .collect();
         pairs.sort_unstable();
         Self(pairs.into_boxed_slice())
+    }
+
+    /// The entries of `wanted` that the folded map had, as they are (`None`: none).
+    fn restore(&self, wanted: Option<&BTreeMap<String, String>>) -> Option<BTreeMap<String, String>> {
+        let had: BTreeMap<String, String> = wanted
+            .into_iter()
+            .flatten()
+            .filter(|&(k, v)| self.0.binary_search(&(hash(k), hash(&(k, v)))).is_ok())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        (!had.is_empty()).then_some(had)
     }
 
     fn within(&self, keys: Option<&BTreeMap<String, String>>) -> Vec<(u64, u64)> {
@@ -404,6 +431,36 @@ mod tests {
         assert_eq!(a.annotations_within(None), vec![]);
         let note = BTreeMap::from([("note".to_owned(), String::new())]);
         assert_eq!(a.annotations_within(Some(&note)).len(), 1);
+    }
+
+    #[test]
+    fn folded_labels_give_back_the_desired_entries_the_object_has() {
+        let c = Cached::new(labelled(&[("berth.dev/customer", "acme"), ("app", "pool")], true));
+        let mut desired = labelled(
+            &[("berth.dev/customer", "acme"), ("app", "server"), ("new", "x")],
+            true,
+        );
+        desired.metadata.annotations = None;
+        let meta = c.meta_against(&desired.metadata);
+        assert_eq!(
+            meta.labels,
+            Some(BTreeMap::from([(
+                "berth.dev/customer".to_owned(),
+                "acme".to_owned()
+            )])),
+            "the same value only"
+        );
+        assert_eq!(meta.annotations, None, "nothing asked about");
+        let unowned = Cached::new(labelled(&[("app", "pool")], false));
+        assert_eq!(
+            unowned
+                .meta_against(&desired.metadata)
+                .labels
+                .as_ref()
+                .map(BTreeMap::len),
+            Some(1),
+            "kept whole, as it is"
+        );
     }
 
     #[test]
