@@ -17,7 +17,9 @@ export BERTH_REAL_NODE=$real
 
 # kubectl finds its `berth` plugin on PATH.
 cargo build -p kubectl-berth --locked
-export PATH="$PWD/target/debug:$PATH"
+# Where cargo puts the binaries (CARGO_TARGET_DIR, relative to here, or target).
+bin=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+export PATH="$bin/debug:$PATH"
 
 if [ "$real" = 1 ]; then
   say "Building berth (release) and the images of the real node (no registry: built here, imported)"
@@ -48,7 +50,7 @@ else
     kill -TERM "$(<"$state/berth.pid")"
     sleep 2
   fi
-  KUBECONFIG="$state/berth-operator.kubeconfig" nohup target/debug/berth \
+  KUBECONFIG="$state/berth-operator.kubeconfig" nohup "$bin/debug/berth" \
     --http-addr 127.0.0.1:18080 --lease-namespace berth-system >"$state/berth.log" 2>&1 &
   echo $! >"$state/berth.pid"
 fi
@@ -96,7 +98,7 @@ fi
 cat <<EOF
 
 berth is running$([ "$real" = 1 ] && echo " as pods in berth-system" || echo " (pid $(<"$state/berth.pid"), metrics on http://127.0.0.1:18080/metrics)").
-  export KUBECONFIG=$KUBECONFIG PATH=$PWD/target/debug:\$PATH
+  export KUBECONFIG=$KUBECONFIG PATH=$bin/debug:\$PATH
   kubectl get customers
   kubectl berth tree big-client-0815
   make cluster-down      # stop everything

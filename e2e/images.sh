@@ -18,7 +18,7 @@ source "$here/versions.env"
 cache=${BERTH_CACHE:-$HOME/.cache/berth}
 out="$cache/images"
 kbin="$cache/k8s-$K8S_VERSION/bin"
-berth_bin=${BERTH_BIN:-target/release/berth}
+berth_bin=${BERTH_BIN:-${CARGO_TARGET_DIR:-target}/release/berth}
 [[ $berth_bin = /* ]] || berth_bin="$repo/$berth_bin"
 go=$(command -v go || echo /usr/local/go/bin/go)
 pg_pkgs=(postgresql-15 postgresql-client-15 pgbouncer libpq5)

@@ -32,6 +32,13 @@ pub fn repo() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
+/// Where cargo put this workspace's binaries: `CARGO_TARGET_DIR` when set (relative to the workspace, as
+/// the Makefile's cargo runs there), else `target`. A binary looked for anywhere else could be a stale one.
+#[must_use]
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), |d| repo().join(d))
+}
+
 /// Kubeconfig of the cluster under test: `KUBECONFIG`, else the local control plane's.
 #[must_use]
 pub fn kubeconfig() -> PathBuf {
@@ -492,12 +499,12 @@ pub fn tool(name: &str) -> PathBuf {
 }
 
 /// `kubectl berth <args>` as a user runs it: kubectl finds the `kubectl-berth` this workspace built
-/// (`target/debug`, or `BERTH_E2E_PLUGIN`) on PATH; the cluster under test is its KUBECONFIG. No colour:
+/// (`debug` of [`target_dir`], or `BERTH_E2E_PLUGIN`) on PATH; the cluster under test is its KUBECONFIG. No colour:
 /// the output is not a terminal.
 #[must_use]
 pub fn kubectl_berth(args: &[&str]) -> std::process::Output {
     let plugin = std::env::var_os("BERTH_E2E_PLUGIN")
-        .map_or_else(|| repo().join("target/debug/kubectl-berth"), PathBuf::from);
+        .map_or_else(|| target_dir().join("debug/kubectl-berth"), PathBuf::from);
     assert!(
         plugin.exists(),
         "{} is missing: cargo build -p kubectl-berth",

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use crate::metrics::{self, Scrape};
-use crate::{kubeconfig, repo};
+use crate::{kubeconfig, target_dir};
 
 /// Namespace of the leader Lease in the tests (the chart's namespace).
 pub const LEASE_NAMESPACE: &str = "berth-system";
@@ -67,7 +67,7 @@ impl Launch<'_> {
         let log = match self.log {
             Some(log) => log,
             None => {
-                let logs = repo().join("target/e2e-logs");
+                let logs = target_dir().join("e2e-logs");
                 std::fs::create_dir_all(&logs)?;
                 logs.join(format!("{}-{}-{port}.log", self.name, std::process::id()))
             }
@@ -116,7 +116,7 @@ impl Operator {
         Launch {
             name,
             bin: std::env::var_os("BERTH_BIN")
-                .map_or_else(|| repo().join("target/debug/berth"), PathBuf::from),
+                .map_or_else(|| target_dir().join("debug/berth"), PathBuf::from),
             kubeconfig: std::env::var_os("BERTH_E2E_OPERATOR_KUBECONFIG")
                 .map_or_else(kubeconfig, PathBuf::from),
             log: None,
