@@ -498,9 +498,9 @@ pub fn tool(name: &str) -> PathBuf {
     dir.map_or_else(|| PathBuf::from(name), |d| PathBuf::from(d).join(name))
 }
 
-/// `kubectl berth <args>` as a user runs it: kubectl finds the `kubectl-berth` this workspace built
-/// (`debug` of [`target_dir`], or `BERTH_E2E_PLUGIN`) on PATH; the cluster under test is its KUBECONFIG. No colour:
-/// the output is not a terminal.
+/// `kubectl berth <args>` as a user runs it: kubectl finds the `kubectl-berth` this workspace built (in
+/// [`target_dir`], or `BERTH_E2E_PLUGIN`) on PATH; the cluster under test is its KUBECONFIG. No colour: the
+/// output is not a terminal.
 #[must_use]
 pub fn kubectl_berth(args: &[&str]) -> std::process::Output {
     let plugin = std::env::var_os("BERTH_E2E_PLUGIN")
