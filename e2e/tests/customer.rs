@@ -404,6 +404,12 @@ async fn switching_a_live_tenant_to_retain_and_back_moves_the_owner_references()
         ns.owner_references().is_empty()
     })
     .await;
+    // A guard rail still controlled by the Customer is berth's to un-own, not a name clash.
+    let quotas: Api<ResourceQuota> = Api::namespaced(c.clone(), &name);
+    wait_for(&quotas, names::RESOURCE_QUOTA, SHORT, "the quota unowned", |q| {
+        q.owner_references().is_empty()
+    })
+    .await;
     wait_for(&secrets, &credentials, SHORT, "the credentials unowned", |s| {
         s.owner_references().is_empty()
     })
@@ -422,6 +428,7 @@ async fn switching_a_live_tenant_to_retain_and_back_moves_the_owner_references()
         |s| owned_by_database(s),
     )
     .await;
+    wait_for(&customers, &name, SHORT, "Ready", customer_ready).await;
     delete_with_namespace(&c, &name).await;
 }
 

@@ -44,7 +44,6 @@ pub fn holder(desired: &ObjectMeta, existing: &ObjectMeta) -> Holder {
         .iter()
         .flatten()
         .find(|o| o.controller == Some(true));
-    let berths = |m: &ObjectMeta| label(m, MANAGED_BY).is_some_and(|by| by == BERTH);
     if let Some(owner) = controller {
         let ours = desired
             .owner_references
@@ -57,7 +56,7 @@ pub fn holder(desired: &ObjectMeta, existing: &ObjectMeta) -> Holder {
         let unowning = desired.owner_references.as_ref().is_none_or(Vec::is_empty)
             && claim(desired).is_none()
             && owner.api_version.split('/').next() == Some(GROUP)
-            && berths(existing)
+            && label(existing, MANAGED_BY).as_deref() == Some(BERTH)
             && label(existing, CUSTOMER).is_some_and(|have| label(desired, CUSTOMER) == Some(have));
         return if ours || unowning {
             Holder::Berth
