@@ -326,10 +326,15 @@ impl Slim for NetworkPolicy {
     }
 }
 
-// Kept whole: small, or read back (a namespace's phase and labels, a Job's state, a volume claim's binding
-// and the labels that name its Database).
+// A tenant namespace keeps its phase; its Pod Security labels, berth's labels and the recorded uid are only
+// compared (a Customer tells its namespace by the owner reference; one kept under `Retain` has none, and
+// keeps its maps whole).
+impl Slim for Namespace {
+    const FOLD_MAPS: bool = true;
+}
+
+// Kept whole: read back (a Job's state, a volume claim's binding and the labels that name its Database).
 impl Slim for PersistentVolumeClaim {}
-impl Slim for Namespace {}
 impl Slim for Job {}
 
 #[cfg(test)]
