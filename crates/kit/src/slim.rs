@@ -14,7 +14,8 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service,
+    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimStatus, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -333,8 +334,23 @@ impl Slim for Namespace {
     const FOLD_MAPS: bool = true;
 }
 
-// Kept whole: read back (a Job's state, a volume claim's binding and the labels that name its Database).
-impl Slim for PersistentVolumeClaim {}
+// A volume claim keeps what tells whether and to what it is bound, and its labels (they name its Database);
+// the StatefulSet makes it and berth never applies it, so nothing dropped is compared.
+impl Slim for PersistentVolumeClaim {
+    fn slim(&mut self) -> Option<u64> {
+        self.spec = self.spec.take().map(|s| PersistentVolumeClaimSpec {
+            volume_name: s.volume_name,
+            ..PersistentVolumeClaimSpec::default()
+        });
+        self.status = self.status.take().map(|s| PersistentVolumeClaimStatus {
+            phase: s.phase,
+            ..PersistentVolumeClaimStatus::default()
+        });
+        None
+    }
+}
+
+// Kept whole: a Job's state is read back.
 impl Slim for Job {}
 
 #[cfg(test)]
@@ -512,6 +528,35 @@ mod tests {
         );
         assert_eq!(status.current_revision, None);
         assert_ne!(a.digest(), b.digest(), "another service name shows in the digest");
+    }
+
+    #[test]
+    fn a_claim_view_keeps_its_binding_and_labels() {
+        use k8s_openapi::api::core::v1::VolumeResourceRequirements;
+        let claim = PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                labels: Some(BTreeMap::from([("app".to_owned(), "server".to_owned())])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                volume_name: Some("pv-1".to_owned()),
+                resources: Some(VolumeResourceRequirements::default()),
+                ..PersistentVolumeClaimSpec::default()
+            }),
+            status: Some(PersistentVolumeClaimStatus {
+                phase: Some("Bound".to_owned()),
+                access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+                ..PersistentVolumeClaimStatus::default()
+            }),
+        };
+        let c = Cached::new(claim);
+        let spec = c.spec.as_ref().unwrap();
+        assert_eq!(spec.volume_name.as_deref(), Some("pv-1"));
+        assert_eq!(spec.resources, None);
+        let status = c.status.as_ref().unwrap();
+        assert_eq!(status.phase.as_deref(), Some("Bound"));
+        assert_eq!(status.access_modes, None);
+        assert_eq!(c.labels().len(), 1, "the labels name its Database");
     }
 
     #[test]
