@@ -132,8 +132,8 @@ impl<K> Drop for PerNamespace<K> {
 /// One namespace's watch, until the controller no longer works there or nobody listens: a list, then a watch
 /// from its version, again after each time the API server ends it. Written against the client rather than
 /// kube-runtime's watcher, because a thousand namespaces hold a thousand of these: the watcher's stream
-/// holds an 8 KiB line buffer and a large state machine for the life of each watch, this one a few hundred
-/// bytes between events.
+/// holds an 8 KiB line buffer and a large state machine for the life of each watch, this one a line only
+/// while it is incomplete (heaptrack at N=300: 12.6 KiB per namespace before).
 async fn one<K>(
     client: Client,
     _seat: Seat,
