@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_api::{Customer, CustomerStatus, Database, DeletionPolicy, Scheduler, Webhook};
+use berth_kit::cache::Cache;
 use berth_kit::error::{Error, Result, is_conflict};
 use berth_kit::runtime::Reconciler;
 use berth_kit::slim::Cached;
-use berth_kit::watch::{Synced, current, current_whole, listed};
+use berth_kit::watch::{Synced, current, current_whole};
 use berth_kit::{Context, Ledger, labels};
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
@@ -29,11 +30,11 @@ use crate::status::{self, Feature, NamespaceState, Observed};
 
 /// Caches of what the Customer controller owns, filled by the same watches that wake it.
 pub struct Stores {
-    pub namespaces: Store<Cached<Namespace>>,
-    pub quotas: Store<Cached<ResourceQuota>>,
-    pub limit_ranges: Store<Cached<LimitRange>>,
-    pub network_policies: Store<Cached<NetworkPolicy>>,
-    pub role_bindings: Store<Cached<RoleBinding>>,
+    pub namespaces: Cache<Cached<Namespace>>,
+    pub quotas: Cache<Cached<ResourceQuota>>,
+    pub limit_ranges: Cache<Cached<LimitRange>>,
+    pub network_policies: Cache<Cached<NetworkPolicy>>,
+    pub role_bindings: Cache<Cached<RoleBinding>>,
     pub databases: Store<Database>,
     pub schedulers: Store<Scheduler>,
     pub webhooks: Store<Webhook>,
@@ -46,11 +47,11 @@ impl Stores {
     #[must_use]
     pub fn synced(&self, shared: Vec<BoxFuture<'static, bool>>) -> Synced {
         let mut all = vec![
-            listed(&self.namespaces),
-            listed(&self.quotas),
-            listed(&self.limit_ranges),
-            listed(&self.network_policies),
-            listed(&self.role_bindings),
+            self.namespaces.listed(),
+            self.quotas.listed(),
+            self.limit_ranges.listed(),
+            self.network_policies.listed(),
+            self.role_bindings.listed(),
         ];
         all.extend(shared);
         Synced::new(all)
@@ -191,7 +192,7 @@ fn standing(c: &Customer, holder: Holder) -> Standing {
 async fn namespace_holder(c: &Customer, ctx: &Ctx) -> Result<Holder> {
     let name = c.namespace_name();
     let cached = ctx.stores.namespaces.get(&ObjectRef::new(&name));
-    if let Some(h @ Holder::Us) = cached.map(|ns| holder(c, Some(&ns.metadata))) {
+    if let Some(h @ Holder::Us) = cached.map(|ns| holder(c, Some(ns.meta()))) {
         return Ok(h);
     }
     // Not in berth's cache as ours: either it does not exist yet, or it is somebody else's.
@@ -474,7 +475,7 @@ async fn apply_children(
 /// Returns whether it was created just now.
 async fn bind_operator(
     kit: &Context,
-    cache: &Store<Cached<RoleBinding>>,
+    cache: &Cache<Cached<RoleBinding>>,
     binding: &RoleBinding,
     ledger: &mut Ledger,
 ) -> Result<bool> {
@@ -526,12 +527,12 @@ where
 /// which would make every apply a write). So such rules are removed explicitly, only when present.
 async fn remove_foreign_rules(
     kit: &Context,
-    cache: &Store<Cached<NetworkPolicy>>,
+    cache: &Cache<Cached<NetworkPolicy>>,
     desired: &NetworkPolicy,
 ) -> Result<()> {
     let ns = desired.namespace().unwrap_or_default();
     let have = cache.get(&ObjectRef::new(&desired.name_any()).within(&ns));
-    if !foreign_rules(desired, have.as_deref().map(|h| &**h)) {
+    if !foreign_rules(desired, have.map(|h| h.object()).as_ref()) {
         return Ok(());
     }
     let remove = serde_json::json!({"spec": {"ingress": null}});

@@ -30,7 +30,7 @@ use berth_kit::changes::{all_but_status, any_change};
 use berth_kit::connections::Connections;
 use berth_kit::namespaced::{Keep, PerNamespace};
 use berth_kit::shared::Subscription;
-use berth_kit::watch::{Synced, listed, owned};
+use berth_kit::watch::{Synced, owned};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -83,12 +83,12 @@ pub async fn run(
     berth_kit::watch::mark_synced_when(&kit, databases.listed());
     let controller = Controller::for_shared_stream(databases.changes, databases.store);
     let synced = Synced::new(vec![
-        listed(&config_maps),
-        listed(&servers),
-        listed(&pools),
-        listed(&services),
-        listed(&budgets),
-        listed(&claims),
+        config_maps.listed(),
+        servers.listed(),
+        pools.listed(),
+        services.listed(),
+        budgets.listed(),
+        claims.listed(),
     ]);
     let ctx = Arc::new(Ctx {
         kit,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_api::Database;
+use berth_kit::cache::Cache;
 use berth_kit::conditions::{READY, now};
 use berth_kit::labels::customer_of;
 use berth_kit::namespaced::PerNamespace;
@@ -20,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use crate::build::{self, Children, Inputs};
@@ -52,13 +53,13 @@ pub(crate) struct Ctx {
 
 /// What the controller's label-selected watches hold of its children.
 pub(crate) struct Caches {
-    pub(crate) config_maps: Store<Cached<ConfigMap>>,
-    pub(crate) servers: Store<Cached<StatefulSet>>,
-    pub(crate) pools: Store<Cached<Deployment>>,
-    pub(crate) services: Store<Cached<Service>>,
-    pub(crate) budgets: Store<Cached<PodDisruptionBudget>>,
+    pub(crate) config_maps: Cache<Cached<ConfigMap>>,
+    pub(crate) servers: Cache<Cached<StatefulSet>>,
+    pub(crate) pools: Cache<Cached<Deployment>>,
+    pub(crate) services: Cache<Cached<Service>>,
+    pub(crate) budgets: Cache<Cached<PodDisruptionBudget>>,
     /// The servers' volume claims (see `volume::claims`).
-    pub(crate) claims: Store<Cached<PersistentVolumeClaim>>,
+    pub(crate) claims: Cache<Cached<PersistentVolumeClaim>>,
 }
 
 impl Reconciler for Ctx {
@@ -147,6 +148,7 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
     // Build: pure.
     let owner = owner_ref(db).ok_or_else(|| Error::InvalidSpec("the Database has no uid yet".into()))?;
     let customer = customer_of(db.labels(), &namespace);
+    let existing_claims = loaded.server_claims();
     let children = build::children(&Inputs {
         db,
         namespace: &namespace,
@@ -156,7 +158,7 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
         credentials: &credentials,
         tls: &tls,
         settings: &kit.settings,
-        existing_claims: loaded.server_claims(),
+        existing_claims: existing_claims.as_deref(),
     });
 
     // Apply.
@@ -178,7 +180,7 @@ async fn converge(db: &Database, ctx: &Ctx) -> Result<Action> {
     }
     // The volume: under `Retain`, its PersistentVolume keeps the data even when the namespace is deleted.
     // (One read of a cluster-scoped volume per process, which no cache holds; see `volume`.)
-    volume::keep(kit, &ctx.retained, db, loaded.claim.as_deref().map(|c| &**c)).await?;
+    volume::keep(kit, &ctx.retained, db, loaded.claim().as_ref()).await?;
 
     // Status: from the workloads as the apply answered them (this spec, latest status); their own
     // status changes wake the controller again through the `owns` watches.
@@ -258,13 +260,12 @@ impl Loaded {
         }
     }
 
-    fn server_claims(&self) -> Option<&[k8s_openapi::api::core::v1::PersistentVolumeClaim]> {
-        self.server
-            .as_ref()?
-            .spec
-            .as_ref()?
-            .volume_claim_templates
-            .as_deref()
+    fn server_claims(&self) -> Option<Vec<PersistentVolumeClaim>> {
+        self.server.as_ref()?.object().spec?.volume_claim_templates
+    }
+
+    fn claim(&self) -> Option<PersistentVolumeClaim> {
+        self.claim.as_ref().map(|c| c.object())
     }
 }
 
@@ -284,9 +285,10 @@ async fn held(
     message: String,
 ) -> Result<Action> {
     let kit = ctx.kit.as_ref();
+    let (server, pool) = (loaded.server.as_ref(), loaded.pool.as_ref());
     let observed = Observed::from(
-        loaded.server.as_deref().map(|s| &**s),
-        loaded.pool.as_deref().map(|p| &**p),
+        server.map(|s| s.object()).as_ref(),
+        pool.map(|p| p.object()).as_ref(),
     );
     let mut status = status::held(db, namespace, &observed, reason, &message, &now());
     status.password_rotation = db.status.as_ref().and_then(|s| s.password_rotation);
@@ -297,7 +299,7 @@ async fn held(
     kit.apply_status(&kit.api::<Database>(namespace), db, db.status.as_ref(), &status)
         .await?;
     // After the status, so a failure here cannot hide the news.
-    volume::keep(kit, &ctx.retained, db, loaded.claim.as_deref().map(|c| &**c)).await?;
+    volume::keep(kit, &ctx.retained, db, loaded.claim().as_ref()).await?;
     Ok(Action::requeue(RECHECK))
 }
 

@@ -15,6 +15,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 
 use berth_api::{Database, DeletionPolicy};
+use berth_kit::cache::Cache;
 use berth_kit::labels::{COMPONENT, INSTANCE};
 use berth_kit::slim::Cached;
 use berth_kit::{Context, Result};
@@ -22,7 +23,7 @@ use futures::Stream;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
@@ -39,13 +40,14 @@ const RETAIN: &str = "Retain";
 pub(crate) fn claims(
     api: Api<PersistentVolumeClaim>,
 ) -> (
-    Store<Cached<PersistentVolumeClaim>>,
+    Cache<Cached<PersistentVolumeClaim>>,
     impl Stream<Item = Result<Cached<PersistentVolumeClaim>, watcher::Error>> + Send + 'static,
 ) {
     berth_kit::watch::owned(api, fingerprint)
 }
 
-fn fingerprint(claim: &Cached<PersistentVolumeClaim>) -> u64 {
+fn fingerprint(cached: &Cached<PersistentVolumeClaim>) -> u64 {
+    let claim = cached.object();
     let mut h = DefaultHasher::new();
     (
         claim.metadata.deletion_timestamp.is_some(),
@@ -58,7 +60,7 @@ fn fingerprint(claim: &Cached<PersistentVolumeClaim>) -> u64 {
 
 /// The Database whose server's claim this is: named by the claim's instance label, in its namespace, and
 /// only for the one claim berth reads ([`names::data_claim`]).
-pub(crate) fn database_of(claim: &PersistentVolumeClaim) -> Option<ObjectRef<Database>> {
+pub(crate) fn database_of(claim: &impl Resource) -> Option<ObjectRef<Database>> {
     let labels = claim.labels();
     if labels.get(COMPONENT).map(String::as_str) != Some(names::SERVER_COMPONENT) {
         return None;

@@ -58,3 +58,39 @@ pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Er
         serde_yaml::to_string(crd)?
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use berth_kit::slim::Cached;
+    use serde::de::DeserializeOwned;
+
+    use super::*;
+
+    fn reads_back<K>(json: serde_json::Value)
+    where
+        K: berth_kit::slim::Slim + kube::Resource + serde::Serialize + DeserializeOwned + std::fmt::Debug,
+    {
+        let object: K = serde_json::from_value(json).unwrap();
+        let back = Cached::new(serde_json::from_value::<K>(serde_json::to_value(&object).unwrap()).unwrap())
+            .object();
+        assert_eq!(
+            serde_json::to_value(back).unwrap(),
+            serde_json::to_value(object).unwrap()
+        );
+    }
+
+    /// A cache that holds berth's kinds whole (the Customer controller's view of its features) reads them
+    /// back as they were, metadata and status included.
+    #[test]
+    fn berths_kinds_read_back_from_a_cache_view() {
+        let meta = serde_json::json!({"name": "db", "namespace": "acme", "uid": "u1", "labels": {"a": "b"}});
+        reads_back::<Database>(serde_json::json!({
+            "metadata": meta, "spec": {"storage": "1Gi"},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": "",
+                "lastTransitionTime": "2026-12-02T00:00:00Z"}]}
+        }));
+        reads_back::<Scheduler>(serde_json::json!({"metadata": meta, "spec": {"workers": 4}}));
+        reads_back::<Customer>(serde_json::json!({"metadata": {"name": "acme"}, "spec": {}}));
+        reads_back::<Webhook>(serde_json::json!({"metadata": meta, "spec": {}}));
+    }
+}

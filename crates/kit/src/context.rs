@@ -230,7 +230,7 @@ impl Context {
     {
         if let Some(cached) = cached.as_ref().filter(|c| self.unchanged(obj, c)) {
             return Ok(Applied {
-                object: K::clone(cached),
+                object: cached.object(),
                 outcome: Outcome::Unchanged,
             });
         }
@@ -245,9 +245,7 @@ impl Context {
         let before = self.memo(obj);
         let object = self.apply(api, obj).await?;
         let outcome = outcome(
-            before
-                .as_ref()
-                .map(|m| (m.wanted == hash(obj), m.version.as_deref())),
+            before.as_ref().map(|m| (m.wanted == hash(obj), m.version)),
             existing,
             object.resource_version().as_deref(),
         );
@@ -285,7 +283,7 @@ impl Context {
         let memo = Memo {
             wanted: hash(desired),
             seen: fingerprint(desired, &Cached::new(applied.clone())),
-            version: applied.resource_version(),
+            version: applied.resource_version().as_deref().map(version),
             used: now,
         };
         if let Ok(mut all) = self.applied.lock() {
@@ -309,7 +307,7 @@ impl Context {
         let memo = Memo {
             wanted: hash(desired),
             seen: fingerprint(desired, cached),
-            version: cached.resource_version(),
+            version: cached.resource_version().as_deref().map(version),
             used: now,
         };
         if recorded.contains(&entry(&memo_key(desired), &memo))
@@ -510,12 +508,13 @@ fn refuse_unless_berths<K: Resource<DynamicType = ()>>(desired: &K, existing: &O
 }
 
 /// What berth last applied to one child (a hash), and what the API server answered: its fingerprint (see
-/// [`fingerprint`]) and resourceVersion; and when berth last looked it up.
+/// [`fingerprint`]) and resourceVersion (hashed: it is only compared, and the string would take more than
+/// the rest of the memo); and when berth last looked it up.
 #[derive(Clone, Debug)]
 struct Memo {
     wanted: u64,
     seen: u64,
-    version: Option<String>,
+    version: Option<u64>,
     used: Instant,
 }
 
@@ -587,11 +586,11 @@ pub struct Applied<K> {
 /// version after this apply. An answer at the version berth left, or at the cache's version, means the
 /// apply wrote nothing (the cache was behind, or someone changed only fields berth does not own).
 fn outcome(
-    memo: Option<(bool, Option<&str>)>,
+    memo: Option<(bool, Option<u64>)>,
     cached: Option<Option<String>>,
     answer: Option<&str>,
 ) -> Outcome {
-    let wrote_nothing = memo.is_some_and(|(_, v)| v.is_some() && v == answer)
+    let wrote_nothing = memo.is_some_and(|(_, v)| v.is_some() && v == answer.map(version))
         || cached
             .as_ref()
             .is_some_and(|c| c.is_some() && c.as_deref() == answer);
@@ -602,6 +601,11 @@ fn outcome(
         (_, None) => Outcome::Created,
         (_, Some(_)) => Outcome::Updated,
     }
+}
+
+/// A resourceVersion as a memo keeps it.
+fn version(resource_version: &str) -> u64 {
+    crate::changes::hash(&resource_version)
 }
 
 fn slot(key: &str) -> u64 {
@@ -633,8 +637,8 @@ fn hash_json(value: &serde_json::Value) -> u64 {
 /// What berth's last apply left of `obj`: not its status and version stamps, nor the labels and
 /// annotations others add (the Deployment controller's revision, say), which an apply would leave alone.
 /// Labels and annotations are compared as the view holds them, hashed, for the keys `desired` has.
-fn fingerprint<K: Resource + Serialize>(desired: &K, obj: &Cached<K>) -> u64 {
-    let mut value = serde_json::to_value(&**obj).unwrap_or_default();
+fn fingerprint<K: Resource<DynamicType = ()>>(desired: &K, obj: &Cached<K>) -> u64 {
+    let mut value = obj.value();
     if let Some(o) = value.as_object_mut() {
         o.remove("status");
         if let Some(meta) = o.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
@@ -701,25 +705,25 @@ mod tests {
         assert_eq!(outcome(None, Some(v("5")), Some("5")), Outcome::Unchanged);
         // berth wants something new.
         assert_eq!(
-            outcome(Some((false, Some("5"))), Some(v("5")), Some("6")),
+            outcome(Some((false, Some(version("5")))), Some(v("5")), Some("6")),
             Outcome::Updated
         );
         // The same wish, and the object moved under it: someone else's doing.
         assert_eq!(
-            outcome(Some((true, Some("5"))), Some(v("6")), Some("7")),
+            outcome(Some((true, Some(version("5")))), Some(v("6")), Some("7")),
             Outcome::Repaired
         );
         assert_eq!(
-            outcome(Some((true, Some("5"))), None, Some("9")),
+            outcome(Some((true, Some(version("5")))), None, Some("9")),
             Outcome::Recreated
         );
         // The cache behind berth's own last write, or a change only to fields berth leaves alone.
         assert_eq!(
-            outcome(Some((true, Some("5"))), Some(v("4")), Some("5")),
+            outcome(Some((true, Some(version("5")))), Some(v("4")), Some("5")),
             Outcome::Unchanged
         );
         assert_eq!(
-            outcome(Some((true, Some("5"))), Some(v("6")), Some("6")),
+            outcome(Some((true, Some(version("5")))), Some(v("6")), Some("6")),
             Outcome::Unchanged
         );
     }

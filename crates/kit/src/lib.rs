@@ -5,6 +5,7 @@
 //! count reconciles.
 
 pub mod apply;
+pub mod cache;
 pub mod changes;
 #[cfg(test)]
 mod chart_metrics;

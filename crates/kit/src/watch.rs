@@ -11,8 +11,10 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::cache::{Cache, cache};
 use crate::changes::{Filter, Fingerprint};
 use crate::labels::managed_selector;
 use crate::slim::{Cached, Slim};
@@ -20,19 +22,27 @@ use crate::slim::{Cached, Slim};
 /// A store of every `K` berth manages, and the stream that fills it (pass it to `Controller::owns_stream`),
 /// which passes a change only when `fingerprint` sees one (deletions always).
 /// managedFields are dropped on the way in (most of an object's bytes, and no controller reads them), and
-/// the store keeps each object as a [`Cached`] view (see [`crate::slim`]).
+/// the store keeps each object as a [`Cached`] view (see [`crate::slim`]) in a [`Cache`].
 pub fn owned<K>(
     api: Api<K>,
     fingerprint: Fingerprint<Cached<K>>,
 ) -> (
-    Store<Cached<K>>,
+    Cache<Cached<K>>,
     impl Stream<Item = Result<Cached<K>, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + Slim + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + Slim
+        + 'static,
     K::DynamicType: Eq + Hash + Clone,
 {
-    let (store, writer) = reflector::store();
+    let (store, mut writer) = cache();
     let config = watcher::Config::default()
         .labels(&managed_selector())
         .any_semantic();
@@ -45,7 +55,7 @@ where
                 Cached::new(o)
             })
         })
-        .reflect(writer)
+        .inspect_ok(move |event| writer.apply(event))
         .filter_map(move |event| std::future::ready(filter.pass(event, true)));
     (store, stream)
 }
@@ -141,7 +151,7 @@ where
 
 /// The cache's view of the object `desired` names.
 #[must_use]
-pub fn current<K>(store: &Store<Cached<K>>, desired: &K) -> Option<std::sync::Arc<Cached<K>>>
+pub fn current<K>(store: &Cache<Cached<K>>, desired: &K) -> Option<std::sync::Arc<Cached<K>>>
 where
     K: Resource<DynamicType = ()> + Clone,
 {
@@ -156,7 +166,7 @@ where
 #[must_use]
 pub fn current_whole<K>(store: &Store<K>, desired: &K) -> Option<std::sync::Arc<Cached<K>>>
 where
-    K: Resource<DynamicType = ()> + Clone + Slim,
+    K: Resource<DynamicType = ()> + Clone + Serialize + Slim,
 {
     let whole = store.get(&reflector::ObjectRef::from_obj(desired))?;
     Some(std::sync::Arc::new(Cached::new((*whole).clone())))
