@@ -1,8 +1,8 @@
 //! The store behind [`crate::watch::owned`]: every child berth manages, for the life of the process, found
 //! by namespace and name. kube-runtime's store keys each object by an `ObjectRef`, four strings copied out
-//! of the object (name, namespace, resourceVersion, uid) beside it in a 104-byte map entry: about 300 bytes
-//! an object, more than many [`crate::slim::Cached`] views. Here the object is its own key: the table
-//! holds only the pointer, placed by a hash of namespace and name and told apart by comparing them.
+//! of the object (name, namespace, resourceVersion, uid) beside it in a 104-byte map entry. Here the object
+//! is its own key: the table holds only the pointer, placed by a hash of namespace and name and told apart
+//! by comparing them.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, PoisonError, RwLock};
