@@ -67,12 +67,18 @@ impl<K: Resource> Shared<K> {
     }
 
     fn hash_of(&self, obj: &K) -> u64 {
-        let meta = obj.meta();
-        self.hash(
-            meta.namespace.as_deref(),
-            meta.name.as_deref().unwrap_or_default(),
-        )
+        let (namespace, name) = key(obj);
+        self.hash(namespace, name)
     }
+}
+
+/// Namespace and name: what the store finds an object by.
+fn key<K: Resource>(obj: &K) -> (Option<&str>, &str) {
+    let meta = obj.meta();
+    (
+        meta.namespace.as_deref(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
 }
 
 fn is<K: Resource>(namespace: Option<&str>, name: &str) -> impl Fn(&Arc<K>) -> bool {
@@ -83,11 +89,7 @@ fn is<K: Resource>(namespace: Option<&str>, name: &str) -> impl Fn(&Arc<K>) -> b
 }
 
 fn insert<K: Resource>(shared: &Shared<K>, table: &mut HashTable<Arc<K>>, obj: Arc<K>) {
-    let meta = obj.meta();
-    let (namespace, name) = (
-        meta.namespace.as_deref(),
-        meta.name.as_deref().unwrap_or_default(),
-    );
+    let (namespace, name) = key(&*obj);
     let hash = shared.hash(namespace, name);
     match table.find_mut(hash, is(namespace, name)) {
         Some(slot) => *slot = obj,
@@ -107,11 +109,7 @@ impl<K: Resource + Clone> Writer<K> {
                 insert(shared, &mut table, Arc::new(obj.clone()));
             }
             watcher::Event::Delete(obj) => {
-                let meta = obj.meta();
-                let (namespace, name) = (
-                    meta.namespace.as_deref(),
-                    meta.name.as_deref().unwrap_or_default(),
-                );
+                let (namespace, name) = key(obj);
                 let hash = shared.hash(namespace, name);
                 let mut table = shared.table.write().unwrap_or_else(PoisonError::into_inner);
                 if let Ok(entry) = table.find_entry(hash, is(namespace, name)) {
@@ -136,23 +134,13 @@ impl<K: Resource + Clone> Writer<K> {
 impl<K: Resource> Cache<K> {
     /// The object `at` names (its name and namespace; the rest of the reference is not compared).
     #[must_use]
-    pub fn get(&self, at: &ObjectRef<K>) -> Option<Arc<K>>
-    where
-        K::DynamicType: Eq + std::hash::Hash,
-    {
+    pub fn get(&self, at: &ObjectRef<K>) -> Option<Arc<K>> {
         let shared = &*self.shared;
         let (namespace, name) = (at.namespace.as_deref(), at.name.as_str());
         let table = shared.table.read().unwrap_or_else(PoisonError::into_inner);
         table
             .find(shared.hash(namespace, name), is(namespace, name))
             .cloned()
-    }
-
-    /// Every object held.
-    #[must_use]
-    pub fn state(&self) -> Vec<Arc<K>> {
-        let table = self.shared.table.read().unwrap_or_else(PoisonError::into_inner);
-        table.iter().cloned().collect()
     }
 }
 
@@ -161,8 +149,7 @@ impl<K: Send + Sync + 'static> Cache<K> {
     /// watch stopped before it did.
     #[must_use]
     pub fn listed(&self) -> BoxFuture<'static, bool> {
-        let mut rx = self.listed.clone();
-        Box::pin(async move { rx.wait_for(|l| *l).await.is_ok() })
+        crate::watch::listed(&self.listed)
     }
 }
 
@@ -203,7 +190,6 @@ mod tests {
         assert_eq!(version(&c, "a", "x").as_deref(), Some("3"));
         assert_eq!(version(&c, "b", "x").as_deref(), Some("2"));
         assert_eq!(version(&c, "a", "y"), None);
-        assert_eq!(c.state().len(), 2);
         w.apply(&watcher::Event::Delete(cm("a", "x", "3")));
         assert_eq!(version(&c, "a", "x"), None);
         assert_eq!(version(&c, "b", "x").as_deref(), Some("2"));

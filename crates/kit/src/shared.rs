@@ -58,8 +58,7 @@ where
     /// channel of its own rather than the store, whose readiness future wakes only one waiter.
     #[must_use]
     pub fn listed(&self) -> BoxFuture<'static, bool> {
-        let mut rx = self.listed.clone();
-        Box::pin(async move { rx.wait_for(|l| *l).await.is_ok() })
+        crate::watch::listed(&self.listed)
     }
 }
 

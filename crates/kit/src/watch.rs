@@ -138,15 +138,12 @@ impl Synced {
     }
 }
 
-/// A store's readiness, boxed for [`Synced::new`].
+/// Resolves to `true` once `listed` says a store holds a full list, `false` if its writer went away first
+/// (boxed for [`Synced::new`]). Every waiter wakes, unlike with a kube store's own readiness future.
 #[must_use]
-pub fn listed<K>(store: &Store<K>) -> futures::future::BoxFuture<'static, bool>
-where
-    K: Resource + Clone + Send + Sync + 'static,
-    K::DynamicType: Eq + Hash + Clone + Send + Sync,
-{
-    let store = store.clone();
-    Box::pin(async move { store.wait_until_ready().await.is_ok() })
+pub fn listed(listed: &tokio::sync::watch::Receiver<bool>) -> futures::future::BoxFuture<'static, bool> {
+    let mut rx = listed.clone();
+    Box::pin(async move { rx.wait_for(|l| *l).await.is_ok() })
 }
 
 /// The cache's view of the object `desired` names.
