@@ -19,8 +19,9 @@ pub async fn apply<K>(api: &Api<K>, obj: &K, manager: &str) -> Result<K>
 where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
 {
-    let params = PatchParams::apply(manager).force();
-    Ok(api.patch(&obj.name_any(), &params, &Patch::Apply(obj)).await?)
+    Ok(api
+        .patch(&obj.name_any(), &params(manager), &Patch::Apply(obj))
+        .await?)
 }
 
 /// Creates `obj` by a server-side apply that carries a resourceVersion no object can have
@@ -38,8 +39,17 @@ where
 {
     let mut fresh = obj.clone();
     fresh.meta_mut().resource_version = Some(NEVER_A_VERSION.to_owned());
-    let params = PatchParams::apply(manager).force();
-    Ok(api.patch(&obj.name_any(), &params, &Patch::Apply(&fresh)).await?)
+    Ok(api
+        .patch(&obj.name_any(), &params(manager), &Patch::Apply(&fresh))
+        .await?)
+}
+
+/// A forced apply as `manager`, without the duplicate-field check. That check (`fieldValidation` `Warn`,
+/// the default, or `Strict`) makes the API server parse the body as YAML a second time, and berth's
+/// bodies are serialized from typed structs, which cannot repeat a field; an unknown field is refused by
+/// the apply itself whatever the directive.
+fn params(manager: &str) -> PatchParams {
+    PatchParams::apply(manager).force().validation_ignore()
 }
 
 /// The largest etcd revision (an int64): the version of no stored object, yet a valid one to send.
@@ -59,8 +69,7 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    let params = PatchParams::apply(manager).force();
-    api.patch_status(&obj.name_any(), &params, &Patch::Apply(&body))
+    api.patch_status(&obj.name_any(), &params(manager), &Patch::Apply(&body))
         .await
         .map_err(Error::Kube)
 }
