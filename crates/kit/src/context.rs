@@ -218,9 +218,11 @@ impl Context {
     /// keeps a converged tenant at zero API writes while every reconcile still states the whole desired
     /// state.
     ///
-    /// An object the cache does not hold is read first (on creation, or while the cache does not know it
-    /// yet: never for a converged tenant), because a same-named object outside berth's label-selected cache
-    /// may be someone else's, which a forced apply would silently take over (see [`crate::ownership`]).
+    /// An object the cache does not hold (on creation, or while the cache does not know it yet: never for a
+    /// converged tenant) is never applied blindly, because a same-named object outside berth's
+    /// label-selected cache may be someone else's, which a forced apply would silently take over (see
+    /// [`crate::ownership`]). It is created by a write that only creates; only when its name is taken is the
+    /// holder read. One this process applied before, likely there and only not yet cached, is read first.
     ///
     /// # Errors
     /// [`Error::Conflict`] when the object exists and is not berth's; else whatever the API server answers.
@@ -234,15 +236,23 @@ impl Context {
                 outcome: Outcome::Unchanged,
             });
         }
+        let before = self.memo(obj);
         let existing = match &cached {
             // A cache of a kind people also create by hand (Databases, Schedulers) holds theirs too.
             Some(c) => {
                 refuse_unless_berths(obj, &c.meta_against(obj.meta()))?;
                 Some(c.resource_version())
             }
+            // A new tenant's children: one write each, where a read first would add a round trip.
+            None if before.is_none() => match self.create_absent(api, obj).await? {
+                Some(object) => {
+                    let outcome = outcome(None, None, object.resource_version().as_deref());
+                    return Ok(Applied { object, outcome });
+                }
+                None => self.claimable(api, obj).await?,
+            },
             None => self.claimable(api, obj).await?,
         };
-        let before = self.memo(obj);
         let object = self.apply(api, obj).await?;
         let outcome = outcome(
             before.as_ref().map(|m| (m.wanted == hash(obj), m.version)),
@@ -250,6 +260,25 @@ impl Context {
             object.resource_version().as_deref(),
         );
         Ok(Applied { object, outcome })
+    }
+
+    /// Creates `obj` where its name is free (see [`crate::apply::create`]) and remembers it as applied;
+    /// `None` when the name is taken.
+    ///
+    /// # Errors
+    /// Whatever the API server answers but the 409 of a taken name.
+    async fn create_absent<K>(&self, api: &Api<K>, obj: &K) -> Result<Option<K>>
+    where
+        K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug + Slim,
+    {
+        match self.create(api, obj).await {
+            Ok(created) => {
+                self.remember(obj, &created);
+                Ok(Some(created))
+            }
+            Err(Error::Kube(e)) if crate::error::is_conflict(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The version of the object under `obj`'s name (`None`: there is none), read because no cache holds
