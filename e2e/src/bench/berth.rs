@@ -23,6 +23,7 @@ use crate::operator::Launch;
 
 const WRITES: &str = "berth_api_writes_total";
 const RECONCILES: &str = "berth_reconciles_total";
+const REQUESTS: &str = "berth_api_requests_total";
 
 /// berth's figures: those both phases report, its writes and reconciles until every tenant was Ready,
 /// then the steady state.
@@ -36,6 +37,8 @@ pub struct BerthReport {
     pub writes_per_customer_by_controller_verb: BTreeMap<String, f64>,
     pub reconciles_by_controller: BTreeMap<String, f64>,
     pub reconciles_per_customer_by_controller: BTreeMap<String, f64>,
+    /// Every request, reads too, until every tenant was Ready: what the API server served berth.
+    pub requests_per_customer_by_verb_resource: BTreeMap<String, f64>,
     pub writes_per_child_object: f64,
     /// Without status writes and events: what changes objects.
     pub object_writes_per_child_object: f64,
@@ -154,6 +157,7 @@ impl BerthReport {
         let (m0, m1) = (&start.metrics, &converged.metrics);
         let writes = m1.delta_by(m0, WRITES, &["controller", "verb"]);
         let reconciles = m1.delta_by(m0, RECONCILES, &["controller"]);
+        let requests = m1.delta_by(m0, REQUESTS, &["verb", "resource"]);
         let total: f64 = writes.values().sum();
         let to_objects: f64 = writes
             .iter()
@@ -168,6 +172,7 @@ impl BerthReport {
             writes_per_customer_by_controller_verb: per_customer(&writes, n),
             reconciles_by_controller: keyed(&reconciles),
             reconciles_per_customer_by_controller: per_customer(&reconciles, n),
+            requests_per_customer_by_verb_resource: per_customer(&requests, n),
             writes_per_child_object: total / (n * CHILDREN_PER_TENANT),
             object_writes_per_child_object: to_objects / (n * CHILDREN_PER_TENANT),
             steady_state: Steady::between(converged, settled, cfg.settle),
