@@ -7,17 +7,21 @@
 //! running while the process is frozen: once the renew deadline has passed, nothing is written until a
 //! renewal succeeds again. It is checked twice:
 //! - by every attempt of every write, below the retry layer ([`FenceLayer`]), which says why;
-//! - by every connection's task each time it runs ([`FencedExecutor`]): the task is what writes a request
-//!   to the socket, and a request that passed the first check just before a freeze is still waiting
-//!   there when the process wakes. A closed fence drops the connection instead of letting it write.
+//! - by every connection at the socket ([`FencedIo`]), for every byte. A check anywhere above the socket
+//!   leaves a gap between deciding to send and sending: a request that passed it just before a freeze
+//!   (even in the middle of the connection task's poll, which a frozen thread resumes) would still be
+//!   written when the process wakes.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::{Method, Request};
+use http::{Method, Request, Uri};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use tower::util::BoxService;
 use tower::{BoxError, Layer, Service};
 
 /// Until when this process may write. Shared by the Lease holder (which moves it) and the client's layer.
@@ -91,38 +95,102 @@ pub struct Fenced<S> {
     fence: Fence,
 }
 
-/// The executor of the controllers' HTTP client (`kube::client::ClientBuilder::try_from((config, exec))`):
-/// hyper runs each connection as a task of its executor, and this one stops a connection's task, unpolled,
-/// once the fence is closed.
+/// The connector of the controllers' HTTP client: every connection it makes is a [`FencedIo`].
 #[derive(Clone, Debug)]
-pub struct FencedExecutor(pub Fence);
+pub struct FencedConnector<C> {
+    pub inner: C,
+    pub fence: Fence,
+}
 
-impl<F> hyper::rt::Executor<F> for FencedExecutor
+impl<C> Service<Uri> for FencedConnector<C>
 where
-    F: Future<Output = ()> + Send + 'static,
+    C: Service<Uri>,
+    C::Future: Send + 'static,
 {
-    fn execute(&self, task: F) {
-        tokio::spawn(Guarded {
-            fence: self.0.clone(),
-            task: Box::pin(task),
-        });
+    type Response = FencedIo<C::Response>;
+    type Error = C::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, C::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), C::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let (connecting, fence) = (self.inner.call(uri), self.fence.clone());
+        Box::pin(async move {
+            Ok(FencedIo {
+                io: connecting.await?,
+                fence,
+            })
+        })
     }
 }
 
-struct Guarded<F> {
+/// A connection to the API server that sends nothing once the fence is closed: the check sits at the
+/// socket, below TLS and HTTP, so it holds whichever task writes and however long ago that write was
+/// decided. A refused write fails the connection and every request on it.
+#[derive(Debug)]
+pub struct FencedIo<T> {
+    io: T,
     fence: Fence,
-    task: Pin<Box<F>>,
 }
 
-impl<F: Future<Output = ()>> Future for Guarded<F> {
-    type Output = ();
+impl<T> FencedIo<T> {
+    fn refused(&self) -> Option<io::Error> {
+        (!self.fence.is_open()).then(|| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "not the leader (the Lease may have passed to a standby): nothing more is sent",
+            )
+        })
+    }
+}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.fence.is_open() {
-            // Dropped unpolled: whatever it had to write stays unwritten, and its requests fail.
-            return Poll::Ready(());
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for FencedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for FencedIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.refused() {
+            return Poll::Ready(Err(e));
         }
-        self.task.as_mut().poll(cx)
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.refused() {
+            return Poll::Ready(Err(e));
+        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl<T: Connection> Connection for FencedIo<T> {
+    fn connected(&self) -> Connected {
+        self.io.connected()
     }
 }
 
@@ -155,6 +223,57 @@ where
     }
 }
 
+/// The controllers' client's HTTP stack below berth's layers.
+pub type Stack = BoxService<Request<kube::client::Body>, http::Response<hyper::body::Incoming>, BoxError>;
+
+/// The controllers' client up to its layers: kube's own stack (TLS, timeouts, base URI, credentials,
+/// headers) on a connector whose every connection is fenced. kube's builder takes no connector, and
+/// berth enables none of its proxy features, so there is nothing else it would have added.
+///
+/// # Errors
+/// When the TLS settings or credentials of `config` cannot be used.
+pub fn client_builder(
+    config: &kube::Config,
+    fence: &Fence,
+) -> anyhow::Result<kube::client::ClientBuilder<Stack>> {
+    use anyhow::Context as _;
+    use kube::client::ConfigExt as _;
+
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.enforce_http(false);
+    let https = config
+        .rustls_https_connector_with_connector(FencedConnector {
+            inner: tcp,
+            fence: fence.clone(),
+        })
+        .context("TLS settings of the Kubernetes client")?;
+    let mut connector = hyper_timeout::TimeoutConnector::new(https);
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    connector.set_reset_reader_on_write(config.reset_reader_on_write);
+    let http =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(
+            config
+                .auth_layer()
+                .context("credentials of the Kubernetes client")?,
+        )
+        .layer(
+            config
+                .extra_headers_layer()
+                .context("headers of the Kubernetes client")?,
+        )
+        .map_err(BoxError::from)
+        .service(http);
+    Ok(kube::client::ClientBuilder::new(
+        BoxService::new(service),
+        config.default_namespace.clone(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -181,24 +300,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_connection_task_runs_only_while_the_fence_is_open() {
-        use hyper::rt::Executor;
+    async fn a_connection_sends_only_while_the_fence_is_open() {
+        use hyper_util::rt::TokioIo;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let fence = Fence::closed();
         fence.open_until(Instant::now() + Duration::from_secs(60));
-        let exec = FencedExecutor(fence.clone());
-        let (wrote, mut written) = tokio::sync::mpsc::unbounded_channel();
-        let (go, mut next) = tokio::sync::mpsc::unbounded_channel::<()>();
-        exec.execute(async move {
-            while next.recv().await.is_some() {
-                let _ = wrote.send(());
-            }
+        let (ours, mut server) = tokio::io::duplex(64);
+        let mut conn = TokioIo::new(FencedIo {
+            io: TokioIo::new(ours),
+            fence: fence.clone(),
         });
-        go.send(()).unwrap();
-        assert!(written.recv().await.is_some(), "open: the task runs");
+        conn.write_all(b"sent").await.unwrap();
+        let mut got = [0; 4];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"sent");
         fence.close();
-        go.send(()).unwrap();
-        // Closed: the task is dropped at its next poll, so its side of the channel closes unwritten.
-        assert!(written.recv().await.is_none(), "closed: the task is gone");
+        let refused = conn.write_all(b"late").await.unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::PermissionDenied);
+        // What the server already said can still be read.
+        server.write_all(b"ok").await.unwrap();
+        let mut answer = [0; 2];
+        conn.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"ok");
+        drop(conn);
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).await.unwrap();
+        assert!(
+            rest.is_empty(),
+            "nothing reached the server after the fence closed: {rest:?}"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{Args, Controller, Timings};
-use crate::fence::{Fence, FenceLayer, FencedExecutor};
+use crate::fence::{Fence, FenceLayer};
 use crate::http::{self, Health};
 use crate::leader::{Elector, LeaseConfig};
 
@@ -150,8 +150,8 @@ struct Clients {
 
 /// The controllers' client and the Lease's own. The controllers' client bounds concurrent requests (a
 /// restart with thousands of tenants queues here, not at the API server), retries 429/503/504 below that
-/// bound honouring `Retry-After`, and checks the write fence on every attempt, retries included, and in
-/// every connection's task (see [`crate::fence`]). The
+/// bound honouring `Retry-After`, and checks the write fence on every attempt, retries included, and at
+/// the socket of every connection (see [`crate::fence`]). The
 /// Lease's client shares none of that: a renewal must never wait behind reconciles or a throttled queue,
 /// and every call has a read timeout, so a hung connection cannot outlive the renew deadline.
 fn clients(
@@ -178,8 +178,7 @@ fn clients(
     let retry =
         kube::client::retry::RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(10), 8, true)
             .context("retry policy")?;
-    let main = kube::client::ClientBuilder::try_from((config, FencedExecutor(fence.clone())))
-        .context("building the Kubernetes client")?
+    let main = crate::fence::client_builder(&config, fence)?
         .with_layer(&FenceLayer(fence.clone()))
         // Below the retries, so a 429 that a retry gets past is counted as well.
         .with_layer(&crate::requests::ThrottledLayer(metrics.clone()))
