@@ -25,7 +25,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
 use crate::build::{self, Children};
-use crate::names::{CUSTOMER_UID, FINALIZER};
+use crate::names::{CUSTOMER_UID, DATABASE, FINALIZER, SCHEDULER, WEBHOOK};
 use crate::status::{self, Feature, NamespaceState, Observed};
 
 /// Caches of what the Customer controller owns, filled by the same watches that wake it.
@@ -308,12 +308,12 @@ async fn apply(c: &Customer, ctx: &Ctx) -> Result<Action> {
                 )
                 .await;
             }
-            let mut ledger = Ledger::new(old.and_then(|s| s.applied.as_deref()));
+            let ledger = Ledger::new(old.and_then(|s| s.applied.as_deref()));
             let fresh = match &standing {
                 Standing::Created(ns) => Some(Namespace::clone(ns)),
                 _ => None,
             };
-            let applied = apply_children(c, kids, fresh, ctx, &mut ledger).await?;
+            let applied = apply_children(c, kids, fresh, ctx, &ledger).await?;
             record = ledger.record();
             seen.namespace = applied.namespace;
             (database, scheduler, webhook) = (applied.database, applied.scheduler, applied.webhook);
@@ -370,13 +370,15 @@ struct Applied {
 
 /// Applies in dependency order: the namespace first (nothing else can exist without it), then the
 /// guard rails (quota, limits, network policy, RBAC) before any workload-bearing child. `created`: the
-/// namespace as this reconcile's claim created it, already as it should be.
+/// namespace as this reconcile's claim created it, already as it should be. Within a step the children
+/// do not depend on each other and are ensured at once: a new tenant's reconcile is a chain of round
+/// trips, and its length is how many tenants a worker sets up a second.
 async fn apply_children(
     c: &Customer,
     kids: Children,
     created: Option<Namespace>,
     ctx: &Ctx,
-    ledger: &mut Ledger,
+    ledger: &Ledger,
 ) -> Result<Applied> {
     let Children {
         namespace,
@@ -433,33 +435,45 @@ async fn apply_children(
     } else {
         ledger.ensure(kit, &quotas, &resource_quota, quota).await?;
     }
-    let limits = current(&st.limit_ranges, &limit_range);
-    ledger.ensure(kit, &kit.api(&name), &limit_range, limits).await?;
-    for np in &network_policies {
-        remove_foreign_rules(kit, &st.network_policies, np).await?;
-        let cached = current(&st.network_policies, np);
-        ledger.ensure(kit, &kit.api(&name), np, cached).await?;
-    }
-    let restricting = ObjectRef::<Cached<NetworkPolicy>>::new(crate::names::RESTRICT_EGRESS).within(&name);
-    match egress {
-        Some(np) => {
+    let (limits, policies, bindings) = (
+        kit.api::<LimitRange>(&name),
+        kit.api::<NetworkPolicy>(&name),
+        kit.api::<RoleBinding>(&name),
+    );
+    let policy = |np: &NetworkPolicy| {
+        let (policies, np) = (&policies, np.clone());
+        async move {
+            remove_foreign_rules(kit, &st.network_policies, &np).await?;
             let cached = current(&st.network_policies, &np);
-            ledger.ensure(kit, &kit.api(&name), &np, cached).await?;
+            ledger.ensure(kit, policies, &np, cached).await
         }
-        None if st.network_policies.get(&restricting).is_some() => {
-            kit.delete(&kit.api::<NetworkPolicy>(&name), crate::names::RESTRICT_EGRESS)
-                .await?;
+    };
+    let restricting = ObjectRef::<Cached<NetworkPolicy>>::new(crate::names::RESTRICT_EGRESS).within(&name);
+    let egress = async {
+        match egress {
+            Some(np) => {
+                let cached = current(&st.network_policies, &np);
+                ledger.ensure(kit, &policies, &np, cached).await?;
+            }
+            None if st.network_policies.get(&restricting).is_some() => {
+                kit.delete(&policies, crate::names::RESTRICT_EGRESS).await?;
+            }
+            None => {}
         }
-        None => {}
-    }
-    let cached = current(&st.role_bindings, &admins);
-    ledger.ensure(kit, &kit.api(&name), &admins, cached).await?;
-    let databases = &ctx.stores.databases;
-    let database = sync_optional(kit, databases, &name, crate::names::DATABASE, database, ledger).await?;
-    let schedulers = &ctx.stores.schedulers;
-    let scheduler = sync_optional(kit, schedulers, &name, crate::names::SCHEDULER, scheduler, ledger).await?;
-    let webhooks = &ctx.stores.webhooks;
-    let webhook = sync_optional(kit, webhooks, &name, crate::names::WEBHOOK, webhook, ledger).await?;
+        Ok(())
+    };
+    let cached_limits = current(&st.limit_ranges, &limit_range);
+    futures::try_join!(
+        ledger.ensure(kit, &limits, &limit_range, cached_limits),
+        futures::future::try_join_all(network_policies.iter().map(policy)),
+        egress,
+        ledger.ensure(kit, &bindings, &admins, current(&st.role_bindings, &admins)),
+    )?;
+    let (database, scheduler, webhook) = futures::try_join!(
+        sync_optional(kit, &st.databases, &name, DATABASE, database, ledger),
+        sync_optional(kit, &st.schedulers, &name, SCHEDULER, scheduler, ledger),
+        sync_optional(kit, &st.webhooks, &name, WEBHOOK, webhook, ledger),
+    )?;
     Ok(Applied {
         namespace: NamespaceState::Active,
         database,
@@ -477,7 +491,7 @@ async fn bind_operator(
     kit: &Context,
     cache: &Cache<Cached<RoleBinding>>,
     binding: &RoleBinding,
-    ledger: &mut Ledger,
+    ledger: &Ledger,
 ) -> Result<bool> {
     let cached = current(cache, binding);
     let api: Api<RoleBinding> = kit.api(&binding.namespace().unwrap_or_default());
@@ -565,7 +579,7 @@ async fn sync_optional<K>(
     ns: &str,
     name: &str,
     desired: Option<K>,
-    ledger: &mut Ledger,
+    ledger: &Ledger,
 ) -> Result<Option<K>>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>

@@ -332,20 +332,38 @@ async fn apply(
     let config_maps = kit.api::<ConfigMap>(namespace);
     let services = kit.api::<Service>(namespace);
 
-    // 1. Secrets and ConfigMaps, so the pods find what they mount and reference.
+    // 1. Secrets and ConfigMaps, so the pods find what they mount and reference. The credentials come
+    // first: the other Secrets carry their values, and are not written when the create of fresh ones fails.
+    // The rest depend on nothing but them, so they are ensured at once.
     ensure_credentials(kit, db, &secrets, loaded.credentials.as_ref(), &credentials).await?;
     let c = caches;
-    let mut r = Ledger::new(db.status.as_ref().and_then(|s| s.applied.as_deref()));
+    let r = Ledger::new(db.status.as_ref().and_then(|s| s.applied.as_deref()));
+    let r = &r;
+    let read_then_ensure = |desired: Secret| {
+        let secrets = secrets.clone();
+        async move {
+            let cached = read(&secrets, &desired).await?;
+            r.ensure(kit, &secrets, &desired, cached).await
+        }
+    };
     let cached = loaded.tls.clone().map(|s| Arc::new(Cached::new(s)));
-    r.ensure(kit, &secrets, &tls, cached).await?;
-    let cached = current(&c.config_maps, &server_init);
-    r.ensure(kit, &config_maps, &server_init, cached).await?;
-    let cached = current(&c.config_maps, &pool_config);
-    r.ensure(kit, &config_maps, &pool_config, cached).await?;
-    let cached = read(&secrets, &pool_auth).await?;
-    r.ensure(kit, &secrets, &pool_auth, cached).await?;
-    let cached = read(&secrets, &connection).await?;
-    r.ensure(kit, &secrets, &connection, cached).await?;
+    futures::try_join!(
+        r.ensure(kit, &secrets, &tls, cached),
+        r.ensure(
+            kit,
+            &config_maps,
+            &server_init,
+            current(&c.config_maps, &server_init)
+        ),
+        r.ensure(
+            kit,
+            &config_maps,
+            &pool_config,
+            current(&c.config_maps, &pool_config)
+        ),
+        read_then_ensure(pool_auth),
+        read_then_ensure(connection),
+    )?;
 
     // 2. Workloads: the server, then the pool in front of it.
     let cached = current(&c.servers, &server);
@@ -353,13 +371,18 @@ async fn apply(
     let cached = current(&c.pools, &pool);
     let pool = r.ensure(kit, &kit.api(namespace), &pool, cached).await?;
 
-    // 3. Services and the disruption budget, in front of the pods.
-    let cached = current(&c.services, &server_service);
-    r.ensure(kit, &services, &server_service, cached).await?;
-    let cached = current(&c.services, &pool_service);
-    r.ensure(kit, &services, &pool_service, cached).await?;
-    let cached = current(&c.budgets, &pool_budget);
-    r.ensure(kit, &kit.api(namespace), &pool_budget, cached).await?;
+    // 3. Services and the disruption budget, in front of the pods, at once.
+    let budgets = kit.api::<PodDisruptionBudget>(namespace);
+    futures::try_join!(
+        r.ensure(
+            kit,
+            &services,
+            &server_service,
+            current(&c.services, &server_service)
+        ),
+        r.ensure(kit, &services, &pool_service, current(&c.services, &pool_service)),
+        r.ensure(kit, &budgets, &pool_budget, current(&c.budgets, &pool_budget)),
+    )?;
     r.tell(kit, &db.object_ref(&())).await;
     let applied = r.record();
     Ok((server, pool, applied))

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
@@ -23,14 +23,15 @@ use crate::context::{Applied, Context, Outcome};
 use crate::error::Result;
 use crate::slim::{Cached, Slim};
 
-/// One reconcile's dealings with a parent's children.
+/// One reconcile's dealings with a parent's children. Shared, not borrowed mutably, so that children
+/// that do not depend on each other are ensured at once (a reconcile's requests are its latency).
 #[derive(Debug, Default)]
 pub struct Ledger {
     /// The entries the parent's status holds from the last reconcile that wrote it.
     recorded: HashSet<String>,
     /// The entries of this reconcile.
-    entries: BTreeSet<String>,
-    repairs: Vec<(ObjectReference, &'static str)>,
+    entries: Mutex<BTreeSet<String>>,
+    repairs: Mutex<Vec<(ObjectReference, &'static str)>>,
 }
 
 impl Ledger {
@@ -52,7 +53,7 @@ impl Ledger {
     /// # Errors
     /// As [`Context::ensure`].
     pub async fn ensure<K>(
-        &mut self,
+        &self,
         kit: &Context,
         api: &Api<K>,
         obj: &K,
@@ -69,31 +70,38 @@ impl Ledger {
     }
 
     /// Records what [`Context::ensure`] did to `desired`, where the reconcile had to call it itself.
-    pub fn keep<K>(&mut self, kit: &Context, desired: &K, applied: Applied<K>) -> K
+    pub fn keep<K>(&self, kit: &Context, desired: &K, applied: Applied<K>) -> K
     where
         K: Resource<DynamicType = ()>,
     {
-        if let Some(entry) = kit.entry(desired) {
-            self.entries.insert(entry);
+        if let (Some(entry), Ok(mut entries)) = (kit.entry(desired), self.entries.lock()) {
+            entries.insert(entry);
         }
         self.note(applied)
     }
 
     /// Notes what happened to one child; returns the child.
-    pub fn note<K: Resource<DynamicType = ()>>(&mut self, applied: Applied<K>) -> K {
+    pub fn note<K: Resource<DynamicType = ()>>(&self, applied: Applied<K>) -> K {
         let how = match applied.outcome {
             Outcome::Repaired => "changed",
             Outcome::Recreated => "deleted",
             Outcome::Unchanged | Outcome::Created | Outcome::Updated => return applied.object,
         };
-        self.repairs.push((applied.object.object_ref(&()), how));
+        if let Ok(mut repairs) = self.repairs.lock() {
+            repairs.push((applied.object.object_ref(&()), how));
+        }
         applied.object
     }
 
     /// One `DriftRepaired` event on `parent` per child put back, naming the child as the related object:
     /// events are aggregated by reason and related object, so a repair of another child is news of its own.
-    pub async fn tell(&mut self, kit: &Context, parent: &ObjectReference) {
-        for (child, how) in std::mem::take(&mut self.repairs) {
+    pub async fn tell(&self, kit: &Context, parent: &ObjectReference) {
+        let repairs = self
+            .repairs
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        for (child, how) in repairs {
             let kind = child.kind.clone().unwrap_or_default();
             let name = child.name.clone().unwrap_or_default();
             let note = format!("put back {kind}/{name}, which was {how} by hand");
@@ -107,7 +115,8 @@ impl Ledger {
     /// the same text and the status is not rewritten. `None` when nothing was ensured.
     #[must_use]
     pub fn record(&self) -> Option<String> {
-        (!self.entries.is_empty()).then(|| self.entries.iter().cloned().collect::<Vec<_>>().join(" "))
+        let entries = self.entries.lock().ok()?;
+        (!entries.is_empty()).then(|| entries.iter().cloned().collect::<Vec<_>>().join(" "))
     }
 }
 
@@ -117,10 +126,10 @@ mod tests {
 
     #[test]
     fn a_record_reads_back_as_the_entries_it_holds() {
-        let mut ledger = Ledger::new(None);
+        let ledger = Ledger::new(None);
         assert_eq!(ledger.record(), None, "nothing ensured, nothing to record");
-        ledger.entries.insert("b".to_owned());
-        ledger.entries.insert("a".to_owned());
+        ledger.entries.lock().unwrap().insert("b".to_owned());
+        ledger.entries.lock().unwrap().insert("a".to_owned());
         let record = ledger.record().unwrap();
         assert_eq!(record, "a b", "sorted: the same children give the same status");
         let again = Ledger::new(Some(&record));
