@@ -69,7 +69,8 @@ fn allows(open: Open, now: Instant) -> bool {
     }
 }
 
-/// Reads never change anything, so a frozen leader may still read (and a standby keeps its caches warm).
+/// Reads never change anything, so this check lets them pass. (At the socket a closed fence stops every
+/// request: by then the term is over and the controllers are being dropped.)
 fn writes(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
