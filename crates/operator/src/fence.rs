@@ -227,12 +227,12 @@ where
 /// The controllers' client's HTTP stack below berth's layers.
 pub type Stack = BoxService<Request<kube::client::Body>, http::Response<hyper::body::Incoming>, BoxError>;
 
-/// The controllers' client up to its layers: kube's own stack (TLS, timeouts, base URI, credentials,
-/// headers) on a connector whose every connection is fenced. kube's builder takes no connector, and
-/// berth enables none of its proxy features, so there is nothing else it would have added.
+/// The controllers' client up to its layers: kube's own stack (TLS, timeouts, then
+/// [`crate::stack::kube_layers`]) on a connector whose every connection is fenced. kube's builder takes no
+/// connector, and berth enables none of its proxy features, so there is nothing else it would have added.
 ///
 /// # Errors
-/// When the TLS settings or credentials of `config` cannot be used.
+/// When the TLS settings, credentials or headers of `config` cannot be used.
 pub fn client_builder(
     config: &kube::Config,
     fence: &Fence,
@@ -255,22 +255,8 @@ pub fn client_builder(
     connector.set_reset_reader_on_write(config.reset_reader_on_write);
     let http =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-    let service = tower::ServiceBuilder::new()
-        .layer(config.base_uri_layer())
-        .option_layer(
-            config
-                .auth_layer()
-                .context("credentials of the Kubernetes client")?,
-        )
-        .layer(
-            config
-                .extra_headers_layer()
-                .context("headers of the Kubernetes client")?,
-        )
-        .map_err(BoxError::from)
-        .service(http);
     Ok(kube::client::ClientBuilder::new(
-        BoxService::new(service),
+        crate::stack::kube_layers(config, http)?,
         config.default_namespace.clone(),
     ))
 }

@@ -7,6 +7,7 @@ mod http;
 mod leader;
 mod requests;
 mod run;
+mod stack;
 mod watch_client;
 
 use clap::Parser;

@@ -15,7 +15,7 @@ use berth_kit::metrics::{Metrics, VersionLabel};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use kube::client::ConfigExt;
-use tower::{BoxError, ServiceBuilder};
+use tower::ServiceBuilder;
 
 /// How often an idle connection is pinged, and how long an answer may take before the connection (and
 /// every watch on it, which then starts again) is given up: one dead connection must not silence a hundred
@@ -50,13 +50,6 @@ pub fn build(config: &kube::Config, metrics: &Arc<Metrics>) -> anyhow::Result<ku
         .http2_keep_alive_while_idle(true)
         .build(https);
     let service = ServiceBuilder::new()
-        .layer(config.base_uri_layer())
-        .option_layer(config.auth_layer().context("credentials of the watch client")?)
-        .layer(
-            config
-                .extra_headers_layer()
-                .context("headers of the watch client")?,
-        )
         .layer(crate::requests::layer(metrics.clone()))
         .map_response(move |res: http::Response<_>| {
             let version = VersionLabel {
@@ -65,7 +58,7 @@ pub fn build(config: &kube::Config, metrics: &Arc<Metrics>) -> anyhow::Result<ku
             answers.watch_responses.get_or_create(&version).inc();
             res
         })
-        .map_err(BoxError::from)
         .service(client);
+    let service = crate::stack::kube_layers(config, service).context("the watch client")?;
     Ok(kube::Client::new(service, config.default_namespace.clone()))
 }
